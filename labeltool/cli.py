@@ -1,0 +1,281 @@
+"""``labeltool`` command line: a thin layer over :class:`labeltool.session.LabelingSession`."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from labeltool.backbones import DEFAULT_BACKBONE, list_backbones
+from labeltool.losses import get_loss_class, list_losses
+from labeltool.project import ProjectConfig
+from labeltool.session import LabelingSession
+from labeltool.suggest import SuggestConfig
+from labeltool.train import TrainConfig
+
+
+def _bar(desc: str):  # noqa: ANN202 - returns a progress callback
+    from tqdm import tqdm
+
+    state: dict[str, Any] = {}
+
+    def update(done: int, total: int, *_: Any) -> None:
+        if "bar" not in state:
+            state["bar"] = tqdm(total=total, desc=desc, unit="img" if desc != "train" else "step", leave=False)
+        bar = state["bar"]
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def _open(args: argparse.Namespace, *, create: bool = False, scan: bool | None = None) -> LabelingSession:
+    config = None
+    if create:
+        config = ProjectConfig(backbone=args.backbone, image_size=args.image_size, checkpoint=args.checkpoint)
+    return LabelingSession.open(args.path, project_dir=args.project_dir, config=config, create=create, scan=scan)
+
+
+def _parse_params(items: Sequence[str], loss: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    params = {p.name: p for p in get_loss_class(loss).hyperparams}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--param expects NAME=VALUE, got {item!r}")
+        name, value = item.split("=", 1)
+        if name not in params:
+            raise ValueError(f"loss {loss!r} has no hyperparameter {name!r}; valid: {sorted(params)}")
+        out[name] = params[name].validate(value)
+    return out
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        loss=args.loss, loss_params=_parse_params(args.param, args.loss), embedding_dim=args.dim,
+        epochs=args.epochs, lr=args.lr, seed=args.seed, device=args.device,
+    )
+
+
+def suggest_config(args: argparse.Namespace) -> SuggestConfig:
+    return SuggestConfig(
+        source=args.source, confidence=args.confidence, k=args.k,
+        batch_size=None if args.percent is not None else args.batch, percent=args.percent,
+        stratified=args.stratified, min_confidence=args.min_confidence,
+    )
+
+
+# ---------------------------------------------------------------------------- commands
+def cmd_init(args: argparse.Namespace) -> int:
+    with _open(args, create=True, scan=False) as s:
+        summary = s.scan(_bar("scan"))
+        print(f"project: {s.project.dir}")
+        print(f"images: {summary.total} ({summary.ok} usable, {len(summary.errors)} broken); "
+              f"classes: {len(summary.classes)} {summary.classes}")
+        for rel, why in summary.errors[:20]:
+            print(f"  skipped {rel}: {why}")
+        if len(summary.errors) > 20:
+            print(f"  ... and {len(summary.errors) - 20} more (see 'labeltool status')")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    with _open(args) as s:
+        res = s.embed(_bar("embed"), device=args.device, num_workers=args.workers)
+        print(f"embedded {res.computed} new image(s) on {res.device}; cached: {len(s.feature_cache())}")
+        for path, why in res.failed.items():
+            print(f"  failed {path}: {why}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    with _open(args) as s:
+        m = s.train_round(train_config(args), _bar("train"), continue_training=not args.fresh)
+        print(json.dumps({k: v for k, v in m.items() if k != "review"}, indent=2, default=str))
+    return 0
+
+
+def cmd_suggest(args: argparse.Namespace) -> int:
+    with _open(args) as s:
+        rows = s.propose(suggest_config(args))
+        images = {r.id: r.relpath for r in s.store.images()}
+        classes = s.classes
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["rank", "image_id", "path", "class", "confidence", "source"])
+        for r in rows:
+            writer.writerow([r.rank, r.image_id, images[r.image_id], classes[r.class_id], f"{r.confidence:.4f}", r.source])
+        print(f"# {len(rows)} suggestion(s) for round {s.current_round().round}", file=sys.stderr)
+    return 0
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    with _open(args) as s:
+        if args.accept_top is not None:
+            pending = s.pending_suggestions()[: args.accept_top]
+            s.accept(pending)
+            print(f"accepted {len(pending)} suggestion(s)")
+        elif args.decisions:
+            from labeltool.review_file import read_decisions
+
+            rows = read_decisions(s, Path(args.decisions))
+            s.record(rows)
+            print(f"recorded {len(rows)} decision(s) from {args.decisions}")
+        elif args.undo:
+            undone = s.undo()
+            print(f"undid {len(undone)} decision(s)" if undone else "nothing to undo")
+    return 0
+
+
+def cmd_selftrain(args: argparse.Namespace) -> int:
+    from labeltool.selftrain import read_oracle, run_selftrain
+
+    oracle = read_oracle(args.oracle) if args.oracle else None
+    with _open(args) as s:
+        if s.stats()["embedded"] < s.stats()["usable"]:
+            s.embed(_bar("embed"), device=args.device)
+        print("round proposed accepted corrected precision labeled label_acc loo_1nn seconds")
+
+        def show(r: Any) -> None:
+            f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+            print(f"{r.round:5d} {r.proposed:8d} {r.accepted:8d} {r.corrected:9d} {f(r.precision):>9} "
+                  f"{r.labeled:7d} {f(r.label_accuracy):>9} {f(r.loo_1nn_accuracy):>7} {r.round_seconds:7.2f}")
+
+        run_selftrain(s, args.rounds, train_config(args), suggest_config(args), oracle=oracle,
+                      reviewer=args.reviewer, on_round=show)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _open(args) as s:
+        st = s.stats()
+        if args.json:
+            print(json.dumps(st, indent=2, default=str))
+            return 0
+        print(f"folder:   {st['image_root']}\nproject:  {st['project_dir']}")
+        print(f"images:   {st['images']} ({st['usable']} usable, {len(st['broken'])} broken, {st['embedded']} embedded)")
+        print(f"labeled:  {st['labeled']} {st['by_source']}; unlabeled: {st['unlabeled']}")
+        print(f"backbone: {st['backbone']} @ {st['input_size']} px; device: {st['device']}; rounds: {st['rounds']}")
+        for c, n in st["per_class"].items():
+            print(f"  {c:30s} {n}")
+        for rel, why in st["broken"]:
+            print(f"  broken: {rel}: {why}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    with _open(args) as s:
+        out = args.out
+        if out is None:
+            if not args.model_only:
+                raise ValueError("give an output folder (OUT), or --model-only to export the model under models/")
+            out = Path("models") / f"{s.project.image_root.name}-round{s.checkpoint().round}"
+        path = s.export(out, dataset=not args.model_only, model=not args.dataset_only, link=args.link,
+                        overwrite=args.overwrite, include_pseudo=not args.no_pseudo)
+        print(f"exported to {path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="labeltool", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("path", help="the image folder")
+        sp.add_argument("--project-dir", help="where the project lives (default PATH/.labeltool)")
+
+    def training(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--loss", default="cross_entropy", choices=list_losses())
+        sp.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="loss hyperparameter")
+        sp.add_argument("--dim", type=int, default=None, help="embedding dimension (default max(C-1, 64))")
+        sp.add_argument("--epochs", type=int, default=30)
+        sp.add_argument("--lr", type=float, default=1e-3)
+        sp.add_argument("--seed", type=int, default=0)
+        sp.add_argument("--device", default="auto")
+
+    def suggesting(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--source", default="knn", choices=["knn", "walk", "softmax", "knn+walk"])
+        sp.add_argument("--confidence", default="vote", choices=["vote", "1nn"])
+        sp.add_argument("--k", type=int, default=10)
+        sp.add_argument("--batch", type=int, default=100)
+        sp.add_argument("--percent", type=float, default=None, help="propose this %% of the unlabeled pool")
+        sp.add_argument("--stratified", action="store_true", help="equal quota per predicted class")
+        sp.add_argument("--min-confidence", type=float, default=0.0)
+
+    sp = sub.add_parser("init", help="scan the folder and create the project")
+    common(sp)
+    sp.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"one of {list_backbones()} or timm:<arch>")
+    sp.add_argument("--image-size", type=int, default=None)
+    sp.add_argument("--checkpoint", default=None, help="local weights file for timm:<arch>")
+    sp.set_defaults(func=cmd_init)
+
+    sp = sub.add_parser("embed", help="compute and cache backbone features")
+    common(sp)
+    sp.add_argument("--device", default="auto")
+    sp.add_argument("--workers", type=int, default=None, help="image decoding processes")
+    sp.set_defaults(func=cmd_embed)
+
+    sp = sub.add_parser("train", help="train a round on the labeled images")
+    common(sp)
+    training(sp)
+    sp.add_argument("--fresh", action="store_true", help="start from a new head instead of the last round's")
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("suggest", help="propose labels for unlabeled images (CSV on stdout)")
+    common(sp)
+    suggesting(sp)
+    sp.set_defaults(func=cmd_suggest)
+
+    sp = sub.add_parser("review", help="record decisions")
+    common(sp)
+    g = sp.add_mutually_exclusive_group(required=True)
+    g.add_argument("--accept-top", type=int, help="accept the N most confident pending suggestions")
+    g.add_argument("--decisions", help="CSV with columns path,action,label[,correct]")
+    g.add_argument("--undo", action="store_true", help="undo the last batch of decisions")
+    sp.set_defaults(func=cmd_review)
+
+    sp = sub.add_parser("selftrain", help="headless rounds with a simulated reviewer")
+    common(sp)
+    training(sp)
+    suggesting(sp)
+    sp.add_argument("--rounds", type=int, default=5)
+    sp.add_argument("--oracle", help="CSV path,label of ground truth (simulated reviewer)")
+    sp.add_argument("--reviewer", default="correct", choices=["correct", "reject", "none"])
+    sp.set_defaults(func=cmd_selftrain)
+
+    sp = sub.add_parser("status", help="project summary")
+    common(sp)
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_status)
+
+    sp = sub.add_parser("export", help="export dataset and model")
+    common(sp)
+    sp.add_argument("out", nargs="?", default=None, help="output folder (default for --model-only: models/...)")
+    sp.add_argument("--model-only", action="store_true")
+    sp.add_argument("--dataset-only", action="store_true")
+    sp.add_argument("--link", action="store_true", help="hard-link images instead of copying")
+    sp.add_argument("--overwrite", action="store_true")
+    sp.add_argument("--no-pseudo", action="store_true", help="leave out labels accepted without review")
+    sp.set_defaults(func=cmd_export)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError, RuntimeError,
+            ModuleNotFoundError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"labeltool {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""Head-mode trainer: a projection head (and the loss's own parameters) on cached features.
+
+Each step draws a class-balanced labeled batch (P classes x K images) and, for losses that use
+unlabeled data, an unlabeled batch beside it. Runs on CUDA when present. Deterministic for a
+given seed on a given device.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from labeltool.embed import pick_device
+from labeltool.heads import ProjectionHead
+from labeltool.losses import EmbeddingLoss, create_loss, get_loss_class
+
+StepProgress = Callable[[int, int, float], None]  # (step, total_steps, loss)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a head-training run (saved with each round)."""
+
+    loss: str = "cross_entropy"
+    loss_params: Mapping[str, Any] = field(default_factory=dict)
+    embedding_dim: int | None = None  # None → max(C - 1, 64)
+    hidden_dim: int = 512
+    dropout: float = 0.1
+    epochs: int = 30
+    classes_per_batch: int = 16  # P
+    samples_per_class: int = 4  # K
+    unlabeled_batch: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    device: str = "auto"
+    min_steps: int = 50
+    max_steps: int = 3000
+
+    def __post_init__(self) -> None:
+        cls = get_loss_class(self.loss)  # raises for unknown names
+        known = {p.name for p in cls.hyperparams}
+        bad = sorted(set(self.loss_params) - known)
+        if bad:
+            raise ValueError(f"loss {self.loss!r} has no hyperparameter(s) {bad}; valid: {sorted(known)}")
+        for name in ("hidden_dim", "epochs", "classes_per_batch", "samples_per_class", "min_steps", "max_steps"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.embedding_dim is not None and self.embedding_dim < 1:
+            raise ValueError(f"embedding_dim must be at least 1, got {self.embedding_dim}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def resolved_dim(self, num_classes: int) -> int:
+        """The embedding dimension to use for ``num_classes`` classes."""
+        return int(self.embedding_dim) if self.embedding_dim else max(num_classes - 1, 64)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["loss_params"] = dict(self.loss_params)
+        return d
+
+
+def dimension_warning(embedding_dim: int, num_classes: int) -> str | None:
+    """The W-Softmax bound: fewer than C-1 dimensions cannot hold C equiangular class vectors."""
+    if num_classes >= 2 and embedding_dim < num_classes - 1:
+        return (
+            f"embedding dimension {embedding_dim} is below C-1 = {num_classes - 1} for {num_classes} classes; "
+            "classes cannot all be equally separated (use at least C-1)"
+        )
+    return None
+
+
+@dataclass
+class TrainResult:
+    """A trained head with its loss module and what happened during training."""
+
+    head: ProjectionHead
+    loss: EmbeddingLoss
+    losses: list[float]
+    steps: int
+    seconds: float
+    device: str
+
+
+class BalancedSampler:
+    """Draws P classes x K indices per step from ``labels`` (``-1`` rows ignored)."""
+
+    def __init__(self, labels: np.ndarray, classes_per_batch: int, samples_per_class: int, rng: np.random.Generator):
+        self.by_class = [np.flatnonzero(labels == c) for c in np.unique(labels[labels >= 0])]
+        self.by_class = [ix for ix in self.by_class if len(ix)]
+        self.p = min(classes_per_batch, len(self.by_class))
+        self.k = samples_per_class
+        self.rng = rng
+
+    def __call__(self) -> np.ndarray:
+        """Indices ``[P*K]`` (with replacement only inside classes smaller than K)."""
+        chosen = self.rng.choice(len(self.by_class), size=self.p, replace=False)
+        out = []
+        for c in chosen:
+            ix = self.by_class[c]
+            out.append(self.rng.choice(ix, size=self.k, replace=len(ix) < self.k))
+        return np.concatenate(out)
+
+
+def train_head(
+    features: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    config: TrainConfig,
+    *,
+    init: tuple[ProjectionHead, EmbeddingLoss] | None = None,
+    progress: StepProgress | None = None,
+) -> TrainResult:
+    """Train a projection head on ``features`` ``[N, F]`` (float, may be a memmap) with ``labels``
+    ``[N]`` (class index or -1). ``init`` continues from an earlier round's head and loss."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if features.ndim != 2 or features.shape[0] != labels.shape[0]:
+        raise ValueError(f"features [N, F] and labels [N] disagree: {features.shape} vs {labels.shape}")
+    labeled = np.flatnonzero(labels >= 0)
+    if len(np.unique(labels[labeled])) < 2:
+        raise ValueError("training needs labeled images of at least 2 classes")
+    if labels.max() >= num_classes:
+        raise ValueError(f"label {labels.max()} out of range for {num_classes} classes")
+    device = pick_device(config.device)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    dim = config.resolved_dim(num_classes)
+    if (msg := dimension_warning(dim, num_classes)) is not None:
+        warnings.warn(msg, stacklevel=2)
+    if init is not None:
+        head, loss = init
+        if head.in_dim != features.shape[1] or loss.num_classes != num_classes or loss.name != config.loss:
+            head, loss = _fresh(features.shape[1], dim, num_classes, config)
+    else:
+        head, loss = _fresh(features.shape[1], dim, num_classes, config)
+    head, loss = head.to(device), loss.to(device)
+    params = list(head.parameters()) + list(loss.parameters())
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+    x_lab = torch.as_tensor(np.asarray(features[labeled], dtype=np.float32), device=device)
+    y_lab = torch.as_tensor(labels[labeled], device=device)
+    unlabeled = np.flatnonzero(labels < 0) if loss.uses_unlabeled else np.zeros(0, dtype=np.int64)
+    sampler = BalancedSampler(labels[labeled], config.classes_per_batch, config.samples_per_class, rng)
+    per_epoch = max(1, math.ceil(len(labeled) / (sampler.p * sampler.k)))
+    steps = int(min(max(config.epochs * per_epoch, config.min_steps), config.max_steps))
+    head.train()
+    loss.train()
+    history: list[float] = []
+    t0 = time.perf_counter()
+    for step in range(steps):
+        ix = torch.as_tensor(sampler(), device=device)
+        x, y = x_lab[ix], y_lab[ix]
+        if len(unlabeled):
+            u = np.sort(rng.choice(unlabeled, size=min(config.unlabeled_batch, len(unlabeled)), replace=False))
+            xu = torch.as_tensor(np.asarray(features[u], dtype=np.float32), device=device)
+            x = torch.cat([x, xu])
+            y = torch.cat([y, torch.full((len(u),), -1, dtype=torch.int64, device=device)])
+        value = loss(head(x), y)
+        if not torch.isfinite(value):
+            raise FloatingPointError(f"loss {config.loss} became {value.item()} at step {step}; lower the learning rate")
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        opt.step()
+        history.append(float(value.detach()))
+        if progress and (step % 10 == 0 or step == steps - 1):
+            progress(step + 1, steps, history[-1])
+    head.eval()
+    loss.eval()
+    return TrainResult(head.cpu(), loss.cpu(), history, steps, time.perf_counter() - t0, str(device))
+
+
+def _fresh(in_dim: int, dim: int, num_classes: int, config: TrainConfig) -> tuple[ProjectionHead, EmbeddingLoss]:
+    head = ProjectionHead(in_dim, dim, config.hidden_dim, config.dropout)
+    loss = create_loss(config.loss, num_classes=num_classes, embedding_dim=dim, **dict(config.loss_params))
+    return head, loss
+
+
+@torch.inference_mode()
+def embed_features(head: ProjectionHead, features: np.ndarray, *, chunk: int = 65536, device: str = "auto") -> np.ndarray:
+    """Run the head over ``features`` ``[N, F]`` (memmap-friendly, chunked) → ``[N, D]`` float32."""
+    dev = pick_device(device)
+    head = head.to(dev).eval()
+    out = np.empty((features.shape[0], head.out_dim), dtype=np.float32)
+    for s in range(0, features.shape[0], chunk):
+        x = torch.as_tensor(np.asarray(features[s : s + chunk], dtype=np.float32), device=dev)
+        out[s : s + chunk] = head(x).float().cpu().numpy()
+    head.cpu()
+    return out
+
+
+@torch.inference_mode()
+def class_probabilities(loss: EmbeddingLoss, embeddings: np.ndarray, *, chunk: int = 65536) -> np.ndarray | None:
+    """Softmax of the loss's classifier ``[N, C]``, or None when the loss has no classifier."""
+    if not loss.has_classifier:
+        return None
+    loss = loss.cpu().eval()
+    out = []
+    for s in range(0, embeddings.shape[0], chunk):
+        out.append(torch.softmax(loss.logits(torch.as_tensor(embeddings[s : s + chunk])), dim=1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, loss.num_classes), dtype=np.float32)
+
+
+def state_dict_of(result_head: ProjectionHead, loss: EmbeddingLoss) -> dict[str, Tensor]:
+    """Flat state dict ``head.* / loss.*`` for a checkpoint."""
+    state = {f"head.{k}": v.detach().cpu().contiguous() for k, v in result_head.state_dict().items()}
+    state.update({f"loss.{k}": v.detach().cpu().contiguous() for k, v in loss.state_dict().items()})
+    return state
+
+
+def load_state(head: ProjectionHead, loss: EmbeddingLoss, state: Mapping[str, Tensor]) -> None:
+    """Inverse of :func:`state_dict_of` (strict)."""
+    head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
+    loss.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("loss.")})
