@@ -272,6 +272,24 @@ class LabelingSession:
         if badc:
             raise KeyError(f"unknown class id(s) {badc[:5]} (there are {n} classes)")
 
+    # ------------------------------------------------------------------ images
+    def image_rows(self) -> dict[int, ImageRow]:
+        """Image id → stored row, for every present image."""
+        return {r.id: r for r in self.store.images()}
+
+    def thumbnail(self, image_id: int, size: int = 192) -> Path:
+        """Path of a cached thumbnail (made once, keyed by content hash and size)."""
+        from labeltool.images import make_thumbnail
+
+        row = self.store.image(image_id)
+        if row is None or row.status != "ok" or not row.sha256:
+            raise KeyError(f"image {image_id} has no usable file")
+        dest = self.project.thumbnails_dir / f"{size}" / f"{row.sha256[:2]}" / f"{row.sha256}.jpg"
+        if not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            make_thumbnail(self.project.image_path(row.relpath), dest, size=size)
+        return dest
+
     # ------------------------------------------------------------------ model and export
     def build_model(self) -> torch.nn.Module:
         """Backbone + head + classifier of the current round, in eval mode on the CPU."""

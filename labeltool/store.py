@@ -95,6 +95,14 @@ class ImageRow:
     present: bool
 
 
+def _image_row(r: sqlite3.Row) -> ImageRow:
+    return ImageRow(
+        id=r["id"], relpath=r["relpath"], sha256=r["sha256"], size_bytes=r["size_bytes"],
+        mtime_ns=r["mtime_ns"], width=r["width"], height=r["height"], status=r["status"],
+        error=r["error"], seed_class_id=r["seed_class_id"], present=bool(r["present"]),
+    )
+
+
 @dataclass(frozen=True)
 class RoundRow:
     """One training round: its frozen config and the metrics recorded for it."""
@@ -221,14 +229,14 @@ class Store:
     def images(self, *, only_present: bool = True) -> list[ImageRow]:
         """All image rows ordered by id."""
         q = "SELECT * FROM images" + (" WHERE present = 1" if only_present else "") + " ORDER BY id"
-        return [
-            ImageRow(
-                id=r["id"], relpath=r["relpath"], sha256=r["sha256"], size_bytes=r["size_bytes"],
-                mtime_ns=r["mtime_ns"], width=r["width"], height=r["height"], status=r["status"],
-                error=r["error"], seed_class_id=r["seed_class_id"], present=bool(r["present"]),
-            )
-            for r in self._conn.execute(q)
-        ]
+        return [_image_row(r) for r in self._conn.execute(q)]
+
+    def image(self, image_id: int) -> ImageRow | None:
+        """One image row by id (present or not), or None."""
+        r = self._conn.execute("SELECT * FROM images WHERE id = ?", (image_id,)).fetchone()
+        if r is None:
+            return None
+        return _image_row(r)
 
     # ------------------------------------------------------------------ rounds
     def start_round(self, config: dict[str, Any]) -> int:
