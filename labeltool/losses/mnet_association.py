@@ -1,0 +1,166 @@
+"""Learning to learn by association: association losses on a learned metric network (Mnet)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from labeltool.losses import register_loss
+from labeltool.losses.association import round_trip, split_labeled, visit_loss, walk_target, walker_loss
+from labeltool.losses.base import EmbeddingLoss, HyperParam
+
+HIDDEN = (64, 32, 32, 16, 16)
+
+
+class PairMetric(nn.Module):
+    """Mnet: a shared MLP scoring every pair ``[a_i; b_j]`` (Linear-BN-ReLU x5, then Linear to 1).
+
+    The first layer on the concatenation equals ``W_a a_i + W_b b_j + bias``, so it is applied to
+    ``a`` and ``b`` separately and broadcast over the pairs (same function, less memory).
+    """
+
+    def __init__(self, dim: int, hidden: tuple[int, ...] = HIDDEN) -> None:
+        super().__init__()
+        self.dim = dim
+        self.first = nn.Linear(2 * dim, hidden[0])
+        self.first_norm = nn.BatchNorm1d(hidden[0])
+        layers: list[nn.Module] = []
+        for h_in, h_out in zip(hidden[:-1], hidden[1:], strict=True):
+            layers += [nn.Linear(h_in, h_out), nn.BatchNorm1d(h_out), nn.ReLU()]
+        layers.append(nn.Linear(hidden[-1], 1))
+        self.rest = nn.Sequential(*layers)
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        """Raw scores ``[n, m]`` (logits; sigmoid gives a probability) for ``a`` ``[n, D]``, ``b`` ``[m, D]``."""
+        n, m = a.shape[0], b.shape[0]
+        w_a, w_b = self.first.weight[:, : self.dim], self.first.weight[:, self.dim :]
+        h = (a @ w_a.T)[:, None, :] + (b @ w_b.T)[None, :, :] + self.first.bias  # [n, m, H0]
+        h = F.relu(self.first_norm(h.reshape(n * m, -1)))
+        return self.rest(h).reshape(n, m)
+
+
+def similarity_triplet(prob: Tensor, pos: Tensor, neg: Tensor, margin: float) -> Tensor:
+    """``mean max(0, p[i, k] - p[i, j] + margin)`` over anchors ``i``, positives ``j``, negatives ``k``.
+
+    ``prob``, ``pos``, ``neg``: ``[n, k]`` (similarities and boolean masks). Higher similarity to
+    a negative than to a positive is penalised. Zero when no (anchor, positive, negative) exists.
+    """
+    mask = pos[:, :, None] & neg[:, None, :]  # [n, j, k]
+    count = mask.sum()
+    if int(count) == 0:
+        return prob.sum() * 0.0
+    hinge = torch.relu(prob[:, None, :] - prob[:, :, None] + margin)  # [n, j, k]
+    return (hinge * mask).sum() / count
+
+
+def _flags(prefix: str, help_text: str) -> tuple[HyperParam, HyperParam]:
+    return (
+        HyperParam(f"use_{prefix}", True, "bool", help=f"use the {help_text}"),
+        HyperParam(f"{prefix}_weight", 1.0, "float", 0.0, 10.0, help=f"weight of the {help_text}"),
+    )
+
+
+@register_loss("mnet_association")
+class MnetAssociationLoss(EmbeddingLoss):
+    """Association with a learned metric on raw embeddings ``[B, D]``, labels ``[B]`` (``-1`` = unlabeled).
+
+    ``S = Mnet(A, B)`` ``[nA, nB]`` replaces ``M = A Bᵀ``: ``P^{ab} = softmax_row(S)``,
+    ``P^{ba} = softmax_row(Sᵀ)`` (one score per pair, used in both directions). Terms, each with a
+    ``use_*`` switch and a ``*_weight`` (defaults: all on, weight 1):
+
+    - ``walker`` ``mean_i CE(T_i, P^{aba}_i)`` and ``visit`` ``CE(uniform, mean_i P^{ab}_i)``;
+    - ``logit``: softmax CE of the linear head ``Linear(D, C)`` on ``A``;
+    - ``comparison``: ``CE(T, softmax_row(Mnet(A, A)))``;
+    - similarity triplets ``max(0, p_neg - p_pos + m)``, ``m = 1.5``: ``sup_triplet`` on
+      ``sigmoid(Mnet(A, A))`` and ``semi_triplet`` on ``P^{aba}`` (anchor ``i``, positives other
+      rows of its class, negatives rows of other classes); ``weak_triplet`` on the class-averaged
+      ``sigmoid(Mnet(A, B))`` ``[C', nB]``, where each unlabeled row's positive is its
+      highest-scoring class (a detached pseudo-label) and the other classes are negatives.
+
+    The authors' default (non-hard-mining) code has the sign of the similarity triplet inverted
+    (it rewards a negative that is more similar than the positive); the paper's intended
+    direction is implemented here. Memory grows as ``nA · (nA + nB)`` pairs, fine up to ~256 x 256.
+    """
+
+    uses_unlabeled = True
+    has_classifier = True
+    normalize_embeddings = False
+    hyperparams = (
+        *_flags("walker", "walker loss"),
+        *_flags("visit", "visit loss"),
+        *_flags("logit", "classifier CE on labeled rows"),
+        *_flags("comparison", "supervised comparison loss CE(T, softmax(Mnet(A, A)))"),
+        *_flags("sup_triplet", "supervised similarity triplet on sigmoid(Mnet(A, A))"),
+        *_flags("semi_triplet", "semi-supervised similarity triplet on P^aba"),
+        *_flags("weak_triplet", "weakly supervised similarity triplet on class-averaged sigmoid(Mnet(A, B))"),
+        HyperParam("triplet_margin", 1.5, "float", 0.0, 3.0, help="margin m of the similarity triplets"),
+    )
+
+    def __init__(self, num_classes: int, embedding_dim: int, **hyper: Any) -> None:
+        super().__init__(num_classes, embedding_dim, **hyper)
+        self.classifier = nn.Linear(embedding_dim, num_classes)
+        self.mnet = PairMetric(embedding_dim)
+
+    def _on(self, term: str) -> bool:
+        return bool(self.hparams[f"use_{term}"]) and self.hparams[f"{term}_weight"] > 0
+
+    def pair_scores(self, a: Tensor, b: Tensor) -> Tensor:
+        """Mnet scores ``[n, m]`` for ``a`` ``[n, D]`` and ``b`` ``[m, D]`` (sigmoid -> probability)."""
+        return self.mnet(a.float(), b.float())
+
+    def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        """Weighted sum of the enabled terms for ``embeddings`` ``[B, D]`` and ``labels`` ``[B]``."""
+        x = embeddings.float()
+        a, y, b = split_labeled(x, labels)
+        n_a, n_b = a.shape[0], b.shape[0]
+        m = self.hparams["triplet_margin"]
+        w = self.hparams
+        terms: list[Tensor] = [x.sum() * 0.0]
+        if n_a == 0:
+            return terms[0]
+        if self._on("logit"):
+            terms.append(w["logit_weight"] * F.cross_entropy(self.logits(a), y))
+        if n_a * (n_a + n_b) < 2:  # BatchNorm needs more than one pair
+            return torch.stack(terms).sum()
+        scores = self.pair_scores(a, torch.cat([a, b]))  # [nA, nA + nB]
+        s_aa, s_ab = scores[:, :n_a], scores[:, n_a:]
+        same = y[:, None] == y[None, :]
+        pos = same & ~torch.eye(n_a, dtype=torch.bool, device=x.device)
+        if self._on("comparison"):
+            comp = -(walk_target(y) * F.log_softmax(s_aa, dim=1)).sum(dim=1).mean()
+            terms.append(w["comparison_weight"] * comp)
+        if self._on("sup_triplet"):
+            trip = similarity_triplet(torch.sigmoid(s_aa), pos, ~same, m)
+            terms.append(w["sup_triplet_weight"] * trip)
+        if n_b > 0:
+            p_ab, p_aba = round_trip(s_ab)
+            if self._on("walker"):
+                terms.append(w["walker_weight"] * walker_loss(p_aba, y))
+            if self._on("visit"):
+                terms.append(w["visit_weight"] * visit_loss(p_ab))
+            if self._on("semi_triplet"):
+                terms.append(w["semi_triplet_weight"] * similarity_triplet(p_aba, pos, ~same, m))
+            if self._on("weak_triplet"):
+                terms.append(w["weak_triplet_weight"] * self._weak_triplet(torch.sigmoid(s_ab), y, m))
+        return torch.stack(terms).sum()
+
+    @staticmethod
+    def _weak_triplet(prob_ab: Tensor, y: Tensor, margin: float) -> Tensor:
+        """Triplet on class-averaged similarities ``[C', nB]`` built from ``prob_ab`` ``[nA, nB]``."""
+        classes, inverse = torch.unique(y, return_inverse=True)
+        member = F.one_hot(inverse, classes.numel()).to(prob_ab.dtype)  # [nA, C']
+        per_class = (member.T @ prob_ab) / member.sum(dim=0)[:, None]  # [C', nB]
+        q = per_class.T  # [nB, C']
+        pos = F.one_hot(q.detach().argmax(dim=1), classes.numel()).bool()
+        return similarity_triplet(q, pos, ~pos, margin)
+
+    def logits(self, embeddings: Tensor) -> Tensor:
+        """Class scores ``[B, C]`` of the linear head."""
+        return self.classifier(embeddings.float())
+
+    def class_weights(self) -> Tensor:
+        """Classifier class vectors ``[C, D]``."""
+        return self.classifier.weight
