@@ -201,15 +201,19 @@ class _TimmBody(nn.Module):
 def _timm_backbone(spec: BackboneSpec, arch: str, state: dict[str, Tensor], with_classifier: bool) -> Backbone:
     import timm
 
-    model = timm.create_model(arch, pretrained=False)
+    probe = timm.create_model(arch, pretrained=False, num_classes=0)
+    head_name = str(probe.pretrained_cfg.get("classifier", "classifier"))
+    head_w = state.get(f"{head_name}.weight")
+    num_classes = int(head_w.shape[0]) if head_w is not None else 0
+    model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    head_keys = {k for k in missing if k.startswith(("classifier.", "fc.", "head."))}
+    head_keys = {k for k in missing if k.startswith(head_name + ".")}
     if set(missing) - head_keys or unexpected:
         raise ValueError(
             f"checkpoint does not fit timm '{arch}': {len(set(missing) - head_keys)} missing keys "
             f"(e.g. {sorted(set(missing) - head_keys)[:3]}), {len(unexpected)} unexpected (e.g. {sorted(unexpected)[:3]})"
         )
-    classifier = model.get_classifier() if with_classifier and not head_keys else None
+    classifier = model.get_classifier() if with_classifier and num_classes else None
     if with_classifier and classifier is None:
         raise ValueError(f"the checkpoint for '{arch}' has no classifier weights")
     return Backbone(spec, _TimmBody(model), classifier)
@@ -237,7 +241,7 @@ def _timm_spec(name: str, checkpoint: str | None) -> BackboneSpec:
 
 def _build_timm(spec: BackboneSpec, with_classifier: bool) -> Backbone:
     assert spec.checkpoint
-    model = _timm_backbone(spec, spec.arch, _load_state(spec.checkpoint), with_classifier)
+    model = _timm_backbone(spec, spec.arch, _load_state(spec.checkpoint), with_classifier).eval()
     with torch.no_grad():
         dim = int(model(torch.zeros(1, 3, spec.input_size, spec.input_size)).shape[1])
     model.spec = replace(spec, feature_dim=dim)

@@ -1,0 +1,31 @@
+"""Shared fixtures: a copy of the bundled sample folder, embedded once per test run at 64 px."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sample_helpers import TEST_IMAGE_SIZE, copy_sample
+
+from labeltool.project import ProjectConfig
+from labeltool.session import LabelingSession
+
+
+@pytest.fixture(scope="session")
+def embedded_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A sample folder whose project is created and embedded (do not modify; use ``project``)."""
+    root = copy_sample(tmp_path_factory.mktemp("embedded") / "sample")
+    with LabelingSession.open(root, config=ProjectConfig(image_size=TEST_IMAGE_SIZE)) as s:
+        s.embed()
+    return root
+
+
+@pytest.fixture
+def project(embedded_sample: Path, tmp_path: Path) -> Iterator[LabelingSession]:
+    """A private, already embedded copy of the sample project, opened."""
+    root = tmp_path / "sample"
+    shutil.copytree(embedded_sample, root)
+    with LabelingSession.open(root) as s:
+        yield s
