@@ -1,0 +1,79 @@
+"""kNN class confidences for suggestions: the 1-NN distance score and the weighted vote share."""
+
+from __future__ import annotations
+
+import numpy as np
+
+KNN_CONFIDENCES: tuple[str, ...] = ("1nn", "vote")
+
+
+def vote_temperature(nn1_distances: np.ndarray) -> float:
+    """``τ`` for the distance-weighted vote: the median 1-NN squared distance ``[Q]`` of the pool.
+
+    Guarded to be > 0: if the median is 0 (many exact duplicates), the median of the positive
+    distances is used, and 1.0 if there are none.
+    """
+    d = np.asarray(nn1_distances, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return 1.0
+    tau = float(np.median(d))
+    if tau > 0:
+        return tau
+    pos = d[d > 0]
+    return float(np.median(pos)) if pos.size else 1.0
+
+
+def knn_class_scores(
+    distances: np.ndarray,
+    neighbor_classes: np.ndarray,
+    num_classes: int,
+    *,
+    mode: str = "vote",
+    tau: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class kNN confidences from the neighbour lists.
+
+    Args:
+        distances: ``[Q, k]`` squared distances to the labeled neighbours, ascending.
+        neighbor_classes: ``[Q, k]`` class of each neighbour, in ``[0, C)``.
+        mode: ``"1nn"``: score of class ``c`` = ``1 / (1 + d_c²)`` with ``d_c²`` the distance to
+            the nearest neighbour of class ``c``; ``"vote"``: ``c``'s share of the weights
+            ``exp(-d_j² / τ)``.
+        tau: vote temperature; default :func:`vote_temperature` of ``distances[:, 0]``.
+
+    Returns:
+        ``(scores [Q, C] float64 in [0, 1], seen [Q, C] bool)``; ``seen`` marks the classes present
+        among the neighbours (the only ones a suggestion may use); other scores are 0.
+    """
+    d = np.asarray(distances, dtype=np.float64)
+    cls = np.asarray(neighbor_classes, dtype=np.int64)
+    if d.ndim != 2 or d.shape != cls.shape:
+        raise ValueError(
+            f"distances and neighbor_classes must be [Q, k] alike, got {d.shape} and {cls.shape}"
+        )
+    if mode not in KNN_CONFIDENCES:
+        raise ValueError(f"mode must be one of {list(KNN_CONFIDENCES)}, got {mode!r}")
+    if cls.size and (cls.min() < 0 or cls.max() >= num_classes):
+        raise ValueError(f"neighbor_classes must lie in [0, {num_classes})")
+    q, k = d.shape
+    scores = np.zeros((q, num_classes))
+    seen = np.zeros((q, num_classes), dtype=bool)
+    r = np.arange(q)
+    for j in range(k):
+        seen[r, cls[:, j]] = True
+    if mode == "1nn":
+        conf = 1.0 / (1.0 + np.maximum(d, 0.0))
+        for j in reversed(range(k)):  # the nearest neighbour of each class is written last
+            scores[r, cls[:, j]] = conf[:, j]
+        return scores, seen
+    if k == 0:
+        return scores, seen
+    t = vote_temperature(d[:, 0]) if tau is None else float(tau)
+    if not (np.isfinite(t) and t > 0):
+        raise ValueError(f"tau must be > 0, got {tau}")
+    w = np.exp(-(d - d[:, :1]) / t)  # shifted by the row minimum: shares unchanged, no underflow
+    for j in range(k):
+        scores[r, cls[:, j]] += w[:, j]
+    scores /= w.sum(axis=1, keepdims=True)
+    return scores, seen
