@@ -10,6 +10,7 @@ import pytest
 
 from labeltool.cli import main
 from labeltool.session import LabelingSession
+
 from sample_helpers import SAMPLE
 
 

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sample_helpers import TEST_IMAGE_SIZE, copy_sample
 
 from labeltool.project import ProjectConfig
 from labeltool.session import LabelingSession
 from labeltool.suggest import SuggestConfig
 from labeltool.train import TrainConfig
+
+from sample_helpers import TEST_IMAGE_SIZE, copy_sample
 
 FAST = TrainConfig(epochs=5, min_steps=20)
 
