@@ -1,48 +1,92 @@
-"""Per-round checkpoints: ``round-N.safetensors`` (head + loss parameters) and ``round-N.json``."""
+"""Per-round checkpoints: ``round-N.safetensors`` (head + loss parameters) and ``round-N.json``;
+a fine-tune round also writes ``round-N.backbone.safetensors`` (the fine-tuned backbone's state)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_file, save_file
+from torch import Tensor
 
+from labeltool.backbones import Backbone
 from labeltool.heads import ProjectionHead
 from labeltool.losses import EmbeddingLoss, create_loss
 from labeltool.train import TrainConfig, load_state, state_dict_of
 
+BACKBONE_KEY = "backbone_weights"  # meta key naming the fine-tuned backbone's file
+
 
 @dataclass
 class Checkpoint:
-    """A head and its loss restored from disk, with the metadata saved beside them."""
+    """A head and its loss restored from disk, with the metadata saved beside them.
+
+    A fine-tune round also has a backbone: held in ``backbone`` once built, else read from
+    ``backbone_file`` by :meth:`load_backbone`.
+    """
 
     round: int
     head: ProjectionHead
     loss: EmbeddingLoss
     meta: dict[str, Any]
+    backbone: Backbone | None = None
+    backbone_file: Path | None = None
 
     @property
     def train_config(self) -> TrainConfig:
         return TrainConfig(**self.meta["train_config"])
+
+    @property
+    def finetuned(self) -> bool:
+        """Whether this round fine-tuned the backbone (its features differ from the base cache)."""
+        return self.backbone is not None or BACKBONE_KEY in self.meta
+
+    def load_backbone(self, base: Backbone) -> Backbone:
+        """The round's fine-tuned backbone: a copy of ``base`` (the pretrained one, same
+        architecture) with the saved state loaded; built once and kept."""
+        if self.backbone is None:
+            if self.backbone_file is None or not self.backbone_file.exists():
+                raise FileNotFoundError(
+                    f"round {self.round} fine-tuned its backbone but {self.backbone_file} is missing; train a new round"
+                )
+            model = copy.deepcopy(base).cpu()
+            model.load_state_dict(load_file(str(self.backbone_file)))
+            self.backbone = model.eval()
+        return self.backbone
 
 
 def _paths(directory: Path, round_id: int) -> tuple[Path, Path]:
     return directory / f"round-{round_id}.safetensors", directory / f"round-{round_id}.json"
 
 
+def backbone_file_name(round_id: int) -> str:
+    return f"round-{round_id}.backbone.safetensors"
+
+
 def save_checkpoint(
-    directory: Path, round_id: int, head: ProjectionHead, loss: EmbeddingLoss, meta: dict[str, Any]
+    directory: Path, round_id: int, head: ProjectionHead, loss: EmbeddingLoss, meta: dict[str, Any],
+    backbone_state: Mapping[str, Tensor] | None = None,
 ) -> Path:
-    """Write the checkpoint atomically (tmp + rename, weights before metadata)."""
+    """Write the checkpoint atomically (tmp + rename; weights before metadata, so a ``.json``
+    means the round is complete). ``backbone_state`` goes to ``round-N.backbone.safetensors``."""
     directory.mkdir(parents=True, exist_ok=True)
     weights, info = _paths(directory, round_id)
+    extra: dict[str, Any] = {}
+    if backbone_state is not None:
+        name = backbone_file_name(round_id)
+        tmp_bb = directory / (name + ".tmp")
+        save_file(dict(backbone_state), str(tmp_bb))
+        os.replace(tmp_bb, directory / name)
+        extra[BACKBONE_KEY] = name
     tmp = weights.with_suffix(".tmp")
     save_file(state_dict_of(head, loss), str(tmp))
     os.replace(tmp, weights)
-    full = {**meta, "round": round_id, "head": head.config(), "loss": loss.config()}
+    full = {**meta, **extra, "round": round_id, "head": head.config(), "loss": loss.config()}
     tmp_info = info.with_suffix(".json.tmp")
     tmp_info.write_text(json.dumps(full, indent=2, sort_keys=True))
     os.replace(tmp_info, info)
@@ -50,7 +94,8 @@ def save_checkpoint(
 
 
 def load_checkpoint(directory: Path, round_id: int) -> Checkpoint:
-    """Restore round ``round_id``; ``FileNotFoundError`` if it was never completed."""
+    """Restore round ``round_id``; ``FileNotFoundError`` if it was never completed. The backbone
+    of a fine-tune round is read later, by :meth:`Checkpoint.load_backbone`."""
     weights, info = _paths(directory, round_id)
     if not (weights.exists() and info.exists()):
         raise FileNotFoundError(f"no complete checkpoint for round {round_id} in {directory}")
@@ -60,7 +105,8 @@ def load_checkpoint(directory: Path, round_id: int) -> Checkpoint:
     lc = meta["loss"]
     loss = create_loss(lc["name"], num_classes=lc["num_classes"], embedding_dim=lc["embedding_dim"], **lc["hyper"])
     load_state(head, loss, load_file(str(weights)))
-    return Checkpoint(round_id, head.eval(), loss.eval(), meta)
+    bb_file = directory / Path(meta[BACKBONE_KEY]).name if BACKBONE_KEY in meta else None
+    return Checkpoint(round_id, head.eval(), loss.eval(), meta, backbone_file=bb_file)
 
 
 def latest_round(directory: Path) -> int | None:

@@ -59,7 +59,8 @@ def _parse_params(items: Sequence[str], loss: str) -> dict[str, Any]:
 def train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         loss=args.loss, loss_params=_parse_params(args.param, args.loss), embedding_dim=args.dim,
-        epochs=args.epochs, lr=args.lr, seed=args.seed, device=args.device,
+        epochs=args.epochs, lr=args.lr, seed=args.seed, device=args.device, mode=args.mode,
+        finetune={"stages": args.stages} if args.mode == "finetune" else None,
     )
 
 
@@ -198,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--lr", type=float, default=1e-3)
         sp.add_argument("--seed", type=int, default=0)
         sp.add_argument("--device", default="auto")
+        sp.add_argument("--mode", default="head", choices=["head", "finetune"],
+                        help="head: train a head on cached features; finetune: also train the backbone on images")
+        sp.add_argument("--stages", default="2", help="finetune mode: backbone stages to train (a number, or 0/all)")
 
     def suggesting(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--source", default="knn", choices=["knn", "walk", "softmax", "knn+walk"])

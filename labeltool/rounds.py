@@ -44,7 +44,10 @@ def train_round(
     session: LabelingSession, config: TrainConfig, progress: Callable[[int, int, float], None] | None,
     continue_training: bool,
 ) -> tuple[RoundEmbedding, dict[str, Any]]:
-    """Train (continuing from the previous round unless told not to), embed, checkpoint, record."""
+    """Train (continuing from the previous round unless told not to), embed, checkpoint, record.
+
+    ``config.mode == "finetune"`` fine-tunes the backbone too (see :mod:`labeltool.finetune_rounds`);
+    a head round after a fine-tune round starts a fresh head (the features differ)."""
     pool = session.pool()
     if len(pool) == 0:
         raise RuntimeError("no embedded images; run embed first")
@@ -57,11 +60,15 @@ def train_round(
             f"training needs labeled images of at least 2 classes, found {n_classes_labeled}; "
             "put a few images into one sub-folder per class (the seed) or label some by hand"
         )
+    if config.mode == "finetune":
+        from labeltool.finetune_rounds import train_finetune_round
+
+        return train_finetune_round(session, config, labels, pool, progress, continue_training)
     init = None
     if continue_training:
         try:
             prev = session.checkpoint()
-            init = (prev.head, prev.loss)
+            init = None if prev.finetuned else (prev.head, prev.loss)
         except RuntimeError:
             init = None
     spec = session.backbone_spec
@@ -92,6 +99,10 @@ def train_round(
 
 def embed_round(session: LabelingSession, ckpt: Checkpoint) -> RoundEmbedding:
     """Re-embed the pool with a restored checkpoint (after reopening a project)."""
+    if ckpt.finetuned:
+        from labeltool.finetune_rounds import embed_finetuned_round
+
+        return embed_finetuned_round(session, ckpt)
     pool = session.pool()
     if ckpt.head.in_dim != pool.features.shape[1]:
         raise RuntimeError("the saved round was trained on other features; train a new round")
@@ -211,7 +222,8 @@ def validate_class_name(name: str) -> str:
 
 
 def build_model(session: LabelingSession) -> LabelerModel:
-    """Backbone + head + (loss classifier or prototypes of the labeled embeddings), CPU, eval."""
+    """Backbone (the round's fine-tuned one, if any) + head + (loss classifier or prototypes of
+    the labeled embeddings), CPU, eval."""
     cur = session.current_round()
     ckpt = cur.checkpoint
     if ckpt.loss.has_classifier:
@@ -223,7 +235,8 @@ def build_model(session: LabelingSession) -> LabelerModel:
         classifier = PrototypeClassifier.from_embeddings(
             torch.as_tensor(cur.embeddings[mask]), torch.as_tensor(labels[mask]), len(session.classes)
         )
-    return LabelerModel(session.backbone(), ckpt.head, classifier).cpu().eval()
+    backbone = ckpt.load_backbone(session.backbone()) if ckpt.finetuned else session.backbone()
+    return LabelerModel(backbone, ckpt.head, classifier).cpu().eval()
 
 
 @torch.inference_mode()

@@ -1,5 +1,8 @@
 """Head-mode trainer: a projection head (and the loss's own parameters) on cached features.
 
+``TrainConfig.mode`` picks the round type: ``head`` (this module) or ``finetune``
+(:mod:`labeltool.finetune`, settings in ``TrainConfig.finetune``).
+
 Each step draws a class-balanced labeled batch (P classes x K images) and, for losses that use
 unlabeled data, an unlabeled batch beside it. Runs on CUDA when present. Deterministic for a
 given seed on a given device.
@@ -11,8 +14,8 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,7 +25,11 @@ from labeltool.embed import pick_device
 from labeltool.heads import ProjectionHead
 from labeltool.losses import EmbeddingLoss, create_loss, get_loss_class
 
+if TYPE_CHECKING:
+    from labeltool.finetune import FinetuneConfig
+
 StepProgress = Callable[[int, int, float], None]  # (step, total_steps, loss)
+TRAIN_MODES = ("head", "finetune")
 
 
 @dataclass(frozen=True)
@@ -44,8 +51,17 @@ class TrainConfig:
     device: str = "auto"
     min_steps: int = 50
     max_steps: int = 3000
+    mode: str = "head"  # "head" | "finetune"
+    finetune: Mapping[str, Any] | None = None  # FinetuneConfig fields (finetune mode)
 
     def __post_init__(self) -> None:
+        if self.mode not in TRAIN_MODES:
+            raise ValueError(f"unknown training mode {self.mode!r}; valid: {', '.join(TRAIN_MODES)}")
+        if self.mode == "finetune" or self.finetune is not None:
+            from labeltool.finetune import FinetuneConfig
+
+            # validated and completed with defaults, so the saved JSON reproduces the run
+            object.__setattr__(self, "finetune", FinetuneConfig.from_mapping(self.finetune).to_json())
         cls = get_loss_class(self.loss)  # raises for unknown names
         known = {p.name for p in cls.hyperparams}
         bad = sorted(set(self.loss_params) - known)
@@ -68,7 +84,21 @@ class TrainConfig:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["loss_params"] = dict(self.loss_params)
+        d["finetune"] = dict(self.finetune) if self.finetune is not None else None
         return d
+
+    def finetune_config(self) -> FinetuneConfig:
+        """The :class:`labeltool.finetune.FinetuneConfig` of this round; its ``seed=None`` and
+        ``device="auto"`` take this config's seed and device."""
+        from labeltool.finetune import FinetuneConfig
+
+        ft = FinetuneConfig.from_mapping(self.finetune)
+        changes: dict[str, Any] = {}
+        if ft.seed is None:
+            changes["seed"] = self.seed
+        if ft.device == "auto":
+            changes["device"] = self.device
+        return replace(ft, **changes)
 
 
 def dimension_warning(embedding_dim: int, num_classes: int) -> str | None:
@@ -178,6 +208,11 @@ def train_head(
     head.eval()
     loss.eval()
     return TrainResult(head.cpu(), loss.cpu(), history, steps, time.perf_counter() - t0, str(device))
+
+
+def new_head_and_loss(in_dim: int, num_classes: int, config: TrainConfig) -> tuple[ProjectionHead, EmbeddingLoss]:
+    """A fresh projection head ``[B, in_dim] -> [B, D]`` and loss for ``num_classes`` classes."""
+    return _fresh(in_dim, config.resolved_dim(num_classes), num_classes, config)
 
 
 def _fresh(in_dim: int, dim: int, num_classes: int, config: TrainConfig) -> tuple[ProjectionHead, EmbeddingLoss]:
