@@ -186,12 +186,14 @@ class LabelingSession:
                     *, continue_training: bool = True) -> dict[str, Any]:
         """Train the head on seed + accepted labels, embed the pool, record the round's metrics.
 
-        Returns the round's metrics (including ``round``)."""
+        With ``config.mode == "finetune"`` the backbone's last stages are fine-tuned on the images
+        too and the pool is re-embedded with it. Returns the round's metrics (including ``round``)."""
         self._current, metrics = round_ops.train_round(self, config, progress, continue_training)
         return metrics
 
     def current_round(self) -> round_ops.RoundEmbedding:
-        """Embedding of the pool under the newest trained round (restored from its checkpoint)."""
+        """Embedding of the pool under the newest trained round (restored from its checkpoint; a
+        fine-tune round reads its own feature cache, recomputed if it is missing)."""
         if self._current is None:
             rid = latest_round(self.project.checkpoints_dir)
             if rid is None:
@@ -304,6 +306,122 @@ class LabelingSession:
         from labeltool.export import export_project
 
         return export_project(self, Path(out), **options)
+
+    # ---- app support (used by app.py)
+    @classmethod
+    def open_for_app(cls, folder: str | Path, *, project_dir: str | Path | None = None, image_size: int | None = None,
+                     protected: Sequence[str | Path] = ()) -> LabelingSession:
+        """Open for the web app: a protected or read-only folder gets a per-user project directory,
+        and the store works from any thread (see :mod:`labeltool.app_project`)."""
+        from labeltool.app_project import resolve_project_dir
+
+        pdir = resolve_project_dir(folder, project_dir, protected)
+        session = cls.open(folder, project_dir=pdir, config=ProjectConfig(image_size=image_size) if image_size else None)
+        session.share_store_across_threads()
+        return session
+
+    def share_store_across_threads(self) -> None:
+        """Give each thread its own connection to the project database."""
+        from labeltool.app_project import ThreadLocalStore
+
+        if not isinstance(self.store, ThreadLocalStore):
+            self.store.close()
+            self.store = ThreadLocalStore(self.project.db_path)  # type: ignore[assignment]
+
+    def loss_catalog(self) -> dict[str, Any]:
+        """Registered losses with their hyperparameters: name → LossInfo."""
+        from labeltool.app_project import loss_catalog
+
+        return loss_catalog()
+
+    def setting_choices(self) -> dict[str, tuple[str, ...]]:
+        """Valid suggestion sources, kNN confidence modes and training modes."""
+        from labeltool.app_project import setting_choices
+
+        return setting_choices()
+
+    def default_embedding_dim(self) -> int:
+        """The embedding dimension a round uses when none is given."""
+        return TrainConfig().resolved_dim(len(self.classes))
+
+    def embedding_dim_warning(self, embedding_dim: int | None) -> str | None:
+        """The C-1 warning for ``embedding_dim`` (None = the default) with this project's classes."""
+        from labeltool.train import dimension_warning
+
+        return dimension_warning(embedding_dim or self.default_embedding_dim(), len(self.classes))
+
+    def missing_features(self) -> int:
+        """Usable images still to embed."""
+        from labeltool import app_project
+
+        return app_project.missing_features(self)
+
+    def review_queue(self, class_id: int | None = None, order: str = "high first") -> list[Suggestion]:
+        """Pending suggestions of the newest round, filtered by class and sorted."""
+        from labeltool.app_support import filter_sort
+
+        return filter_sort(self.pending_suggestions(), class_id, order)
+
+    def batch_precision(self, suggestions: Sequence[Suggestion]) -> Any:
+        """Estimated precision of a batch: a PrecisionEstimate (value, basis)."""
+        from labeltool import app_project
+
+        return app_project.batch_precision(self, suggestions)
+
+    def disputed_labels(self, k: int = 5, min_share: float = 0.6, space: str = "embedding") -> list[Any]:
+        """Labeled images whose neighbours vote for another class, in the learned ``embedding`` or
+        the ``backbone`` features (which never saw the labels)."""
+        from labeltool import app_project
+
+        return app_project.disputed(self, k, min_share, space)
+
+    def projection(self, start_umap: bool = True) -> Any:
+        """2-D projection of the current embedding (cached UMAP, else PCA while UMAP runs)."""
+        from labeltool.app_project import current_projection
+
+        return current_projection(self, start_umap=start_umap)
+
+    def explore_figure(self, proj: Any, color_by: str = "label") -> Any:
+        """WebGL scatter of a projection coloured by label, source or confidence."""
+        from labeltool.app_project import explore_figure
+
+        return explore_figure(self, proj, color_by)
+
+    def rounds_figure(self) -> Any:
+        """Round history chart (None before the first round)."""
+        from labeltool.app_project import rounds_figure
+
+        return rounds_figure(self)
+
+    def rounds_table(self) -> Any:
+        """Round history as a DataFrame."""
+        from labeltool.viz import rounds_frame
+
+        return rounds_frame(self.store.rounds())
+
+    def class_counts_figure(self) -> Any:
+        """Labeled images per class, with pending suggestions stacked."""
+        from labeltool.app_project import class_counts_figure
+
+        return class_counts_figure(self)
+
+    def image_info(self, image_id: int) -> dict[str, Any]:
+        """Path, label and pending suggestion of one image."""
+        from labeltool import app_project
+
+        return app_project.image_info(self, image_id)
+
+    def default_export_dir(self, base: str | Path | None = None) -> Path:
+        """A fresh ``models/<folder>-round<N>`` export folder."""
+        from labeltool import app_project
+
+        return app_project.default_export_dir(self, base)
+
+    def export_summary(self, out: str | Path) -> dict[str, Any]:
+        """What an export folder holds, with the manifest's bytes for download."""
+        from labeltool import app_project
+
+        return app_project.export_summary(out)
 
 
 def _as_scanned(r: ImageRow) -> ScannedFile:

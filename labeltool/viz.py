@@ -1,0 +1,296 @@
+"""2-D projections of an embedding and the app's plotly figures (no streamlit here).
+
+UMAP (umap-learn, imported on first use) is slow the first time (numba compiles), so it runs
+once per round in a background thread and is cached on disk under the project's ``cache/``;
+until it is ready a PCA projection (milliseconds) stands in. Figures use WebGL (``scattergl``)
+and draw a deterministic sample when the pool is large.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+MAX_POINTS = 20000  # points drawn in the scatter; the rest are sampled away
+GREY = "#c8c8c8"
+_PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363",
+)
+SOURCE_COLORS = {"seed": "#1f77b4", "reviewed": "#2ca02c", "pseudo": "#9467bd", "suggested": "#ff7f0e",
+                 "unlabeled": GREY}
+
+
+@dataclass(frozen=True)
+class Projection:
+    """2-D coordinates ``xy [N, 2]`` of the images ``ids [N]``; ``method`` is ``umap`` or ``pca``."""
+
+    ids: np.ndarray
+    xy: np.ndarray
+    method: str
+    note: str
+
+
+# ---------------------------------------------------------------------------- projections
+def pca_2d(x: np.ndarray) -> np.ndarray:
+    """First two principal components of ``x [N, D]`` (zeros where there is nothing to project)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] < 2:
+        return np.zeros((x.shape[0] if x.ndim else 0, 2), dtype=np.float32)
+    x = x - x.mean(axis=0)
+    cov = x.T @ x
+    vals, vecs = np.linalg.eigh(cov)
+    top = vecs[:, ::-1][:, :2]
+    if top.shape[1] < 2:
+        top = np.pad(top, ((0, 0), (0, 2 - top.shape[1])))
+    # fix the sign so the picture does not flip between runs
+    signs = np.sign(top[np.abs(top).argmax(axis=0), [0, 1]])
+    return (x @ (top * np.where(signs == 0, 1, signs))).astype(np.float32)
+
+
+def umap_2d(x: np.ndarray, *, n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0) -> np.ndarray:
+    """UMAP of ``x [N, D]`` to 2-D (deterministic for a seed)."""
+    try:
+        import umap
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ModuleNotFoundError(
+            "the UMAP view needs the umap-learn package: pip install umap-learn (PCA is shown meanwhile)"
+        ) from e
+    n = x.shape[0]
+    if n < 5:
+        return pca_2d(x)
+    reducer = umap.UMAP(n_neighbors=min(n_neighbors, n - 1), min_dist=min_dist, random_state=seed, n_jobs=1)
+    return np.asarray(reducer.fit_transform(np.asarray(x, dtype=np.float32)), dtype=np.float32)
+
+
+def projection_path(cache_dir: Path, key: str, method: str) -> Path:
+    """Where the projection ``method`` of the embedding ``key`` is cached."""
+    return Path(cache_dir) / "projections" / f"{key}-{method}.npz"
+
+
+def save_projection(path: Path, ids: np.ndarray, xy: np.ndarray) -> None:
+    """Write atomically (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}-{threading.get_ident()}")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, ids=np.asarray(ids, dtype=np.int64), xy=np.asarray(xy, dtype=np.float32))
+    os.replace(tmp, path)
+
+
+def load_projection(path: Path, ids: np.ndarray) -> np.ndarray | None:
+    """Cached coordinates for exactly ``ids`` (same order), or None when missing or stale."""
+    try:
+        with np.load(path) as data:
+            cached_ids, xy = data["ids"], data["xy"]
+    except (OSError, KeyError, ValueError):
+        return None
+    if cached_ids.shape != np.shape(ids) or not np.array_equal(cached_ids, ids):
+        return None
+    return xy
+
+
+class _Jobs:
+    """Background UMAP computations, one per cache file."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running: dict[Path, threading.Thread] = {}
+        self.errors: dict[Path, str] = {}
+
+    def status(self, path: Path) -> str | None:
+        with self.lock:
+            if path in self.running and self.running[path].is_alive():
+                return "running"
+            return self.errors.get(path)
+
+    def start(self, path: Path, ids: np.ndarray, x: np.ndarray, seed: int) -> bool:
+        with self.lock:
+            if path in self.running and self.running[path].is_alive():
+                return False
+            self.errors.pop(path, None)
+            ids, x = np.array(ids, copy=True), np.array(x, dtype=np.float32, copy=True)
+            t = threading.Thread(target=self._run, args=(path, ids, x, seed), name="labeltool-umap", daemon=True)
+            self.running[path] = t
+            t.start()
+            return True
+
+    def _run(self, path: Path, ids: np.ndarray, x: np.ndarray, seed: int) -> None:
+        try:
+            save_projection(path, ids, umap_2d(x, seed=seed))
+        except Exception as e:  # noqa: BLE001 - reported through status(), the view falls back to PCA
+            with self.lock:
+                self.errors[path] = f"failed: {e}"
+
+    def wait(self, path: Path, timeout: float | None = None) -> None:
+        t = self.running.get(path)
+        if t is not None:
+            t.join(timeout)
+
+
+UMAP_JOBS = _Jobs()
+
+
+def projection(cache_dir: Path, key: str, ids: np.ndarray, x: np.ndarray | Callable[[], np.ndarray], *,
+               start_umap: bool = True, seed: int = 0) -> Projection:
+    """The cached UMAP of the embedding ``key`` when ready; otherwise PCA, starting the UMAP in
+    the background when ``start_umap``. ``x`` may be a function returning the embedding, called
+    only when something has to be computed."""
+    ids = np.asarray(ids, dtype=np.int64)
+    loaded: list[np.ndarray] = []
+
+    def data() -> np.ndarray:
+        if not loaded:
+            loaded.append(np.asarray(x() if callable(x) else x, dtype=np.float32))
+        return loaded[0]
+
+    upath = projection_path(cache_dir, key, "umap")
+    xy = load_projection(upath, ids)
+    if xy is not None:
+        return Projection(ids, xy, "umap", "UMAP (cached)")
+    status = UMAP_JOBS.status(upath)
+    if start_umap and status is None and len(ids) >= 5:
+        UMAP_JOBS.start(upath, ids, data(), seed)
+        status = "running"
+    ppath = projection_path(cache_dir, key, "pca")
+    pxy = load_projection(ppath, ids)
+    if pxy is None:
+        pxy = pca_2d(data())
+        save_projection(ppath, ids, pxy)
+    if status == "running":
+        note = "PCA shown while UMAP is computed in the background; refresh in a moment"
+    elif status:
+        note = f"PCA shown: UMAP {status}"
+    else:
+        note = "PCA (UMAP not computed yet)"
+    return Projection(ids, pxy, "pca", note)
+
+
+# ---------------------------------------------------------------------------- figures
+def sample_frame(df: pd.DataFrame, max_points: int = MAX_POINTS, *, keep: str = "labeled", seed: int = 0) -> pd.DataFrame:
+    """At most ``max_points`` rows: every row where ``keep`` is true first, then a seeded sample."""
+    if len(df) <= max_points:
+        return df
+    must = df[df[keep]] if keep in df else df.iloc[:0]
+    if len(must) >= max_points:
+        return must.sample(n=max_points, random_state=seed)
+    rest = df.drop(index=must.index)
+    return pd.concat([must, rest.sample(n=max_points - len(must), random_state=seed)])
+
+
+def _color_for(i: int) -> str:
+    return _PALETTE[i % len(_PALETTE)]
+
+
+def scatter_figure(df: pd.DataFrame, color_by: str = "label", *, max_points: int = MAX_POINTS,
+                   title: str = "") -> go.Figure:
+    """WebGL scatter of ``df`` (columns image_id, x, y, label, source, confidence, labeled).
+
+    ``customdata`` holds the image id, so a selected point names its image."""
+    shown = sample_frame(df, max_points)
+    fig = go.Figure()
+    hover = "image %{customdata[0]}<br>%{customdata[1]}<br>%{customdata[2]}<extra></extra>"
+
+    def add(part: pd.DataFrame, name: str, **marker: Any) -> None:
+        fig.add_trace(go.Scattergl(
+            x=part["x"], y=part["y"], mode="markers", name=name,
+            customdata=np.stack([part["image_id"], part["label"], part["source"]], axis=1),
+            hovertemplate=hover, marker={"size": 6, "opacity": 0.85, **marker},
+        ))
+
+    if color_by == "confidence":
+        conf = shown["confidence"]
+        none = shown[conf.isna()]
+        if len(none):
+            add(none, "no confidence", color=GREY)
+        part = shown[conf.notna()]
+        add(part, "confidence", color=part["confidence"], colorscale="Viridis", cmin=0, cmax=1,
+            colorbar={"title": "conf."}, showscale=True)
+    elif color_by == "source":
+        for name, color in SOURCE_COLORS.items():
+            part = shown[shown["source"] == name]
+            if len(part):
+                add(part, name, color=color)
+    else:
+        names = sorted(n for n in shown["label"].unique() if n != "unlabeled")
+        part = shown[shown["label"] == "unlabeled"]
+        if len(part):
+            add(part, "unlabeled", color=GREY, opacity=0.5)
+        for i, name in enumerate(names):
+            add(shown[shown["label"] == name], str(name), color=_color_for(i))
+    sub = f" — showing {len(shown):,} of {len(df):,} points" if len(shown) < len(df) else ""
+    fig.update_layout(
+        title=(title + sub) or None, height=560, margin={"l": 10, "r": 10, "t": 40 if title or sub else 10, "b": 10},
+        legend={"itemsizing": "constant"}, xaxis={"visible": False}, yaxis={"visible": False},
+        dragmode="pan", clickmode="event+select",
+    )
+    return fig
+
+
+ROUND_COLUMNS = ("round", "n_labeled", "acceptance_rate", "loo_1nn_accuracy", "c_inter", "w_inter", "wc_intra",
+                 "final_loss", "train_seconds")
+
+
+def rounds_frame(rounds: Sequence[Any]) -> pd.DataFrame:
+    """One row per round (objects with ``id`` and ``metrics``), the columns of :data:`ROUND_COLUMNS`."""
+    rows = []
+    for r in rounds:
+        m: Mapping[str, Any] = r.metrics or {}
+        if "n_labeled" not in m:  # a round that never finished training
+            continue
+        review = m.get("review") or {}
+        rows.append({
+            "round": int(r.id), "n_labeled": m.get("n_labeled"), "acceptance_rate": review.get("acceptance_rate"),
+            "loo_1nn_accuracy": m.get("loo_1nn_accuracy"), "c_inter": m.get("c_inter"), "w_inter": m.get("w_inter"),
+            "wc_intra": m.get("wc_intra"), "final_loss": m.get("final_loss"), "train_seconds": m.get("train_seconds"),
+        })
+    return pd.DataFrame(rows, columns=list(ROUND_COLUMNS)).astype(
+        {c: "float64" for c in ROUND_COLUMNS if c != "round"}
+    )
+
+
+def rounds_figure(df: pd.DataFrame) -> go.Figure:
+    """Four panels over rounds: labeled count, acceptance rate, kNN accuracy, compactness angles."""
+    fig = make_subplots(rows=2, cols=2, subplot_titles=(
+        "labeled images", "acceptance rate of reviewed suggestions", "leave-one-out 1-NN accuracy",
+        "compactness (radians)",
+    ), vertical_spacing=0.2)
+    x = df["round"]
+
+    def line(col: str, row: int, c: int, name: str, color: str) -> None:
+        fig.add_trace(go.Scatter(x=x, y=df[col], mode="lines+markers", name=name, line={"color": color},
+                                 connectgaps=True), row=row, col=c)
+
+    line("n_labeled", 1, 1, "labeled", _PALETTE[0])
+    line("acceptance_rate", 1, 2, "acceptance", _PALETTE[2])
+    line("loo_1nn_accuracy", 2, 1, "1-NN accuracy", _PALETTE[3])
+    line("c_inter", 2, 2, "C-Inter", _PALETTE[4])
+    line("w_inter", 2, 2, "W-Inter", _PALETTE[1])
+    line("wc_intra", 2, 2, "WC-Intra", _PALETTE[5])
+    fig.update_xaxes(dtick=1)
+    fig.update_xaxes(title_text="round", row=2)
+    fig.update_yaxes(range=[0, 1.05], row=1, col=2)
+    fig.update_yaxes(range=[0, 1.05], row=2, col=1)
+    fig.update_layout(height=560, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      legend={"orientation": "h", "y": -0.14})
+    return fig
+
+
+def class_counts_figure(per_class: Mapping[str, int], pending: Mapping[str, int] | None = None) -> go.Figure:
+    """Bar chart of labeled images per class (and suggestions awaiting review, stacked)."""
+    names = list(per_class)
+    fig = go.Figure(go.Bar(x=names, y=[per_class[n] for n in names], name="labeled", marker_color=_PALETTE[0]))
+    if pending:
+        fig.add_trace(go.Bar(x=names, y=[pending.get(n, 0) for n in names], name="awaiting review",
+                             marker_color=SOURCE_COLORS["suggested"]))
+    fig.update_layout(barmode="stack", height=340, margin={"l": 10, "r": 10, "t": 10, "b": 10},
+                      legend={"orientation": "h"})
+    return fig
