@@ -265,7 +265,7 @@ class LabelingSession:
         return rounds[-1].id if rounds else None
 
     def _check_ids(self, image_ids: Sequence[int], class_ids: Sequence[int]) -> None:
-        known = {r.id for r in self.store.images(only_present=False)}
+        known = self.store.known_image_ids(image_ids)
         bad = [i for i in image_ids if i not in known]
         if bad:
             raise KeyError(f"unknown image id(s) {bad[:5]}")
