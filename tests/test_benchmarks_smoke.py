@@ -1,0 +1,92 @@
+"""Smoke runs of the benchmark scripts on tiny synthetic data (CPU, seconds): they start, write
+their JSON and their numbers are coherent. The benchmarks themselves are run by hand."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run(script: str, tmp_path: Path, *args: str) -> str:
+    env = {**os.environ, "BENCH_OUT": str(tmp_path / "out"), "LABELTOOL_BENCH_CACHE": str(tmp_path / "cache"),
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, env=env,
+                          timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_paper_protocol_smoke(tmp_path: Path) -> None:
+    out = run("bench_paper_protocol.py", tmp_path, "--datasets", "synthetic", "--subset", "400", "--iterations", "2",
+              "--seeds", "0", "--losses", "cross_entropy", "triplet", "--inits", "pretrained", "--max-steps", "20",
+              "--all-steps", "20", "--device", "cpu", "--threads", "1")
+    assert "cross_entropy" in out and "triplet" in out
+    data = json.loads((tmp_path / "out" / "paper_protocol.json").read_text())
+    assert {r["loss"] for r in data["summary"]} == {"cross_entropy", "triplet"}
+    for r in data["runs"]:
+        assert r["status"] == "done"
+        its = r["iterations"]
+        assert len(its) == 3 and its[0]["labeled"] < its[-1]["labeled"]
+        assert 0.0 <= its[-1]["acc_1nn"] <= 1.0 and r["all_labels"] is not None
+        # 10% of the remaining pool per meta-iteration
+        assert its[1]["selected"] == int(np.ceil(0.1 * (400 - its[0]["labeled"])))
+    assert data["command"].startswith("bench_paper_protocol.py") and "torch" in data
+
+
+def test_human_cost_smoke(tmp_path: Path) -> None:
+    run("bench_human_cost.py", tmp_path, "--datasets", "synthetic", "--subset", "400", "--pool", "300",
+        "--batch-percent", "20", "--max-steps", "20", "--device", "cpu", "--threads", "1")
+    data = json.loads((tmp_path / "out" / "human_cost.json").read_text())
+    by_method = {r["task"]["method"]: r for r in data["results"]}
+    assert set(by_method) == {"hand", "knn_frozen", "label_spreading", "labeltool_knn", "labeltool_walk",
+                              "labeltool_knn+walk"}
+    assert by_method["hand"]["corrections_per_image"] == 1.0
+    for r in by_method.values():
+        assert r["final_label_accuracy"] == 1.0  # the reviewer corrects every wrong suggestion
+        assert r["reviews_per_image"] == pytest.approx(1.0)
+        assert r["accepted"] + r["corrected"] + r["hand_labeled"] == r["to_label"]
+    assert by_method["knn_frozen"]["curve"] and by_method["knn_frozen"]["corrections_per_image"] < 0.5
+
+
+def test_speed_smoke(tmp_path: Path) -> None:
+    out = run("bench_speed.py", tmp_path, "--parts", "knn", "round", "--knn-sizes", "500", "--round-sizes", "400",
+              "--labeled", "100", "--dim", "32", "--threads", "1")
+    assert "sklearn/labeltool" in out
+    data = json.loads((tmp_path / "out" / "speed.json").read_text())
+    assert data["knn"][0]["same_1nn"] == 1.0
+    rnd = data["round"][0]
+    assert "error" not in rnd, rnd
+    assert rnd["images"] == 400 and rnd["suggestions"] == 100 and rnd["peak_rss_mb"] > 0
+
+
+def test_feature_extraction_matches_labeltool_preprocessing(tmp_path: Path) -> None:
+    sys.path.insert(0, str(BENCH))
+    try:
+        import torch
+        from _datasets import synthetic_images
+        from _features import batch_preprocess, make_backbone
+        from PIL import Image
+
+        from labeltool.backbones import make_preprocess
+
+        imgs = synthetic_images(4, 1, px=20).x_train
+        spec = make_backbone("pretrained", 32).spec
+        batch = batch_preprocess(spec)(torch.from_numpy(imgs))
+        single = torch.stack([make_preprocess(spec)(Image.fromarray(im)) for im in imgs])
+        assert torch.equal(batch, single)
+    finally:
+        sys.path.remove(str(BENCH))
+    run("bench_paper_protocol.py", tmp_path, "--datasets", "synthetic_images", "--subset", "60", "--image-size", "32",
+        "--device", "cpu", "--extract-only", "--inits", "pretrained", "random")
+    metas = sorted((tmp_path / "cache" / "features").glob("*/meta.json"))
+    assert len(metas) == 2
+    train = np.load(metas[0].parent / "train.npy")
+    assert train.shape == (60, 1280) and np.isfinite(train.astype(np.float32)).all()
