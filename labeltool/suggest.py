@@ -98,8 +98,11 @@ class SuggestConfig:
       :func:`~labeltool.suggest_select.select`); unused quota is not redistributed.
     - ``min_confidence``: suggestions below it are dropped.
     - ``evidence``: how many supporting labeled images to attach.
-    - ``walk_temperature``: ``T`` in ``M = A·Bᵀ / T``; ``walk_roundtrip``: multiply the walk
-      confidence by its round-trip consistency.
+    - ``walk_temperature``: ``T`` in ``M = A·Bᵀ / T``. With normalised embeddings the dot
+      products lie in [-1, 1], so T = 1 leaves the walk almost uniform and it then mostly follows
+      how many labels each class has; 0.1 is the default (measured in benchmarks/README.md:
+      corrections per image 0.35 vs 0.67 on CIFAR-10 at 64 px). ``walk_roundtrip``: multiply the
+      walk confidence by its round-trip consistency.
     - ``normalize``: L2-normalise embeddings (cosine geometry) for kNN, the walk and evidence.
     """
 
@@ -111,7 +114,7 @@ class SuggestConfig:
     stratified: bool = False
     min_confidence: float = 0.0
     evidence: int = 5
-    walk_temperature: float = 1.0
+    walk_temperature: float = 0.1
     walk_roundtrip: bool = False
     normalize: bool = True
 
