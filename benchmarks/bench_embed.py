@@ -49,11 +49,8 @@ def bench_decode(paths: list[Path], preprocess) -> float:  # noqa: ANN001
 
 
 def bench_model(backbone, size: int, n: int, batch: int, device: torch.device) -> float:  # noqa: ANN001
-    model = backbone.to(device).eval()
-    x = torch.randn(batch, 3, size, size, device=device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
+    model = backbone.to(device).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
     steps = max(1, n // batch)
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
         model(x)  # warm-up
