@@ -5,8 +5,10 @@ Files per cache key (backbone + input size + checkpoint), in the project's ``emb
 - ``<key>.rows``  text index, one ``<sha256> <row>`` line per cached image.
 
 Rows are written and fsynced before their index lines, so a crash can leave unindexed rows
-(wasted space, recomputed next time) but never an index line that points at missing data.
-Appends hold an exclusive ``flock`` so two processes cannot interleave rows.
+(wasted space, recomputed next time) but never an index line that points at missing data. An
+index line counts only once its newline is written: a crash in the middle of a line could
+otherwise leave ``<sha> 12`` where ``<sha> 123`` was meant. Appends hold an exclusive ``flock``
+so two processes cannot interleave rows.
 """
 
 from __future__ import annotations
@@ -21,6 +23,18 @@ from pathlib import Path
 import numpy as np
 
 _DTYPE = np.float16
+
+
+def _ends_cleanly(path: Path) -> bool:
+    """The file is missing, empty or ends with a newline."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.seek(0, os.SEEK_END) == 0:
+                return True
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) == b"\n"
+    except FileNotFoundError:
+        return True
 
 
 class FeatureCache:
@@ -61,6 +75,8 @@ class FeatureCache:
         if self.index_path.exists():
             with open(self.index_path, encoding="ascii", errors="replace") as fh:
                 for line in fh:
+                    if not line.endswith("\n"):
+                        break  # unterminated last line: cut short by a crash
                     parts = line.split()
                     if len(parts) == 2 and len(parts[0]) == 64 and parts[1].isdigit():
                         row = int(parts[1])
@@ -117,6 +133,8 @@ class FeatureCache:
                 fh.flush()
                 os.fsync(fh.fileno())
             lines = "".join(f"{h} {start + i}\n" for i, h in enumerate(hashes))
+            if not _ends_cleanly(self.index_path):
+                lines = " interrupted\n" + lines  # end a line cut short by a crash, unparseable
             with open(self.index_path, "a", encoding="ascii") as fh:
                 fh.write(lines)
                 fh.flush()

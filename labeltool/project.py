@@ -121,15 +121,25 @@ def open_project(
 
 def _check_project_dir(root: Path, pdir: Path) -> None:
     """The project directory may live inside the image folder only as a hidden or top-level
-    folder of its own, never inside a class folder (its files would look like images)."""
+    folder of its own, never inside or as a class folder (its files would look like images, and
+    the scan skips the project directory, so the class's images would vanish). Symlinks are
+    resolved first."""
+    pdir = pdir.resolve()
     if pdir == root:
         raise ValueError(f"the project directory cannot be the image folder itself ({root})")
     try:
         rel = pdir.relative_to(root)
     except ValueError:
         return
-    if len(rel.parts) > 1 and not rel.parts[0].startswith("."):
+    if rel.parts[0].startswith("."):
+        return
+    if len(rel.parts) > 1:
         raise ValueError(
             f"project directory {pdir} is inside the class folder {root / rel.parts[0]}; "
+            f"put it outside the image folder or at {root / PROJECT_DIRNAME}"
+        )
+    if pdir.is_dir() and not (pdir / CONFIG_FILE).exists() and any(pdir.iterdir()):
+        raise ValueError(
+            f"project directory {pdir} is an existing folder of the image folder (a class folder?); "
             f"put it outside the image folder or at {root / PROJECT_DIRNAME}"
         )

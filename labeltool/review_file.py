@@ -26,39 +26,46 @@ def read_decisions(session: LabelingSession, path: Path) -> list[dict[str, Any]]
     cid = {c: i for i, c in enumerate(session.classes)}
     rounds = session.store.rounds()
     rnd = rounds[-1].id if rounds else None
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            header = reader.fieldnames or []
+            records = list(reader)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8 CSV") from None
+    except csv.Error as e:  # e.g. a field over the size limit
+        raise ValueError(f"{path}: not a readable CSV file ({e})") from None
+    if "path" not in header:
+        raise ValueError(f"{path}: needs a header with at least 'path' and 'label' columns")
     rows: list[dict[str, Any]] = []
     problems: list[str] = []
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        if "path" not in (reader.fieldnames or []):
-            raise ValueError(f"{path}: needs a header with at least 'path' and 'label' columns")
-        for line, rec in enumerate(reader, start=2):
-            rel = (rec.get("path") or "").strip().replace("\\", "/")
-            action = (rec.get("action") or "accept").strip().lower()
-            label = (rec.get("label") or "").strip()
-            correct = (rec.get("correct") or "").strip()
-            if rel not in by_path:
-                problems.append(f"line {line}: no usable image {rel!r} in the project")
-                continue
-            if action not in _ACTIONS:
-                problems.append(f"line {line}: action {action!r} is not one of {sorted(_ACTIONS)}")
-                continue
-            base = {"image_id": by_path[rel], "round": rnd}
-            if action == "unlabel":
-                rows.append({**base, "action": "unlabel"})
-                continue
-            if label not in cid:
-                problems.append(f"line {line}: unknown class {label!r}; known: {sorted(cid)}")
-                continue
-            if action == "reject":
-                rows.append({**base, "action": "reject", "class_id": cid[label]})
-                if correct:
-                    if correct not in cid:
-                        problems.append(f"line {line}: unknown correct class {correct!r}")
-                        continue
-                    rows.append({**base, "action": "relabel", "class_id": cid[correct]})
-            else:
-                rows.append({**base, "action": action, "class_id": cid[label]})
+    for line, rec in enumerate(records, start=2):
+        rel = (rec.get("path") or "").strip().replace("\\", "/")
+        action = (rec.get("action") or "accept").strip().lower()
+        label = (rec.get("label") or "").strip()
+        correct = (rec.get("correct") or "").strip()
+        if rel not in by_path:
+            problems.append(f"line {line}: no usable image {rel!r} in the project")
+            continue
+        if action not in _ACTIONS:
+            problems.append(f"line {line}: action {action!r} is not one of {sorted(_ACTIONS)}")
+            continue
+        base = {"image_id": by_path[rel], "round": rnd}
+        if action == "unlabel":
+            rows.append({**base, "action": "unlabel"})
+            continue
+        if label not in cid:
+            problems.append(f"line {line}: unknown class {label!r}; known: {sorted(cid)}")
+            continue
+        if action == "reject":
+            rows.append({**base, "action": "reject", "class_id": cid[label]})
+            if correct:
+                if correct not in cid:
+                    problems.append(f"line {line}: unknown correct class {correct!r}")
+                    continue
+                rows.append({**base, "action": "relabel", "class_id": cid[correct]})
+        else:
+            rows.append({**base, "action": action, "class_id": cid[label]})
     if problems:
         shown = "\n  ".join(problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""

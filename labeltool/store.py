@@ -20,6 +20,7 @@ from typing import Any
 from labeltool.decisions import ACTIONS, Decision, LabelState, replay
 
 SCHEMA_VERSION = 1
+_POLL_MS = 20  # SQLite's busy handler tries at 1, 2, 5, 10 ms... within one such wait
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -131,17 +132,26 @@ class StoredSuggestion:
 class Store:
     """Connection to ``project.sqlite``; every write method commits before it returns."""
 
+    UPSERT_CHUNK = 5000  # image rows per write transaction of a scan
+
     def __init__(self, path: str | Path, *, timeout_s: float = 30.0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._timeout_s = timeout_s
         self._conn = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None)
         self._conn.row_factory = sqlite3.Row
-        self._conn.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = FULL")
-        self._conn.execute("PRAGMA foreign_keys = ON")
-        self._conn.executescript(_SCHEMA)
-        version = self.get_meta("schema_version")
+        try:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = FULL")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._conn.executescript(_SCHEMA)
+            version = self.get_meta("schema_version")
+        except sqlite3.DatabaseError as e:  # not a database, damaged, read-only, or locked too long
+            self._conn.close()
+            hint = ("another process kept it busy; try again" if "locked" in str(e) else
+                    "if it is damaged, move it away to start over (the images are not touched)")
+            raise RuntimeError(f"cannot open the project database {self.path} ({e}); {hint}") from None
         if version is None:
             self.set_meta("schema_version", str(SCHEMA_VERSION))
         elif int(version) > SCHEMA_VERSION:
@@ -166,7 +176,7 @@ class Store:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """An immediate write transaction (takes the write lock up front, waits when busy)."""
-        self._conn.execute("BEGIN IMMEDIATE")
+        self._begin()
         try:
             yield self._conn
         except BaseException:
@@ -174,6 +184,25 @@ class Store:
             raise
         else:
             self._conn.execute("COMMIT")
+
+    def _begin(self) -> None:
+        """``BEGIN IMMEDIATE``, retried every few milliseconds for up to ``timeout_s``.
+
+        SQLite's own busy handler backs off to one try per 100 ms, so a process that writes in a
+        series of short transactions (a big scan) can starve another one past the timeout; short
+        waits in a loop keep trying often enough to get in between."""
+        deadline = time.monotonic() + self._timeout_s
+        self._conn.execute(f"PRAGMA busy_timeout = {_POLL_MS}")
+        try:
+            while True:
+                try:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e) or time.monotonic() > deadline:
+                        raise
+        finally:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(self._timeout_s * 1000)}")
 
     def integrity_ok(self) -> bool:
         """``PRAGMA integrity_check`` says ok."""
@@ -208,11 +237,24 @@ class Store:
     def upsert_images(self, rows: Sequence[dict[str, Any]], present_relpaths: Iterable[str]) -> None:
         """Insert or update scanned images by ``relpath``; images missing from the scan are
         marked not present (their rows and decisions are kept, so a file that comes back keeps
-        its history)."""
+        its history).
+
+        Written in transactions of :attr:`UPSERT_CHUNK` rows: one transaction for a huge folder
+        would hold the write lock for seconds (about 7 s for 200k rows on a 2-core machine), and
+        another process's decision would wait that long, or fail once past the busy timeout.
+        Rows are keyed by relpath, so a scan cut short by a crash is completed by the next one.
+        """
+        present = set(present_relpaths)
+        for start in range(0, len(rows), self.UPSERT_CHUNK):
+            if start:
+                time.sleep(0.005)  # a gap for writers waiting on the lock
+            self._upsert_chunk(rows[start : start + self.UPSERT_CHUNK])
         with self._tx() as c:
-            c.execute("CREATE TEMP TABLE IF NOT EXISTS seen(relpath TEXT PRIMARY KEY)")
-            c.execute("DELETE FROM seen")
-            c.executemany("INSERT OR IGNORE INTO seen(relpath) VALUES (?)", ((p,) for p in present_relpaths))
+            gone = [(r[0],) for r in c.execute("SELECT id, relpath FROM images WHERE present = 1") if r[1] not in present]
+            c.executemany("UPDATE images SET present = 0 WHERE id = ?", gone)
+
+    def _upsert_chunk(self, rows: Sequence[dict[str, Any]]) -> None:
+        with self._tx() as c:
             c.executemany(
                 """INSERT INTO images(relpath, sha256, size_bytes, mtime_ns, width, height, status, error,
                                       seed_class_id, present)
@@ -224,12 +266,21 @@ class Store:
                        error = excluded.error, seed_class_id = excluded.seed_class_id, present = 1""",
                 rows,
             )
-            c.execute("UPDATE images SET present = 0 WHERE relpath NOT IN (SELECT relpath FROM seen)")
 
     def images(self, *, only_present: bool = True) -> list[ImageRow]:
         """All image rows ordered by id."""
         q = "SELECT * FROM images" + (" WHERE present = 1" if only_present else "") + " ORDER BY id"
         return [_image_row(r) for r in self._conn.execute(q)]
+
+    def known_image_ids(self, image_ids: Iterable[int]) -> set[int]:
+        """The subset of ``image_ids`` that exist (present or not), without loading every row."""
+        ids = sorted({int(i) for i in image_ids})
+        found: set[int] = set()
+        for s in range(0, len(ids), 900):  # stay under SQLite's bound-parameter limit
+            chunk = ids[s : s + 900]
+            q = f"SELECT id FROM images WHERE id IN ({','.join('?' * len(chunk))})"
+            found.update(int(r[0]) for r in self._conn.execute(q, chunk))
+        return found
 
     def image(self, image_id: int) -> ImageRow | None:
         """One image row by id (present or not), or None."""

@@ -7,10 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sample_helpers import TEST_IMAGE_SIZE, copy_sample
 
 from labeltool.project import ProjectConfig
 from labeltool.session import LabelingSession
+
+from sample_helpers import TEST_IMAGE_SIZE, copy_sample
 
 
 @pytest.fixture(scope="session")
