@@ -144,11 +144,24 @@ def create_backbone(
     return model.eval()
 
 
+class SquareCrop(nn.Module):
+    """Centre-crop ``[..., H, W]`` to its largest centred square, before any resizing, so an
+    extreme aspect ratio (20000 x 1) never becomes a huge intermediate image."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        return x[..., top : top + side, left : left + side]
+
+
 def make_preprocess(spec: BackboneSpec) -> Callable[[Image.Image], Tensor]:
-    """PIL RGB image → normalised ``[3, S, S]`` float tensor: resize the short side to S,
-    centre-crop S x S, scale to [0, 1], normalise with the backbone's mean/std."""
+    """PIL RGB image → normalised ``[3, S, S]`` float tensor: centre-crop the largest square,
+    resize it to S x S, scale to [0, 1], normalise with the backbone's mean/std (the same as
+    resizing the short side to S and centre-cropping, up to the border pixels)."""
     tf = T.Compose([
         T.PILToTensor(),
+        SquareCrop(),
         T.Resize(spec.input_size, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
         T.CenterCrop(spec.input_size),
         T.ToDtype(torch.float32, scale=True),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,13 @@ from labeltool.project import ProjectConfig
 from labeltool.session import LabelingSession
 from labeltool.suggest import SuggestConfig
 from labeltool.train import TrainConfig
+
+
+def _shown(name: object, keep_newlines: bool = False) -> str:
+    """Text safe to print: control characters (terminal escapes, newlines in file names) are
+    shown escaped; ``keep_newlines`` keeps the line breaks of multi-line messages."""
+    text = str(name)
+    return "".join(c if c.isprintable() or (keep_newlines and c == "\n") else repr(c)[1:-1] for c in text)
 
 
 def _bar(desc: str):  # noqa: ANN202 - returns a progress callback
@@ -80,7 +88,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         print(f"images: {summary.total} ({summary.ok} usable, {len(summary.errors)} broken); "
               f"classes: {len(summary.classes)} {summary.classes}")
         for rel, why in summary.errors[:20]:
-            print(f"  skipped {rel}: {why}")
+            print(f"  skipped {_shown(rel)}: {_shown(why)}")
         if len(summary.errors) > 20:
             print(f"  ... and {len(summary.errors) - 20} more (see 'labeltool status')")
     return 0
@@ -91,7 +99,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         res = s.embed(_bar("embed"), device=args.device, num_workers=args.workers)
         print(f"embedded {res.computed} new image(s) on {res.device}; cached: {len(s.feature_cache())}")
         for path, why in res.failed.items():
-            print(f"  failed {path}: {why}")
+            print(f"  failed {_shown(path)}: {_shown(why)}")
     return 0
 
 
@@ -163,9 +171,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"labeled:  {st['labeled']} {st['by_source']}; unlabeled: {st['unlabeled']}")
         print(f"backbone: {st['backbone']} @ {st['input_size']} px; device: {st['device']}; rounds: {st['rounds']}")
         for c, n in st["per_class"].items():
-            print(f"  {c:30s} {n}")
+            print(f"  {_shown(c):30s} {n}")
         for rel, why in st["broken"]:
-            print(f"  broken: {rel}: {why}")
+            print(f"  broken: {_shown(rel)}: {_shown(why)}")
     return 0
 
 
@@ -274,10 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, KeyError, RuntimeError,
-            ModuleNotFoundError) as e:
+    except (ValueError, KeyError, RuntimeError, OSError, ImportError, sqlite3.Error) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"labeltool {args.command}: error: {msg}", file=sys.stderr)
+        print(f"labeltool {args.command}: error: {_shown(msg, keep_newlines=True)}", file=sys.stderr)
         return 2
 
 

@@ -133,10 +133,10 @@ def propose(session: LabelingSession, config: SuggestConfig) -> list[Suggestion]
 
 def pending(session: LabelingSession, round_id: int | None) -> list[Suggestion]:
     """Stored suggestions of a round whose image is still unlabeled and whose pair is not rejected."""
-    rounds = session.store.rounds()
-    if not rounds:
+    last = session.store.last_finished_round()
+    if round_id is None and last is None:
         return []
-    rid = round_id if round_id is not None else rounds[-1].id
+    rid = round_id if round_id is not None else last.id  # type: ignore[union-attr]
     state = session.label_state()
     out = []
     for s in session.store.suggestions(rid):

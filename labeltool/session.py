@@ -261,8 +261,9 @@ class LabelingSession:
         return round_ops.undo_last_batch(self.store)
 
     def _round_id(self) -> int | None:
-        rounds = self.store.rounds()
-        return rounds[-1].id if rounds else None
+        """The newest round that finished (a killed or failed round is never current)."""
+        done = self.store.last_finished_round()
+        return done.id if done else None
 
     def _check_ids(self, image_ids: Sequence[int], class_ids: Sequence[int]) -> None:
         known = self.store.known_image_ids(image_ids)

@@ -113,3 +113,12 @@ def test_preprocess_resizes_crops_and_normalises() -> None:
 def test_image_size_is_validated() -> None:
     with pytest.raises(ValueError, match="image_size"):
         get_spec("efficientnet_lite0", image_size=4)
+
+
+def test_extreme_aspect_ratio_is_cropped_before_resizing() -> None:
+    spec = get_spec("efficientnet_lite0", image_size=64)
+    wide = np.zeros((1, 20000, 3), dtype=np.uint8)
+    wide[0, 9999:10001] = 255  # the centre of the strip is white
+    x = make_preprocess(spec)(Image.fromarray(wide))
+    assert x.shape == (3, 64, 64)
+    assert float(x.max()) > 0.9  # the centred square (1 x 1 pixel at the white centre) survived

@@ -76,3 +76,10 @@ def test_selftrain_with_oracle_ends_with_more_correct_labels(folder: Path, capsy
     # plain self-training (nothing corrected) still adds many more right labels than wrong ones
     assert correct >= 60 and correct > 3 * wrong
     assert "precision" in capsys.readouterr().out
+
+
+def test_terminal_escapes_in_file_names_are_printed_escaped(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (folder / "unlabeled" / "x\x1b[2J\x1b]0;pwned\x07.jpg").write_bytes(b"not an image")
+    assert main(["init", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\\x1b[2J" in out

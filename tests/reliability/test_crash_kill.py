@@ -198,8 +198,6 @@ def test_kill_during_export(small_project: Path, tmp_path: Path, fork_server: Fo
                                         "partial_leftovers_cleaned": leftovers}
 
 
-@pytest.mark.xfail(reason="labeltool/rounds.py pending() and session._round_id() use the newest round even when "
-                          "it never finished (see docs/RELIABILITY.md, open defects)", strict=False)
 def test_pending_suggestions_survive_a_round_killed_after_it_started(small_project: Path) -> None:
     with LabelingSession.open(small_project) as s:
         s.train_round(FAST)
