@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-CIFAR10_TAR = Path(os.environ.get("CIFAR10_TAR", "/work/shared/data/cifar10-jpeg.tar.gz"))
+# the benchmark data sits beside the repository (../shared/data/) unless CIFAR10_TAR says otherwise
+_DEFAULT_TAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
+CIFAR10_TAR = Path(os.environ.get("CIFAR10_TAR", str(_DEFAULT_TAR)))
 FMNIST_DIR = Path(os.environ.get("FMNIST_DIR", "/usr/share/datasets/fashion-mnist"))
 FMNIST_CLASSES = ["t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
                   "ankle boot"]
