@@ -24,8 +24,8 @@ import errno
 import fcntl
 import os
 import re
+import secrets
 import shutil
-import tempfile
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,7 +123,7 @@ def export_project(
         out.parent.mkdir(parents=True, exist_ok=True)
         with _locked(out.parent):
             remove_stale_partials(out)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+            tmp = _make_partial(out)
             lock = _try_lock(tmp)
     except OSError as e:  # read-only or not ours: a clear refusal, not a traceback
         raise ValueError(f"cannot write the export {out}: {e.strerror or e} ({e.filename})") from None
@@ -141,6 +141,18 @@ def export_project(
         if lock is not None:
             os.close(lock)
     return out
+
+
+def _make_partial(out: Path) -> Path:
+    """A new empty ``.OUT.partial-XXXXXXXX`` beside ``out``, with the user's usual permissions
+    (``tempfile.mkdtemp`` would make it, and so the export, readable by its owner only)."""
+    while True:
+        tmp = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
+        try:
+            tmp.mkdir(mode=0o777)  # the umask applies, as for any folder the user makes
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def _check_target(out: Path, root: Path, project_dir: Path) -> None:

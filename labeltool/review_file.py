@@ -24,8 +24,8 @@ def read_decisions(session: LabelingSession, path: Path) -> list[dict[str, Any]]
         raise FileNotFoundError(f"decisions file {path} does not exist")
     by_path = {r.relpath: r.id for r in session.store.images() if r.status == "ok"}
     cid = {c: i for i, c in enumerate(session.classes)}
-    rounds = session.store.rounds()
-    rnd = rounds[-1].id if rounds else None
+    last = session.store.last_finished_round()  # a killed or failed round is never current
+    rnd = last.id if last else None
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)

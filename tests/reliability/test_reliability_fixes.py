@@ -197,7 +197,7 @@ def test_unwritable_export_location_is_a_clear_refusal(tmp_path: Path, monkeypat
     def denied(*args: object, **kw: object) -> str:
         raise PermissionError(13, "Permission denied", str(tmp_path / "ro" / ".x.partial-abcdefgh"))
 
-    monkeypatch.setattr("labeltool.export.tempfile.mkdtemp", denied)
+    monkeypatch.setattr("labeltool.export._make_partial", denied)
     assert main(["export", root, str(tmp_path / "ro" / "x"), "--dataset-only"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("labeltool export: error: cannot write the export") and "Permission denied" in err
@@ -245,3 +245,32 @@ def test_a_big_scan_does_not_starve_a_decision(tmp_path: Path, monkeypatch: pyte
 def _row(i: int) -> dict:
     return {"relpath": f"img{i}.png", "sha256": _h(i), "size_bytes": 1, "mtime_ns": 0, "width": 1, "height": 1,
             "status": "ok", "error": None, "seed_class_id": None}
+
+
+def test_review_csv_decisions_name_the_last_finished_round(tmp_path: Path) -> None:
+    """They were tagged with the newest round even when it never finished (killed mid-training)."""
+    s = _labeled(tmp_path)
+    done = s.store.start_round({})
+    s.store.finish_round(done, {})
+    s.store.start_round({})  # killed
+    f = tmp_path / "d.csv"
+    f.write_text("path,action,label\nunlabeled/a.png,assign,bag\n")
+    from labeltool.review_file import read_decisions
+
+    s.record(read_decisions(s, f))
+    assert [d.round for d in s.store.decisions()] == [done]
+    s.close()
+
+
+def test_export_folder_gets_the_usual_permissions(tmp_path: Path) -> None:
+    """The export was made by ``tempfile.mkdtemp``: mode 0700 whatever the umask."""
+    import stat
+
+    s = _labeled(tmp_path)
+    umask = os.umask(0o022)
+    try:
+        out = export_project(s, tmp_path / "shared", model=False)
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    s.close()
