@@ -25,6 +25,7 @@ log-sum-exp per class, so pools of 100k+ images and large labeled sets both fit.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -177,6 +178,16 @@ def iter_walk_scores(
         yield s, p, r
 
 
+def _stack_walk(roundtrip: bool, num_classes: int, *args: Any, **kwargs: Any) -> np.ndarray:
+    """Concatenate the per-chunk walk probabilities (or round-trip scores) into ``[U, C]``."""
+    parts = [
+        r if roundtrip else p
+        for _, p, r in iter_walk_scores(*args, num_classes, roundtrip=roundtrip, **kwargs)
+        if not roundtrip or r is not None
+    ]
+    return np.concatenate(parts) if parts else np.zeros((0, num_classes))
+
+
 def walk_class_probs(
     unlabeled: np.ndarray,
     labeled: np.ndarray,
@@ -193,21 +204,8 @@ def walk_class_probs(
 
     See :func:`iter_walk_scores` for the arguments; rows sum to 1 over classes.
     """
-    parts = [
-        p
-        for _, p, _ in iter_walk_scores(
-            unlabeled,
-            labeled,
-            labeled_classes,
-            num_classes,
-            rows=rows,
-            normalize=normalize,
-            temperature=temperature,
-            chunk_size=chunk_size,
-            labeled_chunk_size=labeled_chunk_size,
-        )
-    ]
-    return np.concatenate(parts) if parts else np.zeros((0, num_classes))
+    return _stack_walk(False, num_classes, unlabeled, labeled, labeled_classes, rows=rows, normalize=normalize,
+                       temperature=temperature, chunk_size=chunk_size, labeled_chunk_size=labeled_chunk_size)
 
 
 def walk_roundtrip(
@@ -223,20 +221,5 @@ def walk_roundtrip(
     labeled_chunk_size: int | None = None,
 ) -> np.ndarray:
     """Round-trip start-class probabilities ``R(c | b)`` (module docstring): ``[U, C]`` float64."""
-    parts = [
-        r
-        for _, _, r in iter_walk_scores(
-            unlabeled,
-            labeled,
-            labeled_classes,
-            num_classes,
-            rows=rows,
-            normalize=normalize,
-            temperature=temperature,
-            roundtrip=True,
-            chunk_size=chunk_size,
-            labeled_chunk_size=labeled_chunk_size,
-        )
-        if r is not None
-    ]
-    return np.concatenate(parts) if parts else np.zeros((0, num_classes))
+    return _stack_walk(True, num_classes, unlabeled, labeled, labeled_classes, rows=rows, normalize=normalize,
+                       temperature=temperature, chunk_size=chunk_size, labeled_chunk_size=labeled_chunk_size)
