@@ -33,7 +33,8 @@ from labeltool.embed import pick_device
 from labeltool.heads import ProjectionHead
 from labeltool.images import ImageDecodeError, load_image
 from labeltool.losses import EmbeddingLoss
-from labeltool.train import BalancedSampler, StepProgress
+from labeltool.sampling import BalancedSampler, CyclingSampler
+from labeltool.train import StepProgress
 
 __all__ = [
     "FinetuneConfig", "FinetuneResult", "backbone_stages", "finetune", "set_train_mode", "unfreeze_last_stages",
@@ -181,7 +182,8 @@ class StepBatches(Sampler[list[int]]):
                  rng: np.random.Generator) -> None:
         self.balanced = BalancedSampler(labels, config.classes_per_batch, config.samples_per_class, rng)
         self.n_labeled, self.n_unlabeled = len(labels), n_unlabeled
-        self.u = min(config.unlabeled_batch, n_unlabeled)
+        self.unlabeled = CyclingSampler(np.arange(n_unlabeled), config.unlabeled_batch, rng)
+        self.u = self.unlabeled.size
         self.steps, self.rng = steps, rng
 
     def __len__(self) -> int:
@@ -191,7 +193,7 @@ class StepBatches(Sampler[list[int]]):
         for _ in range(self.steps):
             batch = self.balanced().tolist()
             if self.u:
-                batch += (self.n_labeled + np.sort(self.rng.choice(self.n_unlabeled, self.u, replace=False))).tolist()
+                batch += (self.n_labeled + np.sort(self.unlabeled())).tolist()
             yield batch
 
 
