@@ -19,6 +19,8 @@ import streamlit as st
 
 from labeltool.session import LabelingSession, SuggestConfig, TrainConfig
 
+DEFAULT_TRAIN = TrainConfig()
+
 REPO = Path(__file__).resolve().parent
 SAMPLE = REPO / "sample_data"
 ERRORS = (ValueError, RuntimeError, KeyError, OSError, FloatingPointError, NotImplementedError)
@@ -169,7 +171,7 @@ def sidebar_training(session: LabelingSession) -> TrainConfig | None:
         augment = st.checkbox("Augment (random crops, flips)", True, key="ft_augment")
         finetune = {"stages": int(stages), "epochs": int(ft_epochs), "backbone_lr": float(backbone_lr),
                     "augment": augment}
-    epochs = st.number_input("Epochs (head)", 1, 500, 30, key="epochs")
+    epochs = st.number_input("Epochs (head)", 1, 500, DEFAULT_TRAIN.epochs, key="epochs")
     dim = st.number_input("Embedding dimension (0 = automatic)", 0, 4096, 0, key="dim",
                           help=f"automatic = max(C-1, 64) = {session.default_embedding_dim()}")
     if warning := session.embedding_dim_warning(int(dim) or None):
@@ -177,12 +179,12 @@ def sidebar_training(session: LabelingSession) -> TrainConfig | None:
     with st.expander("Advanced"):
         lr = st.number_input("Learning rate", 1e-6, 1.0, 1e-3, format="%g", key="lr")
         hidden = st.number_input("Hidden width", 8, 8192, 512, key="hidden")
-        max_steps = st.number_input("Max steps", 1, 100000, 3000, key="max_steps")
+        max_steps = st.number_input("Max steps", 1, 100000, DEFAULT_TRAIN.max_steps, key="max_steps")
         seed = st.number_input("Seed", 0, 2**31 - 1, 0, key="seed")
         st.checkbox("Continue from the previous round", value=True, key="continue")
     return guard(TrainConfig, loss=loss, loss_params=params, embedding_dim=int(dim) or None, epochs=int(epochs),
                  lr=float(lr), hidden_dim=int(hidden), max_steps=int(max_steps),
-                 min_steps=min(50, int(max_steps)), seed=int(seed), mode=mode, finetune=finetune)
+                 min_steps=min(DEFAULT_TRAIN.min_steps, int(max_steps)), seed=int(seed), mode=mode, finetune=finetune)
 
 
 def sidebar_suggest(session: LabelingSession, has_classifier: bool) -> SuggestConfig | None:

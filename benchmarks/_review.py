@@ -30,6 +30,8 @@ from labeltool.knn import knn_search
 from labeltool.suggest import SuggestConfig, propose
 from labeltool.train import TrainConfig, embed_features, train_head
 
+DEFAULT_WALK_T = SuggestConfig().walk_temperature  # the library's default
+
 METHODS = ("hand", "knn_frozen", "label_spreading", "labeltool_knn", "labeltool_walk", "labeltool_knn+walk")
 Ranker = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
@@ -78,7 +80,7 @@ def make_ranker(method: str, x: np.ndarray, c: int, task: dict[str, Any], info: 
     if method.startswith("labeltool_"):
         source = method.split("_", 1)[1]
         cfg = SuggestConfig(source=source, batch_size=None, evidence=0,
-                            walk_temperature=float(task.get("walk_temperature", 1.0)))
+                            walk_temperature=float(task.get("walk_temperature", DEFAULT_WALK_T)))
         tcfg = TrainConfig(loss=task.get("loss", "cross_entropy"), seed=int(task["seed"]), device=device,
                            **task.get("train", {}))
         state: dict[str, Any] = {"init": None, "round": 0}

@@ -22,7 +22,7 @@ from typing import Any
 
 from _common import default_cache_dir, environment, out_dir, run_tasks, set_threads, table, write_json
 from _features import load_features
-from _review import METHODS, run_review
+from _review import DEFAULT_WALK_T, METHODS, run_review
 
 POOLS = {"cifar10": 10000, "fashion_mnist": None, "synthetic": None, "synthetic_images": None}
 HEADERS = ["dataset", "method", "rounds", "reviewed", "accepted", "corrected", "by hand", "corrections/img",
@@ -31,8 +31,8 @@ HEADERS = ["dataset", "method", "rounds", "reviewed", "accepted", "corrected", "
 
 def method_label(task: dict[str, Any]) -> str:
     """The method's name, with the walk temperature where it is not the library default."""
-    t = float(task.get("walk_temperature", 1.0))
-    return task["method"] + (f" T={t:g}" if "walk" in task["method"] and t != 1.0 else "")
+    t = float(task.get("walk_temperature", DEFAULT_WALK_T))
+    return task["method"] + (f" T={t:g}" if "walk" in task["method"] and t != DEFAULT_WALK_T else "")
 
 
 def _method_key(label: str) -> tuple[int, str]:
@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-rounds", type=int, default=100)
     ap.add_argument("--loss", default="cross_entropy", help="loss of the labeltool methods")
     ap.add_argument("--max-steps", type=int, default=None)
-    ap.add_argument("--walk-temperatures", nargs="+", type=float, default=[1.0],
-                    help="T of the walk sources, one run each (library default 1.0)")
+    ap.add_argument("--walk-temperatures", nargs="+", type=float, default=[DEFAULT_WALK_T],
+                    help=f"T of the walk sources, one run each (library default {DEFAULT_WALK_T:g})")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--subset", type=int, default=None, help="features of a stratified subset only")
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
               "walk_temperature": temp, "train": train, "image_size": args.image_size, "subset": args.subset,
               "cache_dir": str(args.cache_dir), "device": args.device, "knn_backend": args.knn_backend}
              for s in args.seeds for ds in args.datasets for m in args.methods
-             for temp in (args.walk_temperatures if "walk" in m else [1.0])]
+             for temp in (args.walk_temperatures if "walk" in m else [DEFAULT_WALK_T])]
     env = environment(None if args.device == "auto" else args.device)
     results: list[dict[str, Any]] = []
 

@@ -67,7 +67,7 @@ def _parse_params(items: Sequence[str], loss: str) -> dict[str, Any]:
 def train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         loss=args.loss, loss_params=_parse_params(args.param, args.loss), embedding_dim=args.dim,
-        epochs=args.epochs, lr=args.lr, seed=args.seed, device=args.device, mode=args.mode,
+        epochs=args.epochs, max_steps=args.max_steps, min_steps=min(TrainConfig().min_steps, args.max_steps), lr=args.lr, seed=args.seed, device=args.device, mode=args.mode,
         finetune={"stages": args.stages} if args.mode == "finetune" else None,
     )
 
@@ -203,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--loss", default="cross_entropy", choices=list_losses())
         sp.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="loss hyperparameter")
         sp.add_argument("--dim", type=int, default=None, help="embedding dimension (default max(C-1, 64))")
-        sp.add_argument("--epochs", type=int, default=30)
+        sp.add_argument("--epochs", type=int, default=TrainConfig().epochs)
+        sp.add_argument("--max-steps", type=int, default=TrainConfig().max_steps, help="head mode: steps per round at most")
         sp.add_argument("--lr", type=float, default=1e-3)
         sp.add_argument("--seed", type=int, default=0)
         sp.add_argument("--device", default="auto")

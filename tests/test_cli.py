@@ -24,7 +24,7 @@ def folder(embedded_sample: Path, tmp_path: Path) -> Path:
 def test_status_train_suggest_review_export(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["status", str(folder)]) == 0
     assert "450 usable" in capsys.readouterr().out
-    assert main(["train", str(folder), "--loss", "triplet", "--epochs", "3", "--param", "margin=0.5"]) == 0
+    assert main(["train", str(folder), "--loss", "triplet", "--epochs", "3", "--max-steps", "60", "--param", "margin=0.5"]) == 0
     assert main(["suggest", str(folder), "--batch", "15"]) == 0
     out = capsys.readouterr().out
     rows = list(csv.DictReader(out.splitlines()[out.splitlines().index("rank,image_id,path,class,confidence,source"):]))
@@ -54,7 +54,7 @@ def test_bad_input_gives_clear_errors(folder: Path, tmp_path: Path, capsys: pyte
     assert "no hyperparameter 'margin'" in capsys.readouterr().err
     bad = tmp_path / "bad.csv"
     bad.write_text("path,action,label\nunlabeled/u0001.png,accept,unicorn\nmissing.png,accept,bag\n")
-    assert main(["train", str(folder), "--epochs", "2"]) == 0
+    assert main(["train", str(folder), "--epochs", "2", "--max-steps", "60"]) == 0
     assert main(["review", str(folder), "--decisions", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "nothing recorded, 2 problem(s)" in err and "unicorn" in err and "missing.png" in err
@@ -64,7 +64,7 @@ def test_bad_input_gives_clear_errors(folder: Path, tmp_path: Path, capsys: pyte
 def test_selftrain_with_oracle_ends_with_more_correct_labels(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
     oracle = SAMPLE / "unlabeled_labels.csv"
     code = main(["selftrain", str(folder), "--rounds", "3", "--percent", "10", "--stratified", "--confidence", "1nn",
-                 "--oracle", str(oracle), "--reviewer", "none", "--epochs", "5"])
+                 "--oracle", str(oracle), "--reviewer", "none", "--epochs", "5", "--max-steps", "60"])
     assert code == 0
     truth = {r["path"]: r["label"] for r in csv.DictReader(oracle.open())}
     with LabelingSession.open(folder) as s:

@@ -88,7 +88,7 @@ def test_corpus_through_the_cli_and_the_session(corpus: Path, tmp_path: Path, ca
                 assert s.thumbnail(r.id).is_file()  # every imported image can be shown
 
     assert _cli(["embed", root, "--device", "cpu", "--workers", "0"], capsys)[0] == 0
-    code, out, err = _cli(["train", root, "--epochs", "2", "--device", "cpu"], capsys)
+    code, out, err = _cli(["train", root, "--epochs", "2", "--max-steps", "40", "--device", "cpu"], capsys)
     assert code == 0, err
     code, out, _ = _cli(["suggest", root, "--batch", "5"], capsys)
     assert code == 0
