@@ -10,7 +10,9 @@ Confidence (always in ``[0, 1]``, higher = more confident):
   ranking is exactly the paper's ascending 1-NN distance ranking.
 - ``knn`` / ``"vote"``: the ``k`` nearest labeled images ``j`` vote with weights
   ``w_j = exp(-d_j² / τ)``, ``τ`` = median 1-NN squared distance over the queried pool (see
-  :func:`vote_temperature`); confidence = the class's share of the total weight.
+  :func:`vote_temperature`); confidence = the class's share of the total weight plus a uniform
+  prior of one neighbour's weight (:func:`knn_class_scores`), so closer unanimous neighbours
+  rank above distant ones instead of all scoring 1.
 - ``walk``: ``P(class c | b)`` of the association walk, optionally times the round-trip
   consistency (:mod:`labeltool.suggest_walk`).
 - ``softmax``: the classifier's probability of the class.

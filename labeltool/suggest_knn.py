@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 KNN_CONFIDENCES: tuple[str, ...] = ("1nn", "vote")
+VOTE_PRIOR = 1.0  # weight of the uniform prior in the vote: one neighbour's worth, spread over the classes
+_MAX_EXPONENT = 30.0
 
 
 def vote_temperature(nn1_distances: np.ndarray) -> float:
@@ -31,6 +33,7 @@ def knn_class_scores(
     *,
     mode: str = "vote",
     tau: float | None = None,
+    prior: float = VOTE_PRIOR,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-class kNN confidences from the neighbour lists.
 
@@ -39,12 +42,18 @@ def knn_class_scores(
         neighbor_classes: ``[Q, k]`` class of each neighbour, in ``[0, C)``.
         mode: ``"1nn"``: score of class ``c`` = ``1 / (1 + d_c²)`` with ``d_c²`` the distance to
             the nearest neighbour of class ``c``; ``"vote"``: ``c``'s share of the weights
-            ``exp(-d_j² / τ)``.
+            ``w_j = exp(-d_j² / τ)`` smoothed by a uniform prior,
+            ``(Σ_{j: c_j = c} w_j + prior / C) / (Σ_j w_j + prior)``.
         tau: vote temperature; default :func:`vote_temperature` of ``distances[:, 0]``.
+        prior: weight of the uniform prior. Without it a unanimous vote scores exactly 1 however
+            far the neighbours are, so most of a pool ties at the top of the ranking; with it the
+            score grows with the neighbours' closeness (at most ``(k + prior/C) / (k + prior)``)
+            and falls towards ``1/C`` for images far from every labeled one.
 
     Returns:
         ``(scores [Q, C] float64 in [0, 1], seen [Q, C] bool)``; ``seen`` marks the classes present
-        among the neighbours (the only ones a suggestion may use); other scores are 0.
+        among the neighbours (the only ones a suggestion may use). In ``"1nn"`` mode other scores
+        are 0; in ``"vote"`` mode they hold the prior's share, and each row sums to 1.
     """
     d = np.asarray(distances, dtype=np.float64)
     cls = np.asarray(neighbor_classes, dtype=np.int64)
@@ -72,8 +81,15 @@ def knn_class_scores(
     t = vote_temperature(d[:, 0]) if tau is None else float(tau)
     if not (np.isfinite(t) and t > 0):
         raise ValueError(f"tau must be > 0, got {tau}")
-    w = np.exp(-(d - d[:, :1]) / t)  # shifted by the row minimum: shares unchanged, no underflow
+    if not (np.isfinite(prior) and prior >= 0):
+        raise ValueError(f"prior must be >= 0, got {prior}")
+    # absolute weights: far neighbours count for little; the exponent is capped so that a row far
+    # from every labeled image keeps its vote winner (e^-30 is still visible next to prior/C)
+    w = np.exp(-np.minimum(np.maximum(d, 0.0) / t, _MAX_EXPONENT))
+    if prior == 0:  # plain shares; shifted by the row minimum so that they never underflow to 0/0
+        w = np.exp(-(d - d[:, :1]) / t)
+    scores += prior / num_classes
     for j in range(k):
         scores[r, cls[:, j]] += w[:, j]
-    scores /= w.sum(axis=1, keepdims=True)
+    scores /= w.sum(axis=1, keepdims=True) + prior
     return scores, seen

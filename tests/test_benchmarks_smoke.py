@@ -90,3 +90,14 @@ def test_feature_extraction_matches_labeltool_preprocessing(tmp_path: Path) -> N
     assert len(metas) == 2
     train = np.load(metas[0].parent / "train.npy")
     assert train.shape == (60, 1280) and np.isfinite(train.astype(np.float32)).all()
+
+
+def test_vote_prior_smoke(tmp_path: Path) -> None:
+    out = run("bench_vote_prior.py", tmp_path, "--datasets", "synthetic", "--threads", "1")
+    rows = json.loads((tmp_path / "out" / "vote_prior.json").read_text())["rows"]
+    assert [r["prior"] for r in rows] == [0.0, 1.0] and "prec@5%" in out
+    plain, smoothed = rows
+    # the same neighbour lists: the same predictions; the prior only breaks the ties at the top
+    assert plain["accuracy"] == smoothed["accuracy"]
+    assert smoothed["tied_at_top"] < plain["tied_at_top"]
+    assert smoothed["mean_conf"] < plain["mean_conf"] <= 1.0

@@ -234,15 +234,38 @@ def test_vote_share_constructed_example() -> None:
     tau = np.median([1.0, 36.0])  # 1-NN squared distances of the pool
     w = np.exp(-np.array([1.0, 4.0, 16.0]) / tau)
     assert out[13].class_id == 0
-    assert out[13].confidence == pytest.approx((w[0] + w[2]) / w.sum())
+    assert out[13].confidence == pytest.approx((w[0] + w[2] + 1 / 2) / (w.sum() + 1))  # prior 1, C = 2
     assert out[13].evidence == (10, 12)
     assert out[13].distance == pytest.approx(1.0)
     w = np.exp(-np.array([36.0, 64.0, 81.0]) / tau)
-    assert out[14].class_id == 0 and out[14].confidence == pytest.approx((w[0] + w[2]) / w.sum())
+    assert out[14].class_id == 0 and out[14].confidence == pytest.approx((w[0] + w[2] + 1 / 2) / (w.sum() + 1))
+    assert out[14].confidence < out[13].confidence  # farther from every labeled image
     # the helper agrees, and reports the classes it saw
     scores, seen = knn_class_scores(np.array([[1.0, 4.0, 16.0]]), np.array([[0, 1, 0]]), 3, tau=tau)
     assert scores[0].sum() == pytest.approx(1.0)
     assert seen.tolist() == [[True, True, False]]
+    # without the prior: the plain weighted share, and a unanimous vote is exactly 1
+    plain, _ = knn_class_scores(np.array([[1.0, 4.0, 16.0]]), np.array([[0, 1, 0]]), 3, tau=tau, prior=0)
+    w = np.exp(-np.array([1.0, 4.0, 16.0]) / tau)
+    np.testing.assert_allclose(plain[0], [(w[0] + w[2]) / w.sum(), w[1] / w.sum(), 0.0])
+    far, _ = knn_class_scores(np.array([[900.0, 950.0]]), np.array([[1, 1]]), 3, tau=1.0, prior=0)
+    assert far[0, 1] == 1.0
+
+
+def test_vote_ranks_close_unanimous_neighbours_above_distant_ones() -> None:
+    d = np.array([[0.1, 0.2, 0.3], [1.0, 1.5, 2.0], [5.0, 6.0, 7.0], [5000.0, 6000.0, 7000.0]])
+    cls = np.zeros((4, 3), dtype=np.int64)  # every row unanimous for class 0
+    scores, _ = knn_class_scores(d, cls, 4, tau=1.0)
+    conf = scores[:, 0]
+    assert np.all(np.diff(conf) < 0)  # strictly decreasing with distance: no ties at the top
+    assert conf[0] < (3 + 1 / 4) / (3 + 1) + 1e-12  # bounded by (k + prior/C) / (k + prior)
+    assert conf[-1] == pytest.approx(1 / 4)  # nothing close: the prior alone
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0)
+    with pytest.raises(ValueError, match="prior"):
+        knn_class_scores(d, cls, 4, tau=1.0, prior=-1.0)
+    # far from everything (a tiny tau, e.g. a pool of near-duplicates): the majority still wins
+    far, seen = knn_class_scores(np.array([[900.0, 950.0, 990.0]]), np.array([[0, 2, 2]]), 4, tau=0.01)
+    assert int(np.where(seen, far, -1).argmax()) == 2 and far[0, 2] == pytest.approx(1 / 4)
 
 
 def test_knn_class_scores_1nn_and_vote_temperature() -> None:
