@@ -50,7 +50,7 @@ def train_round(
     a head round after a fine-tune round starts a fresh head (the features differ)."""
     pool = session.pool()
     if len(pool) == 0:
-        raise RuntimeError("no embedded images; run embed first")
+        raise RuntimeError(_no_pool_message(session))
     classes = session.classes
     state = session.label_state()
     labels = pool.labels(state.labels)
@@ -251,3 +251,18 @@ def predict(session: LabelingSession, paths: Sequence[str | Path]) -> tuple[list
     probs = model(x).numpy()
     classes = session.classes
     return [classes[i] for i in probs.argmax(1)], probs
+
+
+def _no_pool_message(session: LabelingSession) -> str:
+    """Why there is nothing to train on: no usable image at all, or images not embedded yet."""
+    rows = session.store.images()
+    usable = sum(1 for r in rows if r.status == "ok" and r.present)
+    if usable:
+        return f"no embedded images; run embed first ({usable} images are waiting)"
+    where = session.project.image_root
+    skipped = sum(1 for r in rows if r.present and r.status != "ok")
+    if skipped:
+        return (f"no embedded images: none of the {skipped} files found in {where} could be read as an image "
+                "(`labeltool status` lists each one and why)")
+    return (f"no embedded images: {where} holds no images; put a few into one sub-folder per class (the seed) "
+            "and the rest anywhere below it, then run init (or rescan) again")

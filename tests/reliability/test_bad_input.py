@@ -135,10 +135,10 @@ def _only_broken(root: Path) -> None:
 
 
 @pytest.mark.parametrize(("layout", "why"), [
-    ("empty folder", "no embedded images"),
-    ("folder with no images", "no embedded images"),
+    ("empty folder", "holds no images; put a few into one sub-folder per class"),
+    ("folder with no images", "holds no images; put a few into one sub-folder per class"),
     ("folder with one class", "at least 2 classes"),
-    ("folder with only broken images", "no embedded images"),
+    ("folder with only broken images", "none of the 2 files found in"),
 ])
 def test_folders_that_cannot_be_trained(layout: str, why: str, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
