@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +91,26 @@ def save_checkpoint(
     tmp_info = info.with_suffix(".json.tmp")
     tmp_info.write_text(json.dumps(full, indent=2, sort_keys=True))
     os.replace(tmp_info, info)
+    remove_stale_temporaries(directory)
     return weights
+
+
+STALE_TMP_SECONDS = 600.0  # a live save holds its .tmp for seconds; older ones are a killed save's
+
+
+def remove_stale_temporaries(directory: Path, older_than: float = STALE_TMP_SECONDS) -> list[Path]:
+    """Delete ``round-*.tmp`` files a killed save left behind (older than ``older_than`` seconds,
+    so another process's save in progress is never touched); returns what was removed."""
+    removed = []
+    now = time.time()
+    for p in directory.glob("round-*.tmp"):
+        try:
+            if now - p.stat().st_mtime > older_than:
+                p.unlink()
+                removed.append(p)
+        except FileNotFoundError:  # renamed or removed meanwhile
+            continue
+    return removed
 
 
 def load_checkpoint(directory: Path, round_id: int) -> Checkpoint:
