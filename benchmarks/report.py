@@ -2,7 +2,7 @@
 
     python benchmarks/report.py [results files ...]     # default: every known file in the results folder
 
-Reads ``paper_protocol*.json``, ``human_cost*.json`` and ``speed*.json`` and prints each one's
+Reads ``paper_protocol*.json``, ``human_cost*.json``, ``speed*.json`` and ``vote_prior*.json`` and prints each one's
 tables with the device and command line that produced them.
 """
 
@@ -47,12 +47,15 @@ def report(path: Path) -> str:
     elif path.name.startswith("speed"):
         for title, headers, rows in speed_tables(d):
             out += [f"**{title}**", "", md_table(headers, rows), ""]
+    elif path.name.startswith("vote_prior"):
+        keys = [k for k in d["rows"][0] if k != "pool"] if d.get("rows") else []
+        out.append(md_table(keys, [[r[k] for k in keys] for r in d["rows"]]))
     return "\n".join(out)
 
 
 def main() -> None:
     paths = [Path(p) for p in sys.argv[1:]] or sorted(
-        p for p in out_dir().glob("*.json") if p.name.startswith(("paper_protocol", "human_cost", "speed")))
+        p for p in out_dir().glob("*.json") if p.name.startswith(("paper_protocol", "human_cost", "speed", "vote_prior")))
     print("\n\n".join(report(p) for p in paths))
 
 
