@@ -24,7 +24,9 @@ from bench_speed import speed_tables
 def where(d: dict[str, Any]) -> str:
     """Device and command of a result file, one line."""
     dev = d.get("device_name") or d.get("device")
-    return f"_{dev} ({d.get('cpu_count')} CPU cores), started {d.get('started')}: `{d.get('command')}`_"
+    commands = d.get("commands") or [d.get("command")]  # a result merged from several runs lists each
+    return f"_{dev} ({d.get('cpu_count')} CPU cores), started {d.get('started')}: " + "; ".join(
+        f"`{c}`" for c in commands) + "_"
 
 
 def report(path: Path) -> str:
