@@ -124,13 +124,19 @@ def _fmt(v: Any) -> str:
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far (MiB): ``VmHWM``, which starts afresh at
     exec (``ru_maxrss`` would carry over the peak of the parent a subprocess was forked from)."""
+    hwm = proc_status_mb("VmHWM")
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def proc_status_mb(field: str) -> float | None:
+    """A ``kB`` field of ``/proc/self/status`` in MiB, or None where there is none (not Linux)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024.0
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return None
 
 
 class AnonRssSampler:
@@ -143,13 +149,7 @@ class AnonRssSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _read(self) -> float:
-        try:
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("RssAnon:"):
-                    return int(line.split()[1]) / 1024.0
-        except OSError:
-            pass
-        return 0.0
+        return proc_status_mb("RssAnon") or 0.0
 
     def _run(self) -> None:
         while not self._stop.is_set():
