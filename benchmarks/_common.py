@@ -202,7 +202,11 @@ def run_tasks(
             if deadline is not None and time.monotonic() > deadline:
                 left.append({"task": t, "status": "not finished (time budget)"})
                 continue
-            on_done(fn(t))
+            try:
+                result = fn(t)
+            except Exception as e:  # noqa: BLE001 - one failed task must not lose the others
+                result = {"task": t, "status": f"failed: {type(e).__name__}: {e}"}
+            on_done(result)
         return left
     threads = max(1, (os.cpu_count() or 1) // jobs)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):

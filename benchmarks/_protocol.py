@@ -1,28 +1,37 @@
 """One run of the Sahito et al. self-training protocol on cached features (pure array loop).
 
 Seed: a balanced labeled set; every other training image is unlabeled. Meta-iteration: embed
-every image with the current head, take the 1-NN of each unlabeled image among the labeled ones
+every image with the current model, take the 1-NN of each unlabeled image among the labeled ones
 (squared L2 in the loss's geometry), select p% of the remaining pool stratified by predicted class
 (p·|U|/C per class, most confident first), add them as pseudo-labels (no review), continue
-training the same head (never re-initialised). Test accuracy after every meta-iteration.
+training the same model (never re-initialised). Test accuracy after every meta-iteration.
+
+What "the model" is depends on ``task["mode"]``: ``head`` trains a projection head on frozen
+backbone features (:class:`HeadLearner`); ``finetune`` also trains the backbone's last stages on
+the images and re-extracts the features after every meta-iteration
+(:class:`_protocol_finetune.FinetuneLearner`).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
 from _datasets import balanced_seed
-from _features import load_features
+from _features import FeatureSet, load_features
 
+from labeltool.heads import ProjectionHead
+from labeltool.losses import EmbeddingLoss
 from labeltool.metrics import knn_accuracy
 from labeltool.suggest import SuggestConfig, propose
 from labeltool.train import TrainConfig, class_probabilities, embed_features, train_head
+
+MODES = ("head", "finetune")
 
 # Test accuracy (%) reported by Sahito, Frank & Pfahringer for CIFAR-10 with 4000 labels, VGG16:
 # (4000 labels only, after self-learning, all 50000 labels).
@@ -46,16 +55,68 @@ def suggest_config(variant: str, percent: float, normalize: bool) -> SuggestConf
     raise ValueError(f"unknown variant {variant!r}; valid: paper, labeltool")
 
 
-def evaluate(head: Any, loss: Any, emb_train: np.ndarray, labels: np.ndarray, test: np.ndarray,
-             y_test: np.ndarray, device: str) -> dict[str, float | None]:
+@dataclass
+class Fit:
+    """What one training call left: the loss module and the embeddings of train ``[N, D]`` and
+    test ``[M, D]`` images it gives, with timing facts for the record."""
+
+    loss: EmbeddingLoss
+    emb_train: np.ndarray
+    emb_test: np.ndarray
+    steps: int
+    device: str
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+class Learner(Protocol):
+    """The model of one protocol run: trained on the current labels, continuing where it stopped."""
+
+    def fit(self, labels: np.ndarray, seed: int) -> Fit:
+        """Train on ``labels`` ``[N]`` (-1 = unlabeled), continuing from the last call's model."""
+
+    def fit_all(self, labels: np.ndarray, steps: int, seed: int) -> Fit:
+        """A fresh model trained on every label ``[N]`` (the all-labels reference)."""
+
+    def config(self) -> dict[str, Any]:
+        """The settings, as stored with the result."""
+
+
+class HeadLearner:
+    """Head mode: a projection head on the frozen features ``fs``, never re-initialised."""
+
+    def __init__(self, fs: FeatureSet, cfg: TrainConfig) -> None:
+        self.fs, self.cfg = fs, cfg
+        self.state: tuple[ProjectionHead, EmbeddingLoss] | None = None
+
+    def _fit(self, labels: np.ndarray, cfg: TrainConfig,
+             init: tuple[ProjectionHead, EmbeddingLoss] | None) -> tuple[Fit, tuple[ProjectionHead, EmbeddingLoss]]:
+        t = time.perf_counter()
+        res = train_head(self.fs.train, labels, len(self.fs.classes), cfg, init=init)
+        emb_train = embed_features(res.head, self.fs.train, device=cfg.device)
+        emb_test = embed_features(res.head, self.fs.test, device=cfg.device)
+        facts = {"train_s": round(res.seconds, 2), "fit_s": round(time.perf_counter() - t, 2)}
+        return Fit(res.loss, emb_train, emb_test, res.steps, res.device, facts), (res.head, res.loss)
+
+    def fit(self, labels: np.ndarray, seed: int) -> Fit:
+        fit, self.state = self._fit(labels, replace(self.cfg, seed=seed), self.state)
+        return fit
+
+    def fit_all(self, labels: np.ndarray, steps: int, seed: int) -> Fit:
+        return self._fit(labels, replace(self.cfg, seed=seed, max_steps=steps, min_steps=1), None)[0]
+
+    def config(self) -> dict[str, Any]:
+        return {"mode": "head", "train": self.cfg.to_json()}
+
+
+def evaluate(fit: Fit, labels: np.ndarray, y_test: np.ndarray) -> dict[str, float | None]:
     """Test accuracy: 1-NN to the labeled training images, and the loss's classifier if it has one."""
-    emb_test = embed_features(head, test, device=device)
     lab = labels >= 0
     out: dict[str, float | None] = {
-        "acc_1nn": knn_accuracy(emb_train[lab], labels[lab], emb_test, y_test, normalize=loss.normalize_embeddings),
+        "acc_1nn": knn_accuracy(fit.emb_train[lab], labels[lab], fit.emb_test, y_test,
+                                normalize=fit.loss.normalize_embeddings),
         "acc_clf": None,
     }
-    probs = class_probabilities(loss, emb_test)
+    probs = class_probabilities(fit.loss, fit.emb_test)
     if probs is not None:
         out["acc_clf"] = float((probs.argmax(1) == y_test).mean())
     return out
@@ -69,37 +130,47 @@ def _checkpoint(task: dict[str, Any], record: dict[str, Any]) -> None:
         path.with_suffix(".tmp").replace(path)
 
 
+def make_learner(task: dict[str, Any], fs: FeatureSet) -> Learner:
+    """The learner ``task["mode"]`` names (``head`` when absent)."""
+    cfg = TrainConfig(loss=task["loss"], seed=int(task["seed"]), device=task["device"], **task.get("train", {}))
+    mode = task.get("mode", "head")
+    if mode == "head":
+        return HeadLearner(fs, cfg)
+    if mode == "finetune":
+        from _protocol_finetune import FinetuneLearner
+
+        return FinetuneLearner(task, fs, cfg)
+    raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+
+
 def run_protocol(task: dict[str, Any]) -> dict[str, Any]:
-    """Run one (dataset, init, loss, seed, variant) and return its per-iteration record."""
+    """Run one (dataset, init, loss, seed, variant, mode) and return its per-iteration record."""
     t_start = time.perf_counter()
     fs = load_features(task["dataset"], task["init"], task["image_size"], Path(task["cache_dir"]),
                        subset=task.get("subset"), device=task["device"])
-    feats, y = fs.train, fs.y_train
+    y = fs.y_train
     c = len(fs.classes)
     seed = int(task["seed"])
-    device = task["device"]
     per_class = max(1, min(task["labels"] // c, int(np.bincount(y).min()) // 2))  # keeps a pool on subsets
     seed_idx = balanced_seed(y, per_class, seed)
     labels = np.full(len(y), -1, dtype=np.int64)
     labels[seed_idx] = y[seed_idx]
     pseudo = np.zeros(len(y), dtype=bool)
-    cfg = TrainConfig(loss=task["loss"], seed=seed, device=device, **task.get("train", {}))
     ids = np.arange(len(y), dtype=np.int64)
+    learner = make_learner(task, fs)
     iters: list[dict[str, Any]] = []
 
     t = time.perf_counter()
-    res = train_head(feats, labels, c, cfg)
-    head, loss = res.head, res.loss
-    emb = embed_features(head, feats, device=device)
-    row = {"iteration": 0, "labeled": int((labels >= 0).sum()), "selected": 0, "batch_precision": None,
-           "pseudo_precision": None, "train_s": round(res.seconds, 2), "steps": res.steps}
-    row.update(evaluate(head, loss, emb, labels, fs.test, fs.y_test, device))
+    fit = learner.fit(labels, seed)
+    row: dict[str, Any] = {"iteration": 0, "labeled": int((labels >= 0).sum()), "selected": 0,
+                           "batch_precision": None, "pseudo_precision": None, **fit.facts, "steps": fit.steps}
+    row.update(evaluate(fit, labels, fs.y_test))
     row["seconds"] = round(time.perf_counter() - t, 2)
     iters.append(row)
-    scfg = suggest_config(task.get("variant", "paper"), float(task["percent"]), loss.normalize_embeddings)
+    scfg = suggest_config(task.get("variant", "paper"), float(task["percent"]), fit.loss.normalize_embeddings)
     for it in range(1, int(task["iterations"]) + 1):
         t = time.perf_counter()
-        rows = propose(emb, labels, ids, scfg, num_classes=c, knn_backend=task.get("knn_backend", "auto"))
+        rows = propose(fit.emb_train, labels, ids, scfg, num_classes=c, knn_backend=task.get("knn_backend", "auto"))
         if not rows:
             break
         sel = np.array([s.image_id for s in rows], dtype=np.int64)
@@ -107,33 +178,29 @@ def run_protocol(task: dict[str, Any]) -> dict[str, Any]:
         labels[sel] = cls
         pseudo[sel] = True
         t_prop = time.perf_counter() - t
-        res = train_head(feats, labels, c, replace(cfg, seed=seed * 1000 + it), init=(head, loss))
-        head, loss = res.head, res.loss
-        emb = embed_features(head, feats, device=device)
+        fit = learner.fit(labels, seed * 1000 + it)
         row = {"iteration": it, "labeled": int((labels >= 0).sum()), "selected": len(sel),
                "batch_precision": float((y[sel] == cls).mean()),
                "pseudo_precision": float((labels[pseudo] == y[pseudo]).mean()),
-               "propose_s": round(t_prop, 2), "train_s": round(res.seconds, 2), "steps": res.steps}
-        row.update(evaluate(head, loss, emb, labels, fs.test, fs.y_test, device))
+               "propose_s": round(t_prop, 2), **fit.facts, "steps": fit.steps}
+        row.update(evaluate(fit, labels, fs.y_test))
         row["seconds"] = round(time.perf_counter() - t, 2)
         iters.append(row)
         _checkpoint(task, {"task": task, "status": f"partial: {it} of {task['iterations']} iterations",
                            "seed_labels": len(seed_idx), "iterations": iters, "all_labels": None,
-                           "has_classifier": bool(loss.has_classifier), "seconds": round(time.perf_counter() - t_start, 1),
-                           "device": res.device})
+                           "has_classifier": bool(fit.loss.has_classifier),
+                           "seconds": round(time.perf_counter() - t_start, 1), "device": fit.device})
 
     full: dict[str, Any] | None = None
     if int(task.get("all_steps", 0)) > 0:
         t = time.perf_counter()
-        cfg_all = replace(cfg, max_steps=int(task["all_steps"]), min_steps=1)
-        res = train_head(feats, y, c, cfg_all)
-        emb_all = embed_features(res.head, feats, device=device)
-        full = evaluate(res.head, res.loss, emb_all, y, fs.test, fs.y_test, device)
-        full.update({"steps": res.steps, "seconds": round(time.perf_counter() - t, 2)})
+        ref = learner.fit_all(y, int(task["all_steps"]), seed)
+        full = {**evaluate(ref, y, fs.y_test), **ref.facts, "steps": ref.steps,
+                "seconds": round(time.perf_counter() - t, 2)}
     return {"task": task, "status": "done", "seed_labels": len(seed_idx), "iterations": iters, "all_labels": full,
-            "features": fs.meta, "train_config": cfg.to_json(), "suggest_config": scfg.to_dict(),
-            "has_classifier": bool(loss.has_classifier), "seconds": round(time.perf_counter() - t_start, 1),
-            "device": res.device}
+            "features": fs.meta, "train_config": learner.config(), "suggest_config": scfg.to_dict(),
+            "has_classifier": bool(fit.loss.has_classifier), "seconds": round(time.perf_counter() - t_start, 1),
+            "device": fit.device}
 
 
 def primary(row: dict[str, Any] | None, has_classifier: bool) -> float | None:

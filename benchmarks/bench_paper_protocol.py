@@ -4,12 +4,16 @@
     python benchmarks/bench_paper_protocol.py --datasets cifar10 --losses cross_entropy triplet \\
         --seeds 0 --iterations 5 --subset 5000 --image-size 64    # a reduced run
     python benchmarks/bench_paper_protocol.py --datasets synthetic --iterations 2   # smoke
+    python benchmarks/bench_paper_protocol.py --modes head finetune --device cuda   # + fine-tune mode (GPU)
 
 CIFAR-10: balanced 4000-label seed, the rest of the 50k training images unlabeled, 5% of the
 remaining pool per meta-iteration; Fashion-MNIST: 100 labels, 10%. 25 meta-iterations, 1-NN
 confidence, stratified selection, the head is never re-initialised, accuracy on the test images.
 Head mode on frozen EfficientNet-Lite0 features (pretrained, or the same network randomly
-initialised), extracted once and cached. Accuracy shown: the loss's classifier where it has one,
+initialised), extracted once and cached. Fine-tune mode (``--modes finetune``) trains the
+backbone's last ``--ft-stages`` stages too, ``--ft-steps`` steps per meta-iteration, and
+re-extracts the features after each; its runs go one at a time in this process (they start
+their own data-loading workers). Accuracy shown: the loss's classifier where it has one,
 else 1-NN to the labeled (seed + pseudo-labeled) training images. Writes
 benchmarks/results/paper_protocol.json (partial results are written as runs finish).
 """
@@ -27,7 +31,7 @@ from typing import Any
 import numpy as np
 from _common import default_cache_dir, environment, run_tasks, set_threads, table, write_json
 from _features import load_features
-from _protocol import PAPER, primary, run_protocol
+from _protocol import MODES, PAPER, primary, run_protocol
 
 from labeltool.losses import list_losses
 
@@ -37,7 +41,8 @@ DEFAULTS = {"cifar10": {"labels": 4000, "percent": 5.0}, "fashion_mnist": {"labe
 
 
 def build_tasks(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Every run, in priority order: seed by seed, pretrained before random, variants last."""
+    """Every run, in priority order: seed by seed, pretrained before random, variants last
+    (fine-tune runs are taken apart by ``main`` and run after the head runs)."""
     losses = list_losses() if args.losses == ["all"] else args.losses
     random_losses = list_losses() if args.random_losses == ["all"] else args.random_losses
     train: dict[str, Any] = {}
@@ -45,8 +50,11 @@ def build_tasks(args: argparse.Namespace) -> list[dict[str, Any]]:
         train["epochs"] = args.epochs
     if args.max_steps is not None:
         train["max_steps"] = args.max_steps
+    finetune: dict[str, Any] = {"stages": args.ft_stages, "steps": args.ft_steps}
+    if args.ft_workers is not None:
+        finetune["num_workers"] = args.ft_workers
     tasks = []
-    for seed in args.seeds:
+    for mode, seed in ((m, s) for m in args.modes for s in args.seeds):
         for variant in args.variants:
             for dataset in args.datasets:
                 for init in args.inits:
@@ -58,25 +66,27 @@ def build_tasks(args: argparse.Namespace) -> list[dict[str, Any]]:
                     for loss in names:
                         d = DEFAULTS.get(dataset, DEFAULTS["synthetic"])
                         tasks.append({
-                            "dataset": dataset, "init": init, "loss": loss, "seed": seed, "variant": variant,
+                            "mode": mode, "dataset": dataset, "init": init, "loss": loss, "seed": seed, "variant": variant,
                             "labels": args.labels or d["labels"], "percent": args.percent or d["percent"],
                             "iterations": args.iterations, "image_size": args.image_size, "subset": args.subset,
                             "cache_dir": str(args.cache_dir), "device": args.device,
                             "knn_backend": args.knn_backend, "train": train, "all_steps": args.all_steps,
+                            **({"finetune": finetune, "finetune_all_steps": args.ft_all_steps}
+                               if mode == "finetune" else {}),
                         })
     return tasks
 
 
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and std over seeds per (dataset, init, loss, variant), in %."""
-    groups: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
+    """Mean and std over seeds per (dataset, mode, init, loss, variant), in %."""
+    groups: dict[tuple[str, str, str, str, str], list[dict[str, Any]]] = {}
     for r in results:
         if r.get("status") == "done" or str(r.get("status", "")).startswith("partial"):
             t = r["task"]
             variant = t["variant"] + ("" if r["status"] == "done" else " (partial)")
-            groups.setdefault((t["dataset"], t["init"], t["loss"], variant), []).append(r)
+            groups.setdefault((t["dataset"], t.get("mode", "head"), t["init"], t["loss"], variant), []).append(r)
     rows = []
-    for (dataset, init, loss, variant), runs in groups.items():
+    for (dataset, mode, init, loss, variant), runs in groups.items():
         clf = runs[0]["has_classifier"]
 
         def stat(vals: list[float | None]) -> str:
@@ -87,7 +97,7 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
         paper = PAPER.get((dataset, init, loss)) if variant.startswith("paper") else None
         rows.append({
-            "dataset": dataset, "init": init, "loss": loss, "variant": variant, "seeds": len(runs),
+            "dataset": dataset, "mode": mode, "init": init, "loss": loss, "variant": variant, "seeds": len(runs),
             "eval": "softmax" if clf else "1-NN",
             "labels_only": stat([primary(r["iterations"][0], clf) for r in runs]),
             "self_trained": stat([primary(r["iterations"][-1], clf) for r in runs]),
@@ -100,16 +110,16 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "device": runs[0]["device"],
         })
     order = {"paper": 0, "labeltool": 1}
-    rows.sort(key=lambda r: (r["dataset"], r["init"] != "pretrained", order.get(r["variant"], 2), r["loss"]))
+    rows.sort(key=lambda r: (r["dataset"], r["mode"] != "head", r["init"] != "pretrained", order.get(r["variant"], 2), r["loss"]))
     return rows
 
 
-HEADERS = ["dataset", "init", "loss", "variant", "seeds", "eval", "labels only", "self-trained", "all labels",
+HEADERS = ["dataset", "mode", "init", "loss", "variant", "seeds", "eval", "labels only", "self-trained", "all labels",
            "ST 1-NN", "pseudo prec", "iters", "paper (labels/ST/all)", "min/run", "device"]
 
 
 def table_rows(summary: list[dict[str, Any]]) -> list[list[Any]]:
-    keys = ["dataset", "init", "loss", "variant", "seeds", "eval", "labels_only", "self_trained", "all_labels",
+    keys = ["dataset", "mode", "init", "loss", "variant", "seeds", "eval", "labels_only", "self_trained", "all_labels",
             "self_trained_1nn", "pseudo_precision", "iterations", "paper", "min_per_run", "device"]
     return [[r[k] for k in keys] for r in summary]
 
@@ -125,6 +135,12 @@ def main(argv: list[str] | None = None) -> None:
                     help="labeltool = the default distance-weighted 10-NN vote confidence")
     ap.add_argument("--variant-losses", nargs="+", default=["cross_entropy"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--modes", nargs="+", default=["head"], choices=MODES,
+                    help="head: frozen backbone; finetune: the backbone's last stages train too (GPU advised)")
+    ap.add_argument("--ft-stages", default="2", help="fine-tune mode: last backbone stages trained ('all' = every one)")
+    ap.add_argument("--ft-steps", type=int, default=500, help="fine-tune mode: steps per meta-iteration")
+    ap.add_argument("--ft-all-steps", type=int, default=3000, help="fine-tune mode: steps of the all-labels reference")
+    ap.add_argument("--ft-workers", type=int, default=None, help="fine-tune mode: data-loading workers")
     ap.add_argument("--iterations", type=int, default=25)
     ap.add_argument("--labels", type=int, default=None, help="seed labels in total (default per dataset)")
     ap.add_argument("--percent", type=float, default=None, help="selection per meta-iteration (default per dataset)")
@@ -165,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         results.append(r)
         t = r["task"]
         last = r.get("iterations", [{}])[-1]
-        print(f"[{time.perf_counter() - t0:6.0f}s] {t['dataset']}/{t['init']}/{t['loss']}/{t['variant']} "
+        print(f"[{time.perf_counter() - t0:6.0f}s] {t['dataset']}/{t['mode']}/{t['init']}/{t['loss']}/{t['variant']} "
               f"seed {t['seed']}: {r['status']} acc_1nn {last.get('acc_1nn')} acc_clf {last.get('acc_clf')} "
               f"({r.get('seconds', '-')} s)", flush=True)
         save()
@@ -178,7 +194,13 @@ def main(argv: list[str] | None = None) -> None:
         path = partial_dir / f"{task['id']}.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
-    left = run_tasks(run_protocol, tasks, jobs=args.jobs, on_done=done, time_budget=args.time_budget, partial=partial)
+    head_tasks = [t for t in tasks if t["mode"] != "finetune"]
+    ft_tasks = [t for t in tasks if t["mode"] == "finetune"]
+    left = run_tasks(run_protocol, head_tasks, jobs=args.jobs, on_done=done, time_budget=args.time_budget,
+                     partial=partial) if head_tasks else []
+    if ft_tasks:  # in this process: pool workers may not start the data-loading workers
+        budget = None if args.time_budget is None else max(0.0, args.time_budget - (time.perf_counter() - t0))
+        left += run_tasks(run_protocol, ft_tasks, jobs=1, on_done=done, time_budget=budget, partial=partial)
     shutil.rmtree(partial_dir, ignore_errors=True)
     results.extend(r for r in left if "iterations" in r)
     save([r for r in left if "iterations" not in r])

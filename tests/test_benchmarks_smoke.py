@@ -41,6 +41,30 @@ def test_paper_protocol_smoke(tmp_path: Path) -> None:
     assert data["command"].startswith("bench_paper_protocol.py") and "torch" in data
 
 
+def test_paper_protocol_finetune_mode_smoke(tmp_path: Path) -> None:
+    """Fine-tune mode: the backbone trains and the features are re-extracted every meta-iteration."""
+    out = run("bench_paper_protocol.py", tmp_path, "--datasets", "synthetic_images", "--subset", "60",
+              "--image-size", "32", "--iterations", "1", "--seeds", "0", "--losses", "cross_entropy",
+              "--inits", "pretrained", "--modes", "head", "finetune", "--max-steps", "10", "--all-steps", "10",
+              "--ft-steps", "2", "--ft-all-steps", "3", "--ft-workers", "0", "--device", "cpu", "--threads", "1")
+    assert "finetune" in out
+    data = json.loads((tmp_path / "out" / "paper_protocol.json").read_text())
+    assert sorted(r["mode"] for r in data["summary"]) == ["finetune", "head"]
+    runs = {r["task"]["mode"]: r for r in data["runs"]}
+    ft = runs["finetune"]
+    assert ft["status"] == "done", ft["status"]
+    assert ft["train_config"]["mode"] == "finetune" and ft["train_config"]["finetune"]["steps"] == 2
+    its = ft["iterations"]
+    assert len(its) == 2 and its[0]["labeled"] < its[1]["labeled"]
+    assert "head_warmup_s" in its[0] and "head_warmup_s" not in its[1]  # the head is continued, not rebuilt
+    assert all(it["steps"] == 2 and it["extract_s"] > 0 and 0.0 <= it["acc_1nn"] <= 1.0 for it in its)
+    assert ft["all_labels"]["steps"] == 3 and ft["all_labels"]["acc_clf"] is not None
+    # the same seed labels and selection rule in both modes
+    assert its[1]["selected"] == runs["head"]["iterations"][1]["selected"]
+    pngs = sorted((tmp_path / "cache" / "images" / "synthetic_images-sub60s0" / "train").glob("*.png"))
+    assert len(pngs) == 60
+
+
 def test_human_cost_smoke(tmp_path: Path) -> None:
     run("bench_human_cost.py", tmp_path, "--datasets", "synthetic", "--subset", "400", "--pool", "300",
         "--batch-percent", "20", "--max-steps", "20", "--device", "cpu", "--threads", "1")
