@@ -65,6 +65,33 @@ def test_paper_protocol_finetune_mode_smoke(tmp_path: Path) -> None:
     assert len(pngs) == 60
 
 
+def test_merge_protocol_results(tmp_path: Path) -> None:
+    sys.path.insert(0, str(BENCH))
+    try:
+        from merge_protocol import merge
+    finally:
+        sys.path.remove(str(BENCH))
+
+    def run_(seed: int, status: str, acc: float) -> dict[str, object]:
+        it = {"acc_1nn": acc, "acc_clf": acc, "pseudo_precision": 0.8}
+        task = {"dataset": "cifar10", "init": "pretrained", "loss": "cross_entropy", "variant": "paper", "seed": seed}
+        return {"task": task, "status": status, "iterations": [it, it], "all_labels": it, "has_classifier": True,
+                "seconds": 60.0, "device": "cpu"}
+
+    first = {"command": "a", "device": "cpu", "runs": [run_(0, "done", 0.70), run_(1, "partial: 3 of 25", 0.10)],
+             "unfinished": [{"task": run_(2, "", 0)["task"], "status": "not finished"}], "elapsed_s": 10}
+    second = {"command": "b", "device": "cpu", "runs": [run_(1, "done", 0.72), run_(2, "done", 0.74)], "elapsed_s": 5}
+    m = merge([first, second])
+    assert m["commands"] == ["a", "b"] and m["seeds"] == [0, 1, 2] and m["unfinished"] == []
+    assert sorted(r["status"] for r in m["runs"]) == ["done"] * 3  # the finished seed 1 replaced the partial one
+    (row,) = m["summary"]
+    assert row["seeds"] == 3 and row["labels_only"] == "72.00 ± 2.00"
+    # a partial run never replaces a finished one
+    assert merge([second, {**first, "runs": first["runs"][1:]}])["runs"][0]["status"] == "done"
+    with pytest.raises(ValueError, match="different devices"):
+        merge([first, {**second, "device": "cuda"}])
+
+
 def test_human_cost_smoke(tmp_path: Path) -> None:
     run("bench_human_cost.py", tmp_path, "--datasets", "synthetic", "--subset", "400", "--pool", "300",
         "--batch-percent", "20", "--max-steps", "20", "--device", "cpu", "--threads", "1")
