@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -41,18 +42,23 @@ def test_paper_protocol_smoke(tmp_path: Path) -> None:
     assert data["command"].startswith("bench_paper_protocol.py") and "torch" in data
 
 
-def test_paper_protocol_finetune_mode_smoke(tmp_path: Path) -> None:
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, CUDA])])
+def test_paper_protocol_finetune_mode_smoke(tmp_path: Path, device: str) -> None:
     """Fine-tune mode: the backbone trains and the features are re-extracted every meta-iteration."""
     out = run("bench_paper_protocol.py", tmp_path, "--datasets", "synthetic_images", "--subset", "60",
               "--image-size", "32", "--iterations", "1", "--seeds", "0", "--losses", "cross_entropy",
               "--inits", "pretrained", "--modes", "head", "finetune", "--max-steps", "10", "--all-steps", "10",
-              "--ft-steps", "2", "--ft-all-steps", "3", "--ft-workers", "0", "--device", "cpu", "--threads", "1")
+              "--ft-steps", "2", "--ft-all-steps", "3", "--ft-workers", "0", "--device", device, "--threads", "1")
     assert "finetune" in out
     data = json.loads((tmp_path / "out" / "paper_protocol.json").read_text())
     assert sorted(r["mode"] for r in data["summary"]) == ["finetune", "head"]
     runs = {r["task"]["mode"]: r for r in data["runs"]}
     ft = runs["finetune"]
     assert ft["status"] == "done", ft["status"]
+    assert ft["device"].startswith(device) and runs["head"]["device"].startswith(device)
     assert ft["train_config"]["mode"] == "finetune" and ft["train_config"]["finetune"]["steps"] == 2
     its = ft["iterations"]
     assert len(its) == 2 and its[0]["labeled"] < its[1]["labeled"]
