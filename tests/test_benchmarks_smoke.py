@@ -74,7 +74,7 @@ def test_paper_protocol_finetune_mode_smoke(tmp_path: Path, device: str) -> None
 def test_merge_protocol_results(tmp_path: Path) -> None:
     sys.path.insert(0, str(BENCH))
     try:
-        from merge_protocol import merge
+        from merge_results import merge
     finally:
         sys.path.remove(str(BENCH))
 
@@ -96,6 +96,19 @@ def test_merge_protocol_results(tmp_path: Path) -> None:
     assert merge([second, {**first, "runs": first["runs"][1:]}])["runs"][0]["status"] == "done"
     with pytest.raises(ValueError, match="different devices"):
         merge([first, {**second, "device": "cuda"}])
+
+    def cost(method: str, status: str) -> dict[str, object]:
+        return {"task": {"dataset": "fashion_mnist", "method": method, "seed": 0, "walk_temperature": 0.1},
+                "status": status}
+
+    a = {"command": "a", "device": "cpu", "results": [cost("hand", "done"), cost("labeltool_knn", "done")],
+         "unfinished": [cost("knn_frozen", "not finished")]}
+    b = {"command": "b", "device": "cpu", "results": [cost("knn_frozen", "done")], "unfinished": []}
+    m = merge([a, b])
+    assert sorted(r["task"]["method"] for r in m["results"]) == ["hand", "knn_frozen", "labeltool_knn"]
+    assert m["unfinished"] == [] and "summary" not in m
+    with pytest.raises(ValueError, match="all be protocol results"):
+        merge([a, first])
 
 
 def test_human_cost_smoke(tmp_path: Path) -> None:
