@@ -77,6 +77,12 @@ def build_tasks(args: argparse.Namespace) -> list[dict[str, Any]]:
     return tasks
 
 
+def _gain(run: dict[str, Any], clf: bool) -> float | None:
+    """Self-trained minus labels-only accuracy of one run (paired, so seed-to-seed spread cancels)."""
+    first, last = primary(run["iterations"][0], clf), primary(run["iterations"][-1], clf)
+    return None if first is None or last is None else last - first
+
+
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean and std over seeds per (dataset, mode, init, loss, variant), in %."""
     groups: dict[tuple[str, str, str, str, str], list[dict[str, Any]]] = {}
@@ -101,12 +107,13 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "eval": "softmax" if clf else "1-NN",
             "labels_only": stat([primary(r["iterations"][0], clf) for r in runs]),
             "self_trained": stat([primary(r["iterations"][-1], clf) for r in runs]),
+            "gain": stat([_gain(r, clf) for r in runs]),
             "all_labels": stat([primary(r.get("all_labels"), clf) for r in runs]),
             "self_trained_1nn": stat([r["iterations"][-1]["acc_1nn"] for r in runs]),
             "pseudo_precision": stat([r["iterations"][-1]["pseudo_precision"] for r in runs]),
             "iterations": min(len(r["iterations"]) for r in runs) - 1,
             "paper": "/".join(f"{p:.2f}" for p in paper) if paper else "-",
-            "min_per_run": round(float(np.mean([r["seconds"] for r in runs])) / 60, 1),
+            "min_per_run": f"{float(np.mean([r['seconds'] for r in runs])) / 60:.1f}",
             "device": runs[0]["device"],
         })
     order = {"paper": 0, "labeltool": 1}
@@ -114,13 +121,13 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-HEADERS = ["dataset", "mode", "init", "loss", "variant", "seeds", "eval", "labels only", "self-trained", "all labels",
-           "ST 1-NN", "pseudo prec", "iters", "paper (labels/ST/all)", "min/run", "device"]
+HEADERS = ["dataset", "mode", "init", "loss", "variant", "seeds", "eval", "labels only", "self-trained", "gain",
+           "all labels", "ST 1-NN", "pseudo prec", "iters", "paper (labels/ST/all)", "min/run", "device"]
 
 
 def table_rows(summary: list[dict[str, Any]]) -> list[list[Any]]:
-    keys = ["dataset", "mode", "init", "loss", "variant", "seeds", "eval", "labels_only", "self_trained", "all_labels",
-            "self_trained_1nn", "pseudo_precision", "iterations", "paper", "min_per_run", "device"]
+    keys = ["dataset", "mode", "init", "loss", "variant", "seeds", "eval", "labels_only", "self_trained", "gain",
+            "all_labels", "self_trained_1nn", "pseudo_precision", "iterations", "paper", "min_per_run", "device"]
     return [[r[k] for k in keys] for r in summary]
 
 
