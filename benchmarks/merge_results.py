@@ -7,7 +7,8 @@ Works for ``bench_paper_protocol`` files (runs keyed by dataset, mode, init, los
 and ``bench_human_cost`` files (keyed by dataset, method, seed, walk temperature, pool, image size).
 Names without a folder are read from the results folder; the merged file is written there
 (``$BENCH_OUT`` or ``benchmarks/results``) under the ``--into`` name. A finished run replaces a
-partial one, and among runs of the same standing the later file wins. Summaries (and the
+partial one, a partial run that got further replaces one that got less far, and among runs of
+the same standing the later file wins. Summaries (and the
 human-cost curves PNG) are recomputed, ``commands`` lists every command that contributed, and the
 machine facts are the first file's (the files must come from the same kind of device).
 """
@@ -33,10 +34,10 @@ def run_key(run: dict[str, Any]) -> tuple[str, ...]:
     return (t["dataset"], t.get("mode", "head"), t["init"], t["loss"], t.get("variant", "paper"), str(t["seed"]))
 
 
-def standing(run: dict[str, Any]) -> int:
-    """2 finished, 1 partial, 0 anything else (failed, not started)."""
+def standing(run: dict[str, Any]) -> tuple[int, int]:
+    """(2 finished, 1 partial, 0 anything else (failed, not started); iterations reached)."""
     status = str(run.get("status", ""))
-    return 2 if status == "done" else 1 if status.startswith("partial") else 0
+    return 2 if status == "done" else 1 if status.startswith("partial") else 0, len(run.get("iterations") or [])
 
 
 def merge(files: list[dict[str, Any]]) -> dict[str, Any]:

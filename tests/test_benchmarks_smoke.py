@@ -92,8 +92,12 @@ def test_merge_protocol_results(tmp_path: Path) -> None:
     assert sorted(r["status"] for r in m["runs"]) == ["done"] * 3  # the finished seed 1 replaced the partial one
     (row,) = m["summary"]
     assert row["seeds"] == 3 and row["labels_only"] == "72.00 ± 2.00"
-    # a partial run never replaces a finished one
+    # a partial run never replaces a finished one, nor one that got further
     assert merge([second, {**first, "runs": first["runs"][1:]}])["runs"][0]["status"] == "done"
+    longer = run_(1, "partial: 3 of 25", 0.10)
+    longer["iterations"] = longer["iterations"] * 2  # type: ignore[operator]
+    kept = merge([{**first, "runs": [longer]}, {**first, "runs": [run_(1, "partial: 1 of 25", 0.2)]}])["runs"]
+    assert kept == [longer]
     with pytest.raises(ValueError, match="different devices"):
         merge([first, {**second, "device": "cuda"}])
 
