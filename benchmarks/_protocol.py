@@ -25,11 +25,10 @@ import numpy as np
 from _datasets import balanced_seed
 from _features import FeatureSet, load_features
 
-from labeltool.heads import ProjectionHead
 from labeltool.losses import EmbeddingLoss
 from labeltool.metrics import knn_accuracy
 from labeltool.suggest import SuggestConfig, propose
-from labeltool.train import TrainConfig, class_probabilities, embed_features, train_head
+from labeltool.train import TrainConfig, TrainResult, class_probabilities, embed_features, train_head
 
 MODES = ("head", "finetune")
 
@@ -86,16 +85,16 @@ class HeadLearner:
 
     def __init__(self, fs: FeatureSet, cfg: TrainConfig) -> None:
         self.fs, self.cfg = fs, cfg
-        self.state: tuple[ProjectionHead, EmbeddingLoss] | None = None
+        self.state: TrainResult | None = None  # the last meta-iteration's head, loss and Adam moments
 
-    def _fit(self, labels: np.ndarray, cfg: TrainConfig,
-             init: tuple[ProjectionHead, EmbeddingLoss] | None) -> tuple[Fit, tuple[ProjectionHead, EmbeddingLoss]]:
+    def _fit(self, labels: np.ndarray, cfg: TrainConfig, prev: TrainResult | None) -> tuple[Fit, TrainResult]:
         t = time.perf_counter()
-        res = train_head(self.fs.train, labels, len(self.fs.classes), cfg, init=init)
+        init, moments = ((prev.head, prev.loss), prev.optimizer_state) if prev is not None else (None, None)
+        res = train_head(self.fs.train, labels, len(self.fs.classes), cfg, init=init, optimizer_state=moments)
         emb_train = embed_features(res.head, self.fs.train, device=cfg.device)
         emb_test = embed_features(res.head, self.fs.test, device=cfg.device)
         facts = {"train_s": round(res.seconds, 2), "fit_s": round(time.perf_counter() - t, 2)}
-        return Fit(res.loss, emb_train, emb_test, res.steps, res.device, facts), (res.head, res.loss)
+        return Fit(res.loss, emb_train, emb_test, res.steps, res.device, facts), res
 
     def fit(self, labels: np.ndarray, seed: int) -> Fit:
         fit, self.state = self._fit(labels, replace(self.cfg, seed=seed), self.state)

@@ -89,8 +89,11 @@ def make_ranker(method: str, x: np.ndarray, c: int, task: dict[str, Any], info: 
             from dataclasses import replace
 
             state["round"] += 1
-            res = train_head(x, labels, c, replace(tcfg, seed=tcfg.seed * 1000 + state["round"]), init=state["init"])
-            state["init"] = (res.head, res.loss)
+            prev = state["init"]
+            res = train_head(x, labels, c, replace(tcfg, seed=tcfg.seed * 1000 + state["round"]),
+                             init=(prev.head, prev.loss) if prev else None,
+                             optimizer_state=prev.optimizer_state if prev else None)
+            state["init"] = res
             info.setdefault("train_s", []).append(round(res.seconds, 2))
             emb = embed_features(res.head, x, device=device)
             return _from_suggestions(propose(emb, labels, ids, cfg, num_classes=c, knn_backend=backend))

@@ -24,6 +24,7 @@ from torch import Tensor
 from labeltool.embed import pick_device
 from labeltool.heads import ProjectionHead
 from labeltool.losses import EmbeddingLoss, create_loss, get_loss_class
+from labeltool.optim_state import adam_moments, named_trainables, restore_adam_moments
 from labeltool.sampling import BalancedSampler, CyclingSampler
 
 if TYPE_CHECKING:
@@ -123,6 +124,7 @@ class TrainResult:
     steps: int
     seconds: float
     device: str
+    optimizer_state: dict[str, Tensor] = field(default_factory=dict)  # Adam moments, to continue from
 
 
 def train_head(
@@ -132,11 +134,15 @@ def train_head(
     config: TrainConfig,
     *,
     init: tuple[ProjectionHead, EmbeddingLoss] | None = None,
+    optimizer_state: Mapping[str, Tensor] | None = None,
     progress: StepProgress | None = None,
     resident_bytes: int = RESIDENT_UNLABELED_BYTES,
 ) -> TrainResult:
     """Train a projection head on ``features`` ``[N, F]`` (float, may be a memmap) with ``labels``
-    ``[N]`` (class index or -1). ``init`` continues from an earlier round's head and loss.
+    ``[N]`` (class index or -1). ``init`` continues from an earlier round's head and loss, and
+    ``optimizer_state`` (that round's ``TrainResult.optimizer_state``) from its Adam moments:
+    without them a continued round restarts Adam, whose first steps are full-size whatever the
+    gradient (see :mod:`labeltool.optim_state`).
 
     Losses that use unlabeled images get their rows copied once to the device (as float16)
     when they take at most ``resident_bytes``; a larger pool is gathered batch by batch.
@@ -155,14 +161,18 @@ def train_head(
     dim = config.resolved_dim(num_classes)
     if (msg := dimension_warning(dim, num_classes)) is not None:
         warnings.warn(msg, stacklevel=2)
+    continued = False
     if init is not None:
         head, loss = init
-        if head.in_dim != features.shape[1] or loss.num_classes != num_classes or loss.name != config.loss:
-            head, loss = _fresh(features.shape[1], dim, num_classes, config)
-    else:
+        continued = head.in_dim == features.shape[1] and loss.num_classes == num_classes and loss.name == config.loss
+    if not continued:
         head, loss = _fresh(features.shape[1], dim, num_classes, config)
     head, loss = head.to(device), loss.to(device)
-    opt = make_optimizer(list(head.parameters()) + list(loss.parameters()), config.lr, config.weight_decay)
+    named = named_trainables(("head", head), ("loss", loss))
+    opt = make_optimizer([p for _, p in named], config.lr, config.weight_decay)
+    if continued and optimizer_state and not restore_adam_moments(opt, named, optimizer_state):
+        warnings.warn("the saved optimizer state does not match the head; continuing with a fresh optimizer",
+                      stacklevel=2)
 
     x_lab = torch.as_tensor(np.asarray(features[labeled], dtype=np.float32), device=device)
     y_lab = torch.as_tensor(labels[labeled], device=device)
@@ -195,7 +205,8 @@ def train_head(
             progress(start + len(block), steps, history[-1])
     head.eval()
     loss.eval()
-    return TrainResult(head.cpu(), loss.cpu(), history, steps, time.perf_counter() - t0, str(device))
+    moments = adam_moments(opt, named)
+    return TrainResult(head.cpu(), loss.cpu(), history, steps, time.perf_counter() - t0, str(device), moments)
 
 
 def make_optimizer(params: list[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
