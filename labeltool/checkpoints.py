@@ -1,5 +1,7 @@
 """Per-round checkpoints: ``round-N.safetensors`` (head + loss parameters) and ``round-N.json``;
-a fine-tune round also writes ``round-N.backbone.safetensors`` (the fine-tuned backbone's state)."""
+a fine-tune round also writes ``round-N.backbone.safetensors`` (the fine-tuned backbone's state),
+a head round ``round-N.optimizer.safetensors`` (its Adam moments, kept for the newest round only:
+the next round continues from them)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from labeltool.losses import EmbeddingLoss, create_loss
 from labeltool.train import TrainConfig, load_state, state_dict_of
 
 BACKBONE_KEY = "backbone_weights"  # meta key naming the fine-tuned backbone's file
+OPTIMIZER_KEY = "optimizer_state"  # meta key naming the file with the round's Adam moments
 
 
 @dataclass
@@ -37,6 +40,8 @@ class Checkpoint:
     meta: dict[str, Any]
     backbone: Backbone | None = None
     backbone_file: Path | None = None
+    optimizer_state: dict[str, Tensor] | None = None
+    optimizer_file: Path | None = None
 
     @property
     def train_config(self) -> TrainConfig:
@@ -46,6 +51,13 @@ class Checkpoint:
     def finetuned(self) -> bool:
         """Whether this round fine-tuned the backbone (its features differ from the base cache)."""
         return self.backbone is not None or BACKBONE_KEY in self.meta
+
+    def load_optimizer_state(self) -> dict[str, Tensor] | None:
+        """The round's Adam moments (see :mod:`labeltool.optim_state`), to continue training from;
+        None when the round kept none (older projects, or not the newest round)."""
+        if self.optimizer_state is None and self.optimizer_file is not None and self.optimizer_file.exists():
+            self.optimizer_state = load_file(str(self.optimizer_file))
+        return self.optimizer_state
 
     def load_backbone(self, base: Backbone) -> Backbone:
         """The round's fine-tuned backbone: a copy of ``base`` (the pretrained one, same
@@ -69,21 +81,34 @@ def backbone_file_name(round_id: int) -> str:
     return f"round-{round_id}.backbone.safetensors"
 
 
+def optimizer_file_name(round_id: int) -> str:
+    return f"round-{round_id}.optimizer.safetensors"
+
+
+def _save_atomic(tensors: Mapping[str, Tensor], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
 def save_checkpoint(
     directory: Path, round_id: int, head: ProjectionHead, loss: EmbeddingLoss, meta: dict[str, Any],
     backbone_state: Mapping[str, Tensor] | None = None,
+    optimizer_state: Mapping[str, Tensor] | None = None,
 ) -> Path:
     """Write the checkpoint atomically (tmp + rename; weights before metadata, so a ``.json``
-    means the round is complete). ``backbone_state`` goes to ``round-N.backbone.safetensors``."""
+    means the round is complete). ``backbone_state`` goes to ``round-N.backbone.safetensors``,
+    ``optimizer_state`` to ``round-N.optimizer.safetensors``; once the round is complete, older
+    rounds' optimizer files are removed (only the newest round is continued from)."""
     directory.mkdir(parents=True, exist_ok=True)
     weights, info = _paths(directory, round_id)
     extra: dict[str, Any] = {}
     if backbone_state is not None:
-        name = backbone_file_name(round_id)
-        tmp_bb = directory / (name + ".tmp")
-        save_file(dict(backbone_state), str(tmp_bb))
-        os.replace(tmp_bb, directory / name)
-        extra[BACKBONE_KEY] = name
+        _save_atomic(backbone_state, directory / backbone_file_name(round_id))
+        extra[BACKBONE_KEY] = backbone_file_name(round_id)
+    if optimizer_state:
+        _save_atomic(optimizer_state, directory / optimizer_file_name(round_id))
+        extra[OPTIMIZER_KEY] = optimizer_file_name(round_id)
     tmp = weights.with_suffix(".tmp")
     save_file(state_dict_of(head, loss), str(tmp))
     os.replace(tmp, weights)
@@ -92,6 +117,9 @@ def save_checkpoint(
     tmp_info.write_text(json.dumps(full, indent=2, sort_keys=True))
     os.replace(tmp_info, info)
     remove_stale_temporaries(directory)
+    for old in directory.glob("round-*.optimizer.safetensors"):
+        if old.name != extra.get(OPTIMIZER_KEY):
+            old.unlink(missing_ok=True)
     return weights
 
 
@@ -126,7 +154,8 @@ def load_checkpoint(directory: Path, round_id: int) -> Checkpoint:
     loss = create_loss(lc["name"], num_classes=lc["num_classes"], embedding_dim=lc["embedding_dim"], **lc["hyper"])
     load_state(head, loss, load_file(str(weights)))
     bb_file = directory / Path(meta[BACKBONE_KEY]).name if BACKBONE_KEY in meta else None
-    return Checkpoint(round_id, head.eval(), loss.eval(), meta, backbone_file=bb_file)
+    opt_file = directory / Path(meta[OPTIMIZER_KEY]).name if OPTIMIZER_KEY in meta else None
+    return Checkpoint(round_id, head.eval(), loss.eval(), meta, backbone_file=bb_file, optimizer_file=opt_file)
 
 
 def latest_round(directory: Path) -> int | None:

@@ -64,11 +64,12 @@ def train_round(
         from labeltool.finetune_rounds import train_finetune_round
 
         return train_finetune_round(session, config, labels, pool, progress, continue_training)
-    init = None
+    init, moments = None, None
     if continue_training:
         try:
             prev = session.checkpoint()
-            init = None if prev.finetuned else (prev.head, prev.loss)
+            if not prev.finetuned:
+                init, moments = (prev.head, prev.loss), prev.load_optimizer_state()
         except RuntimeError:
             init = None
     spec = session.backbone_spec
@@ -77,15 +78,17 @@ def train_round(
         "continued_from": init is not None,
     })
     t0 = time.perf_counter()
-    result = train_head(pool.features, labels, len(classes), config, init=init, progress=progress)
+    result = train_head(pool.features, labels, len(classes), config, init=init, optimizer_state=moments,
+                        progress=progress)
     emb = embed_features(result.head, pool.features, device=config.device)
     probs = class_probabilities(result.loss, emb)
     meta = {
         "train_config": config.to_json(), "backbone": spec.to_json(), "classes": classes,
         "feature_key": spec.cache_key(), "n_labeled": int((labels >= 0).sum()),
     }
-    save_checkpoint(session.project.checkpoints_dir, rid, result.head, result.loss, meta)
-    ckpt = Checkpoint(rid, result.head, result.loss, meta)
+    save_checkpoint(session.project.checkpoints_dir, rid, result.head, result.loss, meta,
+                    optimizer_state=result.optimizer_state)
+    ckpt = Checkpoint(rid, result.head, result.loss, meta, optimizer_state=result.optimizer_state)
     metrics = round_metrics(emb, labels, result.loss, classes)
     metrics.update({
         "round": rid, "train_seconds": round(result.seconds, 3), "round_seconds": round(time.perf_counter() - t0, 3),

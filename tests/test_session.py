@@ -100,6 +100,18 @@ def test_reopen_restores_exact_state_and_round(project: LabelingSession) -> None
         assert [p.image_id for p in again.pending_suggestions()] == [r.image_id for r in rows[7:]]
 
 
+def test_a_continued_round_after_reopening_resumes_the_optimizer(project: LabelingSession) -> None:
+    first = project.train_round(FAST)
+    root, ckpts = project.project.image_root, project.project.checkpoints_dir
+    project.close()
+    with LabelingSession.open(root) as again:
+        second = again.train_round(FAST)
+        moments = again.checkpoint().load_optimizer_state()
+    assert moments is not None
+    assert {float(v) for k, v in moments.items() if k.endswith(".step")} == {first["steps"] + second["steps"]}
+    assert sorted(p.name for p in ckpts.glob("*.optimizer.safetensors")) == [f"round-{second['round']}.optimizer.safetensors"]
+
+
 def test_training_is_deterministic_for_a_seed(project: LabelingSession) -> None:
     a = project.train_round(FAST, continue_training=False)
     emb_a = project.current_round().embeddings.copy()
