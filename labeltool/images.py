@@ -38,6 +38,7 @@ import errno
 import hashlib
 import os
 import stat
+import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -113,12 +114,12 @@ class ScanReport:
 
 
 def seed_class_of(relpath: str, unlabeled_dirs: frozenset[str] = DEFAULT_UNLABELED_DIRS) -> str | None:
-    """Seed class of a POSIX relpath: its top folder when exactly one level deep, else None."""
+    """Seed class of a POSIX relpath: its top folder (NFC-normalised) when exactly one level deep, else None."""
     parts = [p for p in relpath.split("/") if p not in ("", ".")]
     lowered = {d.lower() for d in unlabeled_dirs}
     if any(p.lower() in lowered for p in parts[:-1]):
         return None
-    return parts[0] if len(parts) == 2 else None
+    return unicodedata.normalize("NFC", parts[0]) if len(parts) == 2 else None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ written; then it is recorded as one batch, so it can be undone as one.
 from __future__ import annotations
 
 import csv
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,8 +43,8 @@ def read_decisions(session: LabelingSession, path: Path) -> list[dict[str, Any]]
     for line, rec in enumerate(records, start=2):
         rel = (rec.get("path") or "").strip().replace("\\", "/")
         action = (rec.get("action") or "accept").strip().lower()
-        label = (rec.get("label") or "").strip()
-        correct = (rec.get("correct") or "").strip()
+        label = unicodedata.normalize("NFC", (rec.get("label") or "").strip())
+        correct = unicodedata.normalize("NFC", (rec.get("correct") or "").strip())
         if rel not in by_path:
             problems.append(f"line {line}: no usable image {rel!r} in the project")
             continue

@@ -8,6 +8,7 @@ accepted unreviewed as a ``pseudo`` label (plain self-training, the Sahito et al
 from __future__ import annotations
 
 import csv
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,7 +52,8 @@ def read_oracle(path: str | Path) -> dict[str, str]:
             raise ValueError(f"{p}: missing column(s) {sorted(missing)}; expected a header 'path,label'")
         out: dict[str, str] = {}
         for line, row in enumerate(reader, start=2):
-            path, label = (row["path"] or "").strip(), (row["label"] or "").strip()
+            path = (row["path"] or "").strip()
+            label = unicodedata.normalize("NFC", (row["label"] or "").strip())  # as class names are
             if not path or not label:
                 raise ValueError(f"{p}:{line}: empty path or label")
             out[path.replace("\\", "/")] = label

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -223,10 +224,19 @@ class Store:
         return [r[0] for r in self._conn.execute("SELECT name FROM classes ORDER BY id")]
 
     def ensure_classes(self, names: Iterable[str]) -> dict[str, int]:
-        """Add the names not yet known (ids are dense, starting at 0); return name → id for all."""
+        """Add the names not yet known (ids are dense, starting at 0); return name → id for all.
+
+        Names are compared NFC-normalised (a folder named on macOS arrives decomposed, "e" + U+0301,
+        the same name typed in the app composed); a stored name that is not NFC is renamed to its
+        NFC form in place, so its id, and every decision on it, stays."""
         with self._tx() as c:
             known = {r[0]: r[1] for r in c.execute("SELECT name, id FROM classes")}
-            for name in names:
+            for old, cid in list(known.items()):
+                new = unicodedata.normalize("NFC", old)
+                if new != old and new not in known:
+                    c.execute("UPDATE classes SET name = ? WHERE id = ?", (new, cid))
+                    known[new] = known.pop(old)
+            for name in (unicodedata.normalize("NFC", n) for n in names):
                 if name not in known:
                     new_id = len(known)
                     c.execute("INSERT INTO classes(id, name) VALUES (?, ?)", (new_id, name))

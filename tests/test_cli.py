@@ -83,3 +83,11 @@ def test_terminal_escapes_in_file_names_are_printed_escaped(folder: Path, capsys
     assert main(["init", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\\x1b[2J" in out
+
+
+def test_oracle_labels_are_read_nfc(tmp_path: Path) -> None:
+    from labeltool.selftrain import read_oracle
+
+    path = tmp_path / "truth.csv"
+    path.write_text("path,label\na/1.png,cafe\u0301\n", encoding="utf-8")
+    assert read_oracle(path) == {"a/1.png": "caf\u00e9"}  # matches the class a folder or the app named

@@ -158,6 +158,7 @@ def ignored_reason(report: images.ScanReport, relpath: str) -> str:
 
 def test_seed_class_of_layout_rules() -> None:
     assert seed_class_of("cat/a.jpg") == "cat"
+    assert seed_class_of("cafe\u0301/a.jpg") == "caf\u00e9"  # folder names arrive NFD from macOS
     assert seed_class_of("chat noir/été 1.png") == "chat noir"
     assert seed_class_of("a.jpg") is None
     assert seed_class_of("cat/sub/a.jpg") is None

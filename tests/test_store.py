@@ -101,3 +101,18 @@ def test_replay_reject_relabel_and_seed_override() -> None:
 def test_accepting_a_rejected_class_lifts_the_rejection() -> None:
     st = replay({}, [_d(1, 3, "reject", 4), _d(2, 3, "assign", 4)])
     assert st.labels == {3: 4} and st.rejected == set()
+
+
+def test_class_names_are_matched_and_stored_nfc(tmp_path: Path) -> None:
+    decomposed, composed = "cafe\u0301", "caf\u00e9"  # a macOS folder name, and the same name typed
+    db = tmp_path / "p.sqlite"
+    with Store(db) as s:  # a project from before names were normalised: the raw name is stored
+        s._conn.execute("INSERT INTO classes(id, name) VALUES (0, ?)", (decomposed,))
+        s._conn.commit()
+        _images(s, 2, seeds={1: 0})
+        s.add_decisions([{"image_id": 2, "class_id": 0, "action": "accept", "round": None}])
+    with Store(db) as s:
+        assert s.ensure_classes([decomposed, "dog"]) == {composed: 0, "dog": 1}
+        assert s.ensure_classes([composed]) == {composed: 0, "dog": 1}
+        assert s.classes() == [composed, "dog"]
+        assert s.label_state().labels == {1: 0, 2: 0}  # renamed in place: decisions keep their class
