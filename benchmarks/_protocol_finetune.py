@@ -28,9 +28,7 @@ from PIL import Image
 
 from labeltool.backbones import Backbone
 from labeltool.embed import pick_device
-from labeltool.finetune import FinetuneConfig, finetune
-from labeltool.heads import ProjectionHead
-from labeltool.losses import EmbeddingLoss
+from labeltool.finetune import FinetuneConfig, FinetuneResult, finetune
 from labeltool.train import TrainConfig, embed_features, train_head
 
 
@@ -69,19 +67,22 @@ class FinetuneLearner:
         self.paths = image_files(self.images.x_train, cache / "images" / key / "train")
         self.start = make_backbone(task["init"], task["image_size"])
         self.backbone: Backbone = self.start
-        self.state: tuple[ProjectionHead, EmbeddingLoss] | None = None
+        self.state: FinetuneResult | None = None  # the last meta-iteration's modules and Adam moments
 
-    def _fit(self, backbone: Backbone, state: tuple[ProjectionHead, EmbeddingLoss] | None, labels: np.ndarray,
-             ft: FinetuneConfig, head_cfg: TrainConfig) -> tuple[Fit, Backbone, tuple[ProjectionHead, EmbeddingLoss]]:
+    def _fit(self, backbone: Backbone, prev: FinetuneResult | None, labels: np.ndarray,
+             ft: FinetuneConfig, head_cfg: TrainConfig) -> tuple[Fit, FinetuneResult]:
         facts: dict[str, Any] = {}
         t = time.perf_counter()
-        if state is None:  # a head trained on the starting backbone's features first
+        if prev is None:  # a head trained on the starting backbone's features first
             warm = train_head(self.fs.train, labels, len(self.fs.classes), head_cfg)
-            state, facts["head_warmup_s"] = (warm.head, warm.loss), round(warm.seconds, 2)
+            head, loss, moments = warm.head, warm.loss, None
+            facts["head_warmup_s"] = round(warm.seconds, 2)
+        else:
+            head, loss, moments = prev.head, prev.loss, prev.optimizer_state
         lab = np.flatnonzero(labels >= 0)
         pairs = [(self.paths[i], int(labels[i])) for i in lab]
         unl = [self.paths[i] for i in np.flatnonzero(labels < 0)]
-        res = finetune(backbone, state[0], state[1], pairs, unl, ft)
+        res = finetune(backbone, head, loss, pairs, unl, ft, optimizer_state=moments)
         t1 = time.perf_counter()
         train = extract(self.images.x_train, res.backbone, self.device)
         test = extract(self.images.x_test, res.backbone, self.device)
@@ -95,12 +96,13 @@ class FinetuneLearner:
         emb_train = embed_features(res.head, train, device=str(self.device))
         emb_test = embed_features(res.head, test, device=str(self.device))
         facts["fit_s"] = round(time.perf_counter() - t, 2)
-        return Fit(res.loss, emb_train, emb_test, res.steps, res.device, facts), res.backbone, (res.head, res.loss)
+        return Fit(res.loss, emb_train, emb_test, res.steps, res.device, facts), res
 
     def fit(self, labels: np.ndarray, seed: int) -> Fit:
-        fit, self.backbone, self.state = self._fit(
+        fit, self.state = self._fit(
             self.backbone, self.state, labels, replace(self.ft, seed=seed, device=str(self.device)),
             replace(self.cfg, seed=seed))
+        self.backbone = self.state.backbone
         return fit
 
     def fit_all(self, labels: np.ndarray, steps: int, seed: int) -> Fit:

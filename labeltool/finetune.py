@@ -15,8 +15,9 @@ import copy
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from labeltool.embed import pick_device
 from labeltool.heads import ProjectionHead
 from labeltool.images import ImageDecodeError, load_image
 from labeltool.losses import EmbeddingLoss
+from labeltool.optim_state import adam_moments, named_trainables, restore_adam_moments
 from labeltool.sampling import BalancedSampler, CyclingSampler
 from labeltool.train import StepProgress
 
@@ -135,6 +137,7 @@ class FinetuneResult:
     trainable: list[str]  # names of the backbone parameters that were trained
     trainable_params: int  # how many backbone weights were trained
     peak_memory_mb: float | None  # peak CUDA memory allocated during the run
+    optimizer_state: dict[str, Tensor] = field(default_factory=dict)  # Adam moments, to continue from
 
 
 # ---------------------------------------------------------------------------- data
@@ -236,10 +239,13 @@ def finetune(
     unlabeled: Sequence[Path],
     config: FinetuneConfig,
     progress: StepProgress | None = None,
+    optimizer_state: Mapping[str, Tensor] | None = None,
 ) -> FinetuneResult:
     """Fine-tune copies of ``backbone`` (last ``config.stages`` stages), ``head`` and ``loss`` on
     images: ``labeled`` ``(path, class)`` pairs and ``unlabeled`` paths (read only by losses
     with ``uses_unlabeled``). The inputs are left untouched; the result holds the trained copies.
+    ``optimizer_state`` (the previous run's ``FinetuneResult.optimizer_state``, same modules and
+    stages) resumes Adam where that run stopped (see :mod:`labeltool.optim_state`).
 
     Shapes: images ``[B, 3, S, S]`` → backbone ``[B, F]`` → head ``[B, D]`` → loss (scalar).
     """
@@ -285,6 +291,10 @@ def finetune(
         _param_groups(bb_params, config.backbone_lr, config.weight_decay)
         + _param_groups(hl_params, config.head_lr, config.weight_decay)
     )
+    named = named_trainables(("backbone", backbone), ("head", head), ("loss", loss))
+    if optimizer_state and not restore_adam_moments(opt, named, optimizer_state):
+        warnings.warn("the saved optimizer state does not match the trained modules (other stages?); "
+                      "fine-tuning with a fresh optimizer", stacklevel=2)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
     set_train_mode(backbone)
     head.train()
@@ -327,7 +337,7 @@ def finetune(
         seconds=seconds, device=str(device), amp=_amp_name(amp),
         images=images, images_per_second=images / seconds if seconds > 0 else 0.0, trainable=trainable,
         trainable_params=sum(q.numel() for q in bb_params),
-        peak_memory_mb=peak,
+        peak_memory_mb=peak, optimizer_state=adam_moments(opt, named),
     )
 
 

@@ -80,10 +80,12 @@ def train_finetune_round(
     start, start_from = session.backbone(), "pretrained"
     if prev is not None and prev.finetuned:
         start, start_from = prev.load_backbone(session.backbone()), f"round-{prev.round}"
-    init = None
+    init, moments = None, None
     if prev is not None and prev.head.in_dim == pool.features.shape[1] and prev.loss.name == config.loss \
             and prev.loss.num_classes == len(classes):
         init = (prev.head, prev.loss)
+        # Adam moments only carry over when the backbone is the one they were taken with
+        moments = prev.load_optimizer_state() if prev.finetuned else None
     rid = session.store.start_round({
         "train": config.to_json(), "backbone": session.backbone_spec.to_json(),
         "mode": "finetune", "continued_from": init is not None, "backbone_from": start_from,
@@ -102,7 +104,7 @@ def train_finetune_round(
     project = session.project
     lab = [(project.image_path(r), int(y)) for r, y in zip(pool.relpaths, labels, strict=True) if y >= 0]
     unl = [project.image_path(r) for r, y in zip(pool.relpaths, labels, strict=True) if y < 0]
-    result = finetune(start, init[0], init[1], lab, unl, ft, progress)
+    result = finetune(start, init[0], init[1], lab, unl, ft, progress, optimizer_state=moments)
     t1 = time.perf_counter()
     ft_pool = finetuned_pool(session, result.backbone, key, pool, ft.device)
     extract_seconds = time.perf_counter() - t1
@@ -113,10 +115,12 @@ def train_finetune_round(
         "train_config": config.to_json(), "backbone": session.backbone_spec.to_json(), "classes": classes,
         "feature_key": key, "n_labeled": int((y >= 0).sum()), "backbone_from": start_from,
     }
-    save_checkpoint(project.checkpoints_dir, rid, result.head, result.loss, meta, backbone_state(result.backbone))
+    save_checkpoint(project.checkpoints_dir, rid, result.head, result.loss, meta, backbone_state(result.backbone),
+                    optimizer_state=result.optimizer_state)
     meta[BACKBONE_KEY] = backbone_file_name(rid)
     ckpt = Checkpoint(rid, result.head, result.loss, meta, backbone=result.backbone,
-                      backbone_file=project.checkpoints_dir / meta[BACKBONE_KEY])
+                      backbone_file=project.checkpoints_dir / meta[BACKBONE_KEY],
+                      optimizer_state=result.optimizer_state)
     metrics = round_metrics(emb, y, result.loss, classes)
     metrics.update({
         "round": rid, "mode": "finetune", "train_seconds": round(warm_seconds + result.seconds, 3),

@@ -19,9 +19,10 @@ MOMENT_KEYS = ("step", "exp_avg", "exp_avg_sq")
 
 
 def named_trainables(*modules: tuple[str, nn.Module]) -> list[tuple[str, nn.Parameter]]:
-    """``(prefix.name, parameter)`` for every parameter of the ``(prefix, module)`` pairs, in the
-    order an optimizer built from them holds them."""
-    return [(f"{prefix}.{name}", p) for prefix, module in modules for name, p in module.named_parameters()]
+    """``(prefix.name, parameter)`` for every parameter that requires a gradient in the
+    ``(prefix, module)`` pairs (frozen backbone stages are left out)."""
+    return [(f"{prefix}.{name}", p) for prefix, module in modules for name, p in module.named_parameters()
+            if p.requires_grad]
 
 
 def adam_moments(opt: torch.optim.Optimizer, named: list[tuple[str, nn.Parameter]]) -> dict[str, Tensor]:
@@ -43,22 +44,25 @@ def restore_adam_moments(
 ) -> bool:
     """Load ``moments`` (from :func:`adam_moments`) into the freshly built ``opt``; all or nothing.
 
-    Returns False, leaving ``opt`` untouched, when any parameter has no saved moments or a different
-    shape (the head or loss was rebuilt). The learning rate and weight decay stay ``opt``'s own,
-    so a changed configuration takes effect.
+    ``named`` must be exactly the parameters ``opt`` holds (in any order, over any number of
+    parameter groups). Returns False, leaving ``opt`` untouched, when any parameter has no saved
+    moments or a different shape (the head, loss or set of trained stages changed). The learning
+    rates and weight decay stay ``opt``'s own, so a changed configuration takes effect.
     """
+    held = [p for group in opt.param_groups for p in group["params"]]  # state_dict's index order
+    index = {id(p): i for i, p in enumerate(held)}
+    if len(held) != len(named) or any(id(p) not in index for _, p in named):
+        return False
     state: dict[int, dict[str, Tensor]] = {}
-    for i, (name, p) in enumerate(named):
+    for name, p in named:
         keys = [f"{name}.{k}" for k in MOMENT_KEYS]
         if not all(k in moments for k in keys):
             return False
         step, avg, avg_sq = (moments[k] for k in keys)
         if avg.shape != p.shape or avg_sq.shape != p.shape or step.numel() != 1:
             return False
-        state[i] = {"step": step.reshape(()).float(), "exp_avg": avg.to(p.dtype), "exp_avg_sq": avg_sq.to(p.dtype)}
-    current = opt.state_dict()
-    if len(current["param_groups"]) != 1 or len(current["param_groups"][0]["params"]) != len(named):
-        return False
+        state[index[id(p)]] = {"step": step.reshape(()).float(), "exp_avg": avg.to(p.dtype),
+                               "exp_avg_sq": avg_sq.to(p.dtype)}
     # state_dict's own loader moves each tensor to its parameter's device and dtype policy
-    opt.load_state_dict({"state": state, "param_groups": current["param_groups"]})
+    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
     return True

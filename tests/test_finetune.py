@@ -220,6 +220,10 @@ def test_finetune_round_end_to_end(tiny: LabelingSession, tmp_path: Path) -> Non
         assert (emb_dir / f"{key}.f16").is_file()
         m2 = again.train_round(ROUND)
         assert m2["backbone_from"] == "round-1" and m2["round"] == 2
+        moments = again.checkpoint().load_optimizer_state()  # round 1's moments were resumed from disk
+        assert moments and {float(v) for k, v in moments.items() if k.endswith(".step")} == {m["steps"] + m2["steps"]}
+        assert any(k.startswith("backbone.") for k in moments)
+        assert not (again.project.checkpoints_dir / "round-1.optimizer.safetensors").exists()
         m3 = again.train_round(TrainConfig(epochs=1, min_steps=5))  # head mode after a fine-tune round
         assert m3["round"] == 3 and not again.checkpoint().finetuned
 
