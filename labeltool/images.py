@@ -57,7 +57,7 @@ from .image_decode import (
 )
 
 __all__ = [
-    "DEFAULT_MAX_PIXELS", "DEFAULT_UNLABELED_DIRS", "IMAGE_EXTENSIONS", "ImageDecodeError",
+    "DEFAULT_MAX_PIXELS", "DEFAULT_UNLABELED_DIRS", "IMAGE_EXTENSIONS", "ImageDecodeError", "RelpathIndex",
     "ScanReport", "ScannedFile", "load_image", "make_thumbnail", "scan_folder", "seed_class_of",
     "sniff_format",
 ]
@@ -120,6 +120,25 @@ def seed_class_of(relpath: str, unlabeled_dirs: frozenset[str] = DEFAULT_UNLABEL
     if any(p.lower() in lowered for p in parts[:-1]):
         return None
     return unicodedata.normalize("NFC", parts[0]) if len(parts) == 2 else None
+
+
+class RelpathIndex(dict[str, int]):
+    """Image relpath → id that also finds a path written in another Unicode normal form (a CSV
+    made on macOS names files in NFD, a copy of the folder on Linux has them in NFC): exact
+    match first, else the NFC form when exactly one image has it."""
+
+    def __init__(self, items: Mapping[str, int]) -> None:
+        super().__init__(items)
+        nfc: dict[str, list[int]] = {}
+        for path, image_id in items.items():
+            nfc.setdefault(unicodedata.normalize("NFC", path), []).append(image_id)
+        self._nfc = {p: ids[0] for p, ids in nfc.items() if len(ids) == 1}
+
+    def find(self, relpath: str) -> int | None:
+        """The image id of ``relpath``, or None."""
+        if relpath in self:
+            return self[relpath]
+        return self._nfc.get(unicodedata.normalize("NFC", relpath))
 
 
 @dataclass(frozen=True)

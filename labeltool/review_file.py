@@ -13,6 +13,8 @@ import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from labeltool.images import RelpathIndex
+
 if TYPE_CHECKING:
     from labeltool.session import LabelingSession
 
@@ -23,7 +25,7 @@ def read_decisions(session: LabelingSession, path: Path) -> list[dict[str, Any]]
     """Parse and validate ``path``; returns decision rows for :meth:`LabelingSession.record`."""
     if not path.is_file():
         raise FileNotFoundError(f"decisions file {path} does not exist")
-    by_path = {r.relpath: r.id for r in session.store.images() if r.status == "ok"}
+    by_path = RelpathIndex({r.relpath: r.id for r in session.store.images() if r.status == "ok"})
     cid = {c: i for i, c in enumerate(session.classes)}
     last = session.store.last_finished_round()  # a killed or failed round is never current
     rnd = last.id if last else None
@@ -45,13 +47,14 @@ def read_decisions(session: LabelingSession, path: Path) -> list[dict[str, Any]]
         action = (rec.get("action") or "accept").strip().lower()
         label = unicodedata.normalize("NFC", (rec.get("label") or "").strip())
         correct = unicodedata.normalize("NFC", (rec.get("correct") or "").strip())
-        if rel not in by_path:
+        image_id = by_path.find(rel)
+        if image_id is None:
             problems.append(f"line {line}: no usable image {rel!r} in the project")
             continue
         if action not in _ACTIONS:
             problems.append(f"line {line}: action {action!r} is not one of {sorted(_ACTIONS)}")
             continue
-        base = {"image_id": by_path[rel], "round": rnd}
+        base = {"image_id": image_id, "round": rnd}
         if action == "unlabel":
             rows.append({**base, "action": "unlabel"})
             continue

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from labeltool.images import RelpathIndex
 from labeltool.metrics import label_accuracy
 from labeltool.suggest import SuggestConfig
 from labeltool.train import TrainConfig
@@ -62,12 +63,13 @@ def read_oracle(path: str | Path) -> dict[str, str]:
 
 def oracle_ids(session: LabelingSession, oracle: Mapping[str, str]) -> dict[int, int]:
     """Image id → true class id for the oracle rows that name a known image (new classes are added)."""
-    by_path = {r.relpath: r.id for r in session.store.images()}
-    unknown_classes = sorted({lab for p, lab in oracle.items() if p in by_path} - set(session.classes))
+    by_path = RelpathIndex({r.relpath: r.id for r in session.store.images()})
+    found = {image_id: lab for p, lab in oracle.items() if (image_id := by_path.find(p)) is not None}
+    unknown_classes = sorted(set(found.values()) - set(session.classes))
     for name in unknown_classes:
         session.add_class(name)
     cid = {c: i for i, c in enumerate(session.classes)}
-    return {by_path[p]: cid[lab] for p, lab in oracle.items() if p in by_path}
+    return {image_id: cid[lab] for image_id, lab in found.items()}
 
 
 def run_selftrain(

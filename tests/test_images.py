@@ -553,3 +553,11 @@ def test_sample_data_is_reproducible(tmp_path: Path) -> None:
     assert len(built) == 451
     for rel in built:
         assert (tmp_path / rel).read_bytes() == (SAMPLE / rel).read_bytes(), rel
+
+
+def test_relpath_index_finds_a_path_in_another_normal_form() -> None:
+    index = images.RelpathIndex({"caf\u00e9/1.png": 1, "b.png": 2})
+    assert index.find("cafe\u0301/1.png") == 1  # written on macOS, folder copied on Linux
+    assert index.find("b.png") == 2 and index.find("x.png") is None
+    both = images.RelpathIndex({"caf\u00e9.png": 1, "cafe\u0301.png": 2})  # two files, one name per form
+    assert both.find("caf\u00e9.png") == 1 and both.find("cafe\u0301.png") == 2  # exact match wins
