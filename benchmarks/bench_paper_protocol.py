@@ -77,7 +77,7 @@ def build_tasks(args: argparse.Namespace) -> list[dict[str, Any]]:
     return tasks
 
 
-def _gain(run: dict[str, Any], clf: bool) -> float | None:
+def run_gain(run: dict[str, Any], clf: bool) -> float | None:
     """Self-trained minus labels-only accuracy of one run (paired, so seed-to-seed spread cancels)."""
     first, last = primary(run["iterations"][0], clf), primary(run["iterations"][-1], clf)
     return None if first is None or last is None else last - first
@@ -107,7 +107,7 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "eval": "softmax" if clf else "1-NN",
             "labels_only": stat([primary(r["iterations"][0], clf) for r in runs]),
             "self_trained": stat([primary(r["iterations"][-1], clf) for r in runs]),
-            "gain": stat([_gain(r, clf) for r in runs]),
+            "gain": stat([run_gain(r, clf) for r in runs]),
             "all_labels": stat([primary(r.get("all_labels"), clf) for r in runs]),
             "self_trained_1nn": stat([r["iterations"][-1]["acc_1nn"] for r in runs]),
             "pseudo_precision": stat([r["iterations"][-1]["pseudo_precision"] for r in runs]),

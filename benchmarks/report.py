@@ -1,6 +1,7 @@
 """Markdown tables of the latest results (for benchmarks/README.md).
 
     python benchmarks/report.py [results files ...]     # default: every known file in the results folder
+    python benchmarks/report.py --compare BEFORE.json AFTER.json   # protocol runs paired by task and seed
 
 Reads ``paper_protocol*.json``, ``human_cost*.json``, ``speed*.json`` and ``vote_prior*.json`` and prints each one's
 tables with the device and command line that produced them.
@@ -13,11 +14,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from _common import md_table, out_dir
+from _protocol import primary
 from bench_human_cost import HEADERS as COST_HEADERS
 from bench_human_cost import method_label, round_rows, summary_rows
 from bench_paper_protocol import HEADERS as PROTOCOL_HEADERS
-from bench_paper_protocol import summarize, table_rows
+from bench_paper_protocol import run_gain, summarize, table_rows
 from bench_speed import speed_tables
 
 
@@ -55,7 +58,48 @@ def report(path: Path) -> str:
     return "\n".join(out)
 
 
+COMPARE_HEADERS = ["dataset", "mode", "init", "loss", "variant", "seeds", "eval", "self-trained before",
+                   "self-trained after", "change", "gain before", "gain after"]
+
+
+def compare_protocol(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[list[Any]]:
+    """Table rows pairing the finished runs of two protocol results by task and seed: self-trained
+    accuracy (%) before and after, their per-seed difference, and each side's paired gain (mean ± std)."""
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        t = r["task"]
+        return t["dataset"], t.get("mode", "head"), t["init"], t["loss"], t["variant"], t["seed"]
+
+    old = {key(r): r for r in before if r.get("status") == "done"}
+    groups: dict[tuple[Any, ...], list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+    for r in after:
+        if r.get("status") == "done" and key(r) in old:
+            groups.setdefault(key(r)[:-1], []).append((old[key(r)], r))
+
+    def stat(vals: list[float | None]) -> str:
+        v = np.array([x for x in vals if x is not None], dtype=float) * 100
+        if v.size == 0:
+            return "-"
+        return f"{v.mean():+.2f}" if v.size == 1 else f"{v.mean():+.2f} ± {v.std(ddof=1):.2f}"
+
+    rows = []
+    for (dataset, mode, init, loss, variant), pairs in sorted(groups.items()):
+        clf = pairs[0][1]["has_classifier"]
+        last = [(primary(a["iterations"][-1], clf), primary(b["iterations"][-1], clf)) for a, b in pairs]
+        gains = [[run_gain(r, clf) for r in side] for side in zip(*pairs, strict=True)]  # before, after
+        rows.append([dataset, mode, init, loss, variant, len(pairs), "softmax" if clf else "1-NN",
+                     stat([a for a, _ in last]).lstrip("+"), stat([b for _, b in last]).lstrip("+"),
+                     stat([None if a is None or b is None else b - a for a, b in last]),
+                     stat(gains[0]), stat(gains[1])])
+    return rows
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--compare"]:
+        if len(sys.argv) != 4:
+            sys.exit("usage: report.py --compare BEFORE.json AFTER.json")
+        before, after = (json.loads(Path(p).read_text())["runs"] for p in sys.argv[2:4])
+        print(md_table(COMPARE_HEADERS, compare_protocol(before, after)))
+        return
     paths = [Path(p) for p in sys.argv[1:]] or sorted(
         p for p in out_dir().glob("*.json") if p.name.startswith(("paper_protocol", "human_cost", "speed", "vote_prior")))
     print("\n\n".join(report(p) for p in paths))

@@ -71,6 +71,25 @@ def test_paper_protocol_finetune_mode_smoke(tmp_path: Path, device: str) -> None
     assert len(pngs) == 60
 
 
+def test_compare_protocol_pairs_runs_by_task_and_seed() -> None:
+    sys.path.insert(0, str(BENCH))
+    try:
+        from report import compare_protocol
+    finally:
+        sys.path.remove(str(BENCH))
+
+    def run_(seed: int, first: float, last: float, status: str = "done") -> dict[str, object]:
+        task = {"dataset": "cifar10", "init": "pretrained", "loss": "triplet", "variant": "paper", "seed": seed}
+        return {"task": task, "status": status, "has_classifier": False,
+                "iterations": [{"acc_1nn": first}, {"acc_1nn": last}]}
+
+    before = [run_(0, 0.70, 0.72), run_(1, 0.71, 0.72), run_(2, 0.70, 0.75)]
+    after = [run_(0, 0.70, 0.73), run_(1, 0.71, 0.74), run_(2, 0.70, 0.10, "partial: 3 of 25"), run_(3, 0.7, 0.7)]
+    (row,) = compare_protocol(before, after)  # seed 2 unfinished after, seed 3 missing before: both left out
+    assert row[:7] == ["cifar10", "head", "pretrained", "triplet", "paper", 2, "1-NN"]
+    assert row[7:] == ["72.00 ± 0.00", "73.50 ± 0.71", "+1.50 ± 0.71", "+1.50 ± 0.71", "+3.00 ± 0.00"]
+
+
 def test_merge_protocol_results(tmp_path: Path) -> None:
     sys.path.insert(0, str(BENCH))
     try:
