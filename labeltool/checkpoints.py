@@ -1,7 +1,7 @@
 """Per-round checkpoints: ``round-N.safetensors`` (head + loss parameters) and ``round-N.json``;
-a fine-tune round also writes ``round-N.backbone.safetensors`` (the fine-tuned backbone's state),
-a head round ``round-N.optimizer.safetensors`` (its Adam moments, kept for the newest round only:
-the next round continues from them)."""
+a fine-tune round also writes ``round-N.backbone.safetensors`` (the fine-tuned backbone's state).
+``round-N.optimizer.safetensors`` holds the round's Adam moments, kept for the newest round only:
+the next round continues from them."""
 
 from __future__ import annotations
 
