@@ -7,7 +7,8 @@
 
 kNN: ``N`` query vectors (the unlabeled pool, 64-d, as the head embeds them) against ``--labeled``
 labeled vectors, ``k = 10``, exact; labeltool's ``knn_search`` (faiss-cpu), faiss's flat index
-alone, and scikit-learn ``NearestNeighbors`` (its defaults), one run each.
+alone, and scikit-learn ``NearestNeighbors`` (its defaults), one run each; beside them the two
+halves of a naive numpy search (distance products, top-k selection) timed separately.
 Round: backbone features ``[N, 1280]`` float16 in a ``np.memmap`` file on disk, ``--labeled`` of
 them labeled; labeltool's default ``TrainConfig`` and ``SuggestConfig``; each size runs in its own
 process so its peak memory is its own (peak RSS counts touched memmap pages; ``anon`` does not).
@@ -73,11 +74,29 @@ def bench_knn(n: int, labeled: int, k: int, seed: int) -> dict[str, Any]:
     except ImportError:
         row["faiss_flat_s"] = None
     t = time.perf_counter()
-    _, i_sk = NearestNeighbors(n_neighbors=k).fit(base).kneighbors(q)
+    nn = NearestNeighbors(n_neighbors=k).fit(base)
+    _, i_sk = nn.kneighbors(q)
     row["sklearn_s"] = round(time.perf_counter() - t, 3)
+    row["sklearn_method"] = nn._fit_method
     row["sklearn_over_labeltool"] = round(row["sklearn_s"] / row["labeltool_faiss_s"], 2)
     row["same_1nn"] = round(float((i_lt[:, 0] == i_sk[:, 0]).mean()), 5)
+    row.update(product_and_selection(q, base, k))
     return row
+
+
+def product_and_selection(q: np.ndarray, base: np.ndarray, k: int, chunk: int = 1 << 15) -> dict[str, float]:
+    """Seconds of the two halves of an exact search done naively with numpy, in chunks of queries:
+    the distance products ``q·bᵀ`` ``[chunk, B]`` and the top-``k`` selection (``argpartition``)."""
+    gemm = select = 0.0
+    norms = (base * base).sum(1)
+    for start in range(0, len(q), chunk):
+        t = time.perf_counter()
+        d = norms - 2.0 * (q[start : start + chunk] @ base.T)  # [chunk, B], ‖q‖² left out (same per row)
+        gemm += time.perf_counter() - t
+        t = time.perf_counter()
+        np.argpartition(d, k - 1, axis=1)[:, :k]
+        select += time.perf_counter() - t
+    return {"numpy_product_s": round(gemm, 3), "numpy_topk_s": round(select, 3)}
 
 
 def make_features(path: Path, n: int, dim: int, seed: int) -> None:
@@ -221,9 +240,10 @@ def speed_tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list
     if result.get("knn"):
         out.append((f"kNN, exact, k=10, 64-d ({dev('knn')})",
                     ["queries", "labeled", "labeltool faiss s", "faiss flat s", "sklearn s", "sklearn/labeltool",
-                     "same 1-NN"],
+                     "same 1-NN", "numpy product s", "numpy top-k s"],
                     [[r["queries"], r["base"], r["labeltool_faiss_s"], r.get("faiss_flat_s"), r["sklearn_s"],
-                      r["sklearn_over_labeltool"], r["same_1nn"]] for r in result["knn"]]))
+                      r["sklearn_over_labeltool"], r["same_1nn"], r.get("numpy_product_s", "-"),
+                      r.get("numpy_topk_s", "-")] for r in result["knn"]]))
     if result.get("round"):
         keys = ["images", "labeled", "train_s", "steps", "embed_s", "knn_propose_s", "round_s", "peak_rss_mb",
                 "peak_anon_mb", "features_file_mb"]

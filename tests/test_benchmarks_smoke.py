@@ -154,7 +154,9 @@ def test_speed_smoke(tmp_path: Path) -> None:
               "--labeled", "100", "--dim", "32", "--threads", "1")
     assert "sklearn/labeltool" in out
     data = json.loads((tmp_path / "out" / "speed.json").read_text())
-    assert data["knn"][0]["same_1nn"] == 1.0
+    knn = data["knn"][0]
+    assert knn["same_1nn"] == 1.0 and knn["sklearn_method"] == "brute"
+    assert knn["numpy_product_s"] >= 0 and knn["numpy_topk_s"] >= 0 and "numpy top-k s" in out
     rnd = data["round"][0]
     assert "error" not in rnd, rnd
     assert rnd["images"] == 400 and rnd["suggestions"] == 100 and rnd["peak_rss_mb"] > 0
