@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--pool", type=int, default=None, help="pool size (default: 10k CIFAR-10, all Fashion-MNIST)")
     ap.add_argument("--per-class", type=int, default=10, help="seed labels per class")
-    ap.add_argument("--batch-percent", type=float, default=5.0, help="batch = this % of the images to label")
+    ap.add_argument("--batch-percent", type=float, default=5.0, help="batch = this %% of the images to label")
     ap.add_argument("--max-rounds", type=int, default=100)
     ap.add_argument("--loss", default="cross_entropy", help="loss of the labeltool methods")
     ap.add_argument("--max-steps", type=int, default=None)

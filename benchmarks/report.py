@@ -9,8 +9,8 @@ tables with the device and command line that produced them.
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -94,16 +94,24 @@ def compare_protocol(before: list[dict[str, Any]], after: list[dict[str, Any]]) 
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["--compare"]:
-        if len(sys.argv) != 4:
-            sys.exit("usage: report.py --compare BEFORE.json AFTER.json")
-        before, after = (json.loads(Path(p).read_text())["runs"] for p in sys.argv[2:4])
+    ap = argparse.ArgumentParser(description="Markdown tables of benchmark result files.")
+    ap.add_argument("files", nargs="*", type=Path,
+                    help="result files (default: every known file in the results folder)")
+    ap.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"),
+                    help="two protocol results, paired by task and seed")
+    args = ap.parse_args()
+    for path in [*args.files, *(args.compare or [])]:
+        if not path.is_file():
+            ap.error(f"no result file {path}; the files are in {out_dir()}")
+    if args.compare:
+        if args.files:
+            ap.error("--compare takes exactly two files and no others")
+        before, after = (json.loads(p.read_text())["runs"] for p in args.compare)
         print(md_table(COMPARE_HEADERS, compare_protocol(before, after)))
         return
-    paths = [Path(p) for p in sys.argv[1:]] or sorted(
+    paths = args.files or sorted(
         p for p in out_dir().glob("*.json") if p.name.startswith(("paper_protocol", "human_cost", "speed", "vote_prior")))
     print("\n\n".join(report(p) for p in paths))
-
 
 if __name__ == "__main__":
     main()
