@@ -196,3 +196,34 @@ def test_vote_prior_smoke(tmp_path: Path) -> None:
     assert plain["accuracy"] == smoothed["accuracy"]
     assert smoothed["tied_at_top"] < plain["tied_at_top"]
     assert smoothed["mean_conf"] < plain["mean_conf"] <= 1.0
+
+
+
+HELP_ALL = """
+import contextlib, io, runpy, sys
+failed = []
+for path in sys.argv[1:]:
+    sys.argv = [path, "--help"]
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            runpy.run_path(path, run_name="__main__")
+    except SystemExit as e:
+        if e.code not in (0, None) or not out.getvalue().startswith("usage:"):
+            failed.append(f"{path}: exit {e.code}")
+    except Exception as e:
+        failed.append(f"{path}: {e!r}")
+    else:
+        failed.append(f"{path}: no usage printed")
+print("\\n".join(failed))
+"""
+
+
+def test_every_benchmark_script_prints_its_help() -> None:
+    """``--help`` works for every script (argparse formats each help string, so a bare % crashes it).
+    One interpreter runs them all, so torch is imported once."""
+    scripts = sorted(str(p) for p in BENCH.glob("*.py") if not p.name.startswith("_"))
+    proc = subprocess.run([sys.executable, "-c", HELP_ALL, *scripts], capture_output=True, text=True,
+                          cwd=BENCH, timeout=300, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(scripts) >= 10 and proc.stdout.strip() == "", proc.stdout
