@@ -192,7 +192,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="labeltool", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="labeltool",
+        description="Label an image folder semi-supervised, headless: embed, train, suggest, review, export.",
+        epilog="Every command takes the image folder first; `labeltool COMMAND --help` lists its options.")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp: argparse.ArgumentParser) -> None:
