@@ -29,14 +29,18 @@ MIN_CALIBRATION_REVIEWS = 30  # fewer reviewed suggestions than this: use the ra
 
 # ---------------------------------------------------------------------------- review queue
 def filter_sort(suggestions: Iterable[Suggestion], class_id: int | None = None, order: str = "high first") -> list[Suggestion]:
-    """Suggestions of one class (``None`` = all), ordered by confidence (ties by image id) or rank."""
+    """Suggestions of one class (``None`` = all), ordered by confidence or by rank.
+
+    Equal confidences keep the order ``propose`` ranked them in (reversed for ``"low first"``),
+    then go by image id: a probability that rounded to 1.0 still has a ranking behind it.
+    """
     if order not in ORDERS:
         raise ValueError(f"order must be one of {list(ORDERS)}, got {order!r}")
     rows = [s for s in suggestions if class_id is None or s.class_id == class_id]
     if order == "rank":
         return sorted(rows, key=lambda s: (s.rank, s.image_id))
-    sign = -1.0 if order == "high first" else 1.0
-    return sorted(rows, key=lambda s: (sign * s.confidence, s.image_id))
+    sign = -1 if order == "high first" else 1
+    return sorted(rows, key=lambda s: (sign * s.confidence, -sign * s.rank, s.image_id))
 
 
 def page_of(items: Sequence[T], page: int, page_size: int) -> tuple[list[T], int, int]:

@@ -15,7 +15,9 @@ Confidence (always in ``[0, 1]``, higher = more confident):
   rank above distant ones instead of all scoring 1.
 - ``walk``: ``P(class c | b)`` of the association walk, optionally times the round-trip
   consistency (:mod:`labeltool.suggest_walk`).
-- ``softmax``: the classifier's probability of the class.
+- ``softmax``: the classifier's probability of the class. Where it rounds to the same value for
+  many images (1.0, for a confident scaled-cosine head), the one whose other classes hold less
+  probability ranks first.
 - ``knn+walk``: only images where both sources predict the same class; confidence = geometric
   mean of the two confidences.
 
@@ -173,6 +175,21 @@ def _best(scores: np.ndarray, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return best.astype(np.int64), np.clip(conf, 0.0, 1.0)
 
 
+def _rest(probs: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """``[n]`` probability of every class but ``best`` per row, summed from those classes.
+
+    ``1 - p_best`` would round to 0 wherever ``p_best`` rounds to 1.0 (a scaled-cosine head such
+    as ArcFace's gives that for a third of a pool); the small probabilities themselves keep the
+    ranking among those rows. Rows without a best class (``-1``) get 1.
+    """
+    other = probs.copy()
+    rows = np.flatnonzero(best >= 0)
+    other[rows, best[rows]] = 0.0
+    out = other.sum(axis=1)
+    out[best < 0] = 1.0
+    return out
+
+
 class _Rejections:
     """Rejected (unlabeled position, class) pairs, looked up per chunk of unlabeled positions."""
 
@@ -292,14 +309,16 @@ def propose(
         dist = np.where(nc == cls[:, None], nn_d[s:e], np.inf).min(axis=1)
         return cls, conf, dist
 
-    out_pos, out_cls, out_conf, out_dist = [], [], [], []
+    out_pos, out_cls, out_conf, out_dist, out_tie = [], [], [], [], []
 
-    def emit(s: int, cls: np.ndarray, conf: np.ndarray, dist: np.ndarray | None) -> None:
+    def emit(s: int, cls: np.ndarray, conf: np.ndarray, dist: np.ndarray | None,
+             tie: np.ndarray | None = None) -> None:
         ok = cls >= 0
         out_pos.append(np.flatnonzero(ok) + s)
         out_cls.append(cls[ok])
         out_conf.append(conf[ok])
         out_dist.append(dist[ok] if dist is not None else np.full(int(ok.sum()), np.nan))
+        out_tie.append(tie[ok] if tie is not None else np.zeros(int(ok.sum())))
 
     if src == "knn":
         for s in range(0, n_u, _CHUNK):
@@ -314,7 +333,7 @@ def propose(
             if not np.isfinite(p).all() or p.min() < -1e-6 or p.max() > 1 + 1e-6:
                 raise ValueError("probs must be finite probabilities in [0, 1]")
             cls, conf = _best(p, ~rej.mask(s, e, c))
-            emit(s, cls, conf, None)
+            emit(s, cls, conf, None, tie=-_rest(p, cls))
     else:
         walk = iter_walk_scores(
             embeddings,
@@ -347,7 +366,7 @@ def propose(
     dist = np.concatenate(out_dist)
     ids = image_ids[unl[pos]].astype(np.int64)
     predictable = c if src == "softmax" else int(np.unique(y_lab).size)
-    chosen = select(ids, cls, conf, config, predictable, pool_size=n_u)
+    chosen = select(ids, cls, conf, config, predictable, pool_size=n_u, tiebreak=np.concatenate(out_tie))
     evidence = _evidence(
         embeddings, unl[pos[chosen]], cls[chosen], a, y_lab, image_ids[lab], config, knn_backend
     )

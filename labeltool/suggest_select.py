@@ -32,6 +32,7 @@ def select(
     num_classes: int,
     *,
     pool_size: int | None = None,
+    tiebreak: np.ndarray | None = None,
 ) -> np.ndarray:
     """Pick the batch among the candidates; returns their positions in output order.
 
@@ -40,6 +41,8 @@ def select(
         config: uses ``min_confidence``, ``batch_size``/``percent`` and ``stratified``.
         num_classes: ``C`` for the stratified split.
         pool_size: ``|U|`` for ``percent`` (default ``M``).
+        tiebreak: ``[M]`` optional second key, higher first, among equal confidences (e.g. a
+            probability that rounds to 1.0 for many images, ranked by what it rounded away).
 
     Candidates below ``min_confidence`` are dropped. Global: the ``total`` most confident.
     Stratified (paper protocol, ``p·|U|/C`` per predicted class): every class may take
@@ -47,7 +50,7 @@ def select(
     classes whose next candidate is the most confident (at most one extra per class), so no class
     exceeds ``ceil(total / C)`` and the batch never exceeds ``total``. Unused quota of a class with
     too few candidates is not redistributed. The result is sorted by confidence descending, ties
-    by image id ascending.
+    by ``tiebreak`` descending, then by image id ascending.
     """
     ids = np.asarray(image_ids, dtype=np.int64)
     cls = np.asarray(classes, dtype=np.int64)
@@ -56,7 +59,13 @@ def select(
         raise ValueError(
             f"image_ids, classes and confidences must be [M] alike, got {ids.shape}, {cls.shape}, {conf.shape}"
         )
-    order = np.lexsort((ids, -conf))
+    if tiebreak is None:
+        order = np.lexsort((ids, -conf))
+    else:
+        tie = np.asarray(tiebreak, dtype=np.float64)
+        if tie.shape != conf.shape:
+            raise ValueError(f"tiebreak must be [M] like confidences, got {tie.shape} and {conf.shape}")
+        order = np.lexsort((ids, -tie, -conf))
     order = order[conf[order] >= config.min_confidence]
     total = selection_total(config, ids.size if pool_size is None else pool_size)
     if total is None:

@@ -519,3 +519,29 @@ def test_suggestion_is_frozen() -> None:
     s = Suggestion(1, 2, 0.5, "knn", 0.1, (3,), 0)
     with pytest.raises(AttributeError):
         s.rank = 1  # type: ignore[misc]
+
+
+def test_select_breaks_confidence_ties_by_tiebreak_then_id() -> None:
+    ids = np.array([10, 11, 12, 13])
+    conf = np.array([0.5, 1.0, 1.0, 1.0])
+    cfg = SuggestConfig(batch_size=None)
+    assert ids[select(ids, np.zeros(4, int), conf, cfg, 1)].tolist() == [11, 12, 13, 10]
+    tie = np.array([0.0, -3.0, -1.0, -3.0])
+    assert ids[select(ids, np.zeros(4, int), conf, cfg, 1, tiebreak=tie)].tolist() == [12, 11, 13, 10]
+    with pytest.raises(ValueError, match="tiebreak"):
+        select(ids, np.zeros(4, int), conf, cfg, 1, tiebreak=tie[:2])
+
+
+def test_softmax_ranks_probabilities_that_round_to_one_by_what_rounded_away() -> None:
+    """A scaled-cosine head (ArcFace, s = 30) puts float32 probability 1.0 on a large share of a
+    pool; among those the image whose other classes hold least probability must come first."""
+    gaps = np.array([20.0, 40.0, 25.0, 60.0, 5.0])  # logit margin of class 0 over class 1
+    logits = np.stack([gaps, np.zeros(5), np.full(5, -30.0)], axis=1)
+    probs = softmax(logits, axis=1).astype(np.float32)
+    assert (probs[[0, 1, 2, 3], 0] == 1.0).all()  # rounded: a plain sort would fall back to image id
+    emb = np.eye(5, 3, dtype=np.float32)
+    labels = np.full(5, -1)
+    rows = propose(emb, labels, np.arange(5), SuggestConfig(source="softmax", batch_size=None, evidence=0),
+                   probs=probs, num_classes=3)
+    assert [s.image_id for s in rows] == [3, 1, 2, 0, 4]  # largest margin first
+    assert [s.rank for s in rows] == [0, 1, 2, 3, 4] and rows[0].confidence == 1.0

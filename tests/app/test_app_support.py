@@ -32,8 +32,12 @@ def _s(image_id: int, class_id: int, conf: float, rank: int = 0) -> Suggestion:
 
 def test_filter_sort_and_pages() -> None:
     rows = [_s(1, 0, 0.5, 2), _s(2, 1, 0.9, 0), _s(3, 0, 0.9, 1), _s(4, 1, 0.1, 3)]
-    assert [s.image_id for s in filter_sort(rows)] == [2, 3, 1, 4]  # ties by image id
-    assert [s.image_id for s in filter_sort(rows, order="low first")] == [4, 1, 2, 3]
+    assert [s.image_id for s in filter_sort(rows)] == [2, 3, 1, 4]
+    assert [s.image_id for s in filter_sort(rows, order="low first")] == [4, 1, 3, 2]
+    # equal confidences keep propose's ranking, then go by image id
+    tied = [_s(7, 0, 1.0, 0), _s(5, 0, 1.0, 1), _s(6, 0, 1.0, 1)]
+    assert [s.image_id for s in filter_sort(tied)] == [7, 5, 6]
+    assert [s.image_id for s in filter_sort(tied, order="low first")] == [5, 6, 7]
     assert [s.image_id for s in filter_sort(rows, class_id=0)] == [3, 1]
     assert [s.image_id for s in filter_sort(rows, order="rank")] == [2, 3, 1, 4]
     with pytest.raises(ValueError, match="order"):
