@@ -198,6 +198,23 @@ def test_vote_prior_smoke(tmp_path: Path) -> None:
     assert smoothed["mean_conf"] < plain["mean_conf"] <= 1.0
 
 
+def test_sources_smoke(tmp_path: Path) -> None:
+    out = run("bench_sources.py", tmp_path, "--datasets", "synthetic", "--losses", "cross_entropy", "triplet",
+              "--seeds", "0", "1", "--max-steps", "30", "--threads", "1")
+    data = json.loads((tmp_path / "out" / "sources.json").read_text())
+    by_loss: dict[str, list[str]] = {}
+    for r in data["summary"]:
+        by_loss.setdefault(r["loss"], []).append(r["source"])
+        assert r["seeds"] == 2 and 0.0 < r["coverage"] <= 1.0
+        assert r["accuracy"] is not None and 0.0 <= r["accuracy"] <= 1.0
+    # softmax only where the loss has a classifier; knn+walk suggests only where both agree
+    assert by_loss == {"cross_entropy": ["knn vote", "knn 1nn", "walk", "knn+walk", "softmax"],
+                       "triplet": ["knn vote", "knn 1nn", "walk", "knn+walk"]}
+    assert len(data["rows"]) == 2 * 9 and "prec@20%" in out
+    pool = data["rows"][0]["pool"]
+    assert pool == 2000 - 100  # synthetic: 2000 training points, 10 labels per class
+
+
 
 HELP_ALL = """
 import contextlib, io, runpy, sys
