@@ -9,7 +9,7 @@ Images no method will suggest are labeled by hand at the end (review + pick). Me
 - ``knn_frozen``: labeltool's kNN suggestions on the frozen backbone features (no training);
 - ``label_spreading``: scikit-learn ``LabelSpreading`` (10-NN graph) on the frozen features;
 - ``labeltool_<source>``: train the head (continuing from the last round), embed, propose with
-  ``source`` = knn, walk or knn+walk.
+  ``source`` = knn, walk, knn+walk or softmax (the head's classifier; losses that have one).
 """
 
 from __future__ import annotations
@@ -28,11 +28,13 @@ from _features import load_features
 from labeltool.embed import pick_device
 from labeltool.knn import knn_search
 from labeltool.suggest import SuggestConfig, propose
-from labeltool.train import TrainConfig, embed_features, train_head
+from labeltool.losses import get_loss_class
+from labeltool.train import TrainConfig, class_probabilities, embed_features, train_head
 
 DEFAULT_WALK_T = SuggestConfig().walk_temperature  # the library's default
 
-METHODS = ("hand", "knn_frozen", "label_spreading", "labeltool_knn", "labeltool_walk", "labeltool_knn+walk")
+METHODS = ("hand", "knn_frozen", "label_spreading", "labeltool_knn", "labeltool_walk", "labeltool_knn+walk",
+           "labeltool_softmax")
 Ranker = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
@@ -83,6 +85,8 @@ def make_ranker(method: str, x: np.ndarray, c: int, task: dict[str, Any], info: 
                             walk_temperature=float(task.get("walk_temperature", DEFAULT_WALK_T)))
         tcfg = TrainConfig(loss=task.get("loss", "cross_entropy"), seed=int(task["seed"]), device=device,
                            **task.get("train", {}))
+        if source == "softmax" and not get_loss_class(tcfg.loss).has_classifier:
+            raise ValueError(f"method {method!r} needs a loss with a classifier; {tcfg.loss!r} has none")
         state: dict[str, Any] = {"init": None, "round": 0}
 
         def rank_lt(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -96,7 +100,8 @@ def make_ranker(method: str, x: np.ndarray, c: int, task: dict[str, Any], info: 
             state["init"] = res
             info.setdefault("train_s", []).append(round(res.seconds, 2))
             emb = embed_features(res.head, x, device=device)
-            return _from_suggestions(propose(emb, labels, ids, cfg, num_classes=c, knn_backend=backend))
+            probs = class_probabilities(res.loss, emb) if source == "softmax" else None
+            return _from_suggestions(propose(emb, labels, ids, cfg, probs=probs, num_classes=c, knn_backend=backend))
 
         return rank_lt
     raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")

@@ -24,6 +24,8 @@ from _common import default_cache_dir, environment, out_dir, run_tasks, set_thre
 from _features import load_features
 from _review import DEFAULT_WALK_T, METHODS, run_review
 
+from labeltool.losses import get_loss_class
+
 POOLS = {"cifar10": 10000, "fashion_mnist": None, "synthetic": None, "synthetic_images": None}
 HEADERS = ["dataset", "method", "rounds", "reviewed", "accepted", "corrected", "by hand", "corrections/img",
            "reviews/img", "sugg. precision", "round-1 auto acc", "final acc", "min", "device"]
@@ -96,7 +98,8 @@ def plot_curves(results: list[dict[str, Any]], path: Path) -> Path | None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--datasets", nargs="+", default=["cifar10", "fashion_mnist"])
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--methods", nargs="+", default=None, choices=list(METHODS),
+                    help="default: all (labeltool_softmax only where --loss has a classifier)")
     ap.add_argument("--pool", type=int, default=None, help="pool size (default: 10k CIFAR-10, all Fashion-MNIST)")
     ap.add_argument("--per-class", type=int, default=10, help="seed labels per class")
     ap.add_argument("--batch-percent", type=float, default=5.0, help="batch = this %% of the images to label")
@@ -117,6 +120,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds-table", action="store_true", help="also print every method's rounds")
     ap.add_argument("--name", default="human_cost")
     args = ap.parse_args(argv)
+    try:
+        has_classifier = get_loss_class(args.loss).has_classifier
+    except ValueError as e:
+        ap.error(str(e))
+    if args.methods is None:
+        args.methods = [m for m in METHODS if has_classifier or m != "labeltool_softmax"]
+    elif "labeltool_softmax" in args.methods and not has_classifier:
+        ap.error(f"labeltool_softmax needs a loss with a classifier; --loss {args.loss} has none")
     t0 = time.perf_counter()
     set_threads(args.threads)
     features = {}

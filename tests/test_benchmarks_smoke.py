@@ -140,13 +140,22 @@ def test_human_cost_smoke(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "out" / "human_cost.json").read_text())
     by_method = {r["task"]["method"]: r for r in data["results"]}
     assert set(by_method) == {"hand", "knn_frozen", "label_spreading", "labeltool_knn", "labeltool_walk",
-                              "labeltool_knn+walk"}
+                              "labeltool_knn+walk", "labeltool_softmax"}
     assert by_method["hand"]["corrections_per_image"] == 1.0
     for r in by_method.values():
         assert r["final_label_accuracy"] == 1.0  # the reviewer corrects every wrong suggestion
         assert r["reviews_per_image"] == pytest.approx(1.0)
         assert r["accepted"] + r["corrected"] + r["hand_labeled"] == r["to_label"]
     assert by_method["knn_frozen"]["curve"] and by_method["knn_frozen"]["corrections_per_image"] < 0.5
+
+
+def test_human_cost_softmax_needs_a_classifier(tmp_path: Path) -> None:
+    env = {**os.environ, "BENCH_OUT": str(tmp_path / "out"), "LABELTOOL_BENCH_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_human_cost.py"), "--datasets", "synthetic",
+                           "--methods", "labeltool_softmax", "--loss", "triplet"],
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert proc.returncode == 2 and "triplet has none" in proc.stderr
+    assert not (tmp_path / "out").exists()  # refused before any work
 
 
 def test_speed_smoke(tmp_path: Path) -> None:
