@@ -43,15 +43,21 @@ PAPER = {
 }
 
 
+VARIANTS = ("paper", "labeltool", "softmax")
+
+
 def suggest_config(variant: str, percent: float, normalize: bool) -> SuggestConfig:
-    """``paper``: 1-NN distance confidence; ``labeltool``: the default distance-weighted 10-NN vote."""
+    """``paper``: 1-NN distance confidence; ``labeltool``: the default distance-weighted 10-NN vote;
+    ``softmax``: the loss's classifier (losses that have one). Stratified selection in each."""
     if variant == "paper":
         return SuggestConfig(source="knn", confidence="1nn", k=1, batch_size=None, percent=percent,
                              stratified=True, evidence=0, normalize=normalize)
     if variant == "labeltool":
         return SuggestConfig(source="knn", confidence="vote", k=10, batch_size=None, percent=percent,
                              stratified=True, evidence=0, normalize=True)
-    raise ValueError(f"unknown variant {variant!r}; valid: paper, labeltool")
+    if variant == "softmax":
+        return SuggestConfig(source="softmax", batch_size=None, percent=percent, stratified=True, evidence=0)
+    raise ValueError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
 
 
 @dataclass
@@ -169,7 +175,9 @@ def run_protocol(task: dict[str, Any]) -> dict[str, Any]:
     scfg = suggest_config(task.get("variant", "paper"), float(task["percent"]), fit.loss.normalize_embeddings)
     for it in range(1, int(task["iterations"]) + 1):
         t = time.perf_counter()
-        rows = propose(fit.emb_train, labels, ids, scfg, num_classes=c, knn_backend=task.get("knn_backend", "auto"))
+        probs = class_probabilities(fit.loss, fit.emb_train) if scfg.source == "softmax" else None
+        rows = propose(fit.emb_train, labels, ids, scfg, probs=probs, num_classes=c,
+                       knn_backend=task.get("knn_backend", "auto"))
         if not rows:
             break
         sel = np.array([s.image_id for s in rows], dtype=np.int64)

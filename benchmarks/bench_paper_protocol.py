@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 from _common import default_cache_dir, environment, run_tasks, set_threads, table, write_json
 from _features import load_features
-from _protocol import MODES, PAPER, primary, run_protocol
+from _protocol import MODES, PAPER, VARIANTS, primary, run_protocol
 
-from labeltool.losses import list_losses
+from labeltool.losses import get_loss_class, list_losses
 
 PAPER_LOSSES = ["cross_entropy", "triplet", "contrastive", "arcface"]
 DEFAULTS = {"cifar10": {"labels": 4000, "percent": 5.0}, "fashion_mnist": {"labels": 100, "percent": 10.0},
@@ -63,6 +63,8 @@ def build_tasks(args: argparse.Namespace) -> list[dict[str, Any]]:
                     names = random_losses if init == "random" else losses
                     if variant != "paper":
                         names = [n for n in names if n in args.variant_losses]
+                    if variant == "softmax":
+                        names = [n for n in names if get_loss_class(n).has_classifier]
                     for loss in names:
                         d = DEFAULTS.get(dataset, DEFAULTS["synthetic"])
                         tasks.append({
@@ -116,7 +118,7 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "min_per_run": f"{float(np.mean([r['seconds'] for r in runs])) / 60:.1f}",
             "device": runs[0]["device"],
         })
-    order = {"paper": 0, "labeltool": 1}
+    order = {v: i for i, v in enumerate(VARIANTS)}
     rows.sort(key=lambda r: (r["dataset"], r["mode"] != "head", r["init"] != "pretrained", order.get(r["variant"], 2), r["loss"]))
     return rows
 
@@ -138,8 +140,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--inits", nargs="+", default=["pretrained", "random"], choices=["pretrained", "random"])
     ap.add_argument("--random-losses", nargs="+", default=["cross_entropy"], help="losses run on random-init features")
     ap.add_argument("--random-datasets", nargs="+", default=["cifar10", "synthetic_images"])
-    ap.add_argument("--variants", nargs="+", default=["paper"], choices=["paper", "labeltool"],
-                    help="labeltool = the default distance-weighted 10-NN vote confidence")
+    ap.add_argument("--variants", nargs="+", default=["paper"], choices=list(VARIANTS),
+                    help="labeltool = the default distance-weighted 10-NN vote confidence; softmax = the loss's "
+                         "classifier (losses that have one)")
     ap.add_argument("--variant-losses", nargs="+", default=["cross_entropy"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--modes", nargs="+", default=["head"], choices=MODES,

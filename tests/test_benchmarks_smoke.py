@@ -42,6 +42,21 @@ def test_paper_protocol_smoke(tmp_path: Path) -> None:
     assert data["command"].startswith("bench_paper_protocol.py") and "torch" in data
 
 
+def test_paper_protocol_softmax_variant_smoke(tmp_path: Path) -> None:
+    """Pseudo-labels picked by the classifier: run only for losses that have one."""
+    run("bench_paper_protocol.py", tmp_path, "--datasets", "synthetic", "--subset", "300", "--iterations", "2",
+        "--seeds", "0", "--losses", "cross_entropy", "triplet", "--variants", "softmax",
+        "--variant-losses", "cross_entropy", "triplet", "--inits", "pretrained", "--max-steps", "20",
+        "--all-steps", "0", "--device", "cpu", "--threads", "1")
+    data = json.loads((tmp_path / "out" / "paper_protocol.json").read_text())
+    (r,) = data["runs"]
+    assert (r["task"]["loss"], r["task"]["variant"], r["status"]) == ("cross_entropy", "softmax", "done")
+    assert r["suggest_config"]["source"] == "softmax" and r["suggest_config"]["stratified"]
+    its = r["iterations"]
+    assert its[1]["selected"] == int(np.ceil(0.1 * (300 - its[0]["labeled"])))
+    assert 0.5 < its[1]["batch_precision"] <= 1.0
+
+
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
