@@ -100,6 +100,27 @@ def mean_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def pivot(summary: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """One row per (dataset, labels, loss), one column per source: precision of the top 5% / 20%
+    of the pool, the best of the row in bold."""
+    groups: dict[tuple[Any, ...], dict[str, dict[str, Any]]] = {}
+    for r in summary:
+        groups.setdefault((r["dataset"], r["labels"], r["loss"]), {})[r["source"]] = r
+    rows = []
+    for (dataset, labels, loss), by_source in groups.items():
+        best = max((r["prec@20%"] for r in by_source.values() if r["prec@20%"] is not None), default=None)
+        cells = []
+        for source in SOURCES:
+            r = by_source.get(source)
+            if r is None:
+                cells.append("–")
+                continue
+            p5, p20 = (f"{r[k]:.3f}" if r[k] is not None else "–" for k in ("prec@5%", "prec@20%"))
+            cells.append(f"{p5} / **{p20}**" if r["prec@20%"] is not None and r["prec@20%"] == best else f"{p5} / {p20}")
+        rows.append([dataset, labels, loss, *cells])
+    return ["dataset", "labels", "loss", *SOURCES], rows
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--datasets", nargs="+", default=["cifar10"])

@@ -3,8 +3,8 @@
     python benchmarks/report.py [results files ...]     # default: every known file in the results folder
     python benchmarks/report.py --compare BEFORE.json AFTER.json   # protocol runs paired by task and seed
 
-Reads ``paper_protocol*.json``, ``human_cost*.json``, ``speed*.json`` and ``vote_prior*.json`` and prints each one's
-tables with the device and command line that produced them.
+Reads ``paper_protocol*.json``, ``human_cost*.json``, ``speed*.json``, ``vote_prior*.json`` and ``sources*.json``
+and prints each one's tables with the device and command line that produced them.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from bench_human_cost import HEADERS as COST_HEADERS
 from bench_human_cost import method_label, round_rows, summary_rows
 from bench_paper_protocol import HEADERS as PROTOCOL_HEADERS
 from bench_paper_protocol import run_gain, summarize, table_rows
+from bench_sources import pivot as sources_pivot
 from bench_speed import speed_tables
 
 
@@ -52,6 +53,9 @@ def report(path: Path) -> str:
     elif path.name.startswith("speed"):
         for title, headers, rows in speed_tables(d):
             out += [f"**{title}**", "", md_table(headers, rows), ""]
+    elif path.name.startswith("sources"):
+        out += ["Precision of the top 5% / 20% of the pool by confidence (bold: the best at 20%):", ""]
+        out.append(md_table(*sources_pivot(d["summary"])))
     elif path.name.startswith("vote_prior"):
         keys = [k for k in d["rows"][0] if k != "pool"] if d.get("rows") else []
         out.append(md_table(keys, [[r[k] for k in keys] for r in d["rows"]]))
@@ -110,7 +114,7 @@ def main() -> None:
         print(md_table(COMPARE_HEADERS, compare_protocol(before, after)))
         return
     paths = args.files or sorted(
-        p for p in out_dir().glob("*.json") if p.name.startswith(("paper_protocol", "human_cost", "speed", "vote_prior")))
+        p for p in out_dir().glob("*.json") if p.name.startswith(("paper_protocol", "human_cost", "speed", "vote_prior", "sources")))
     print("\n\n".join(report(p) for p in paths))
 
 if __name__ == "__main__":

@@ -237,6 +237,9 @@ def test_sources_smoke(tmp_path: Path) -> None:
     assert len(data["rows"]) == 2 * 9 and "prec@20%" in out
     pool = data["rows"][0]["pool"]
     assert pool == 2000 - 100  # synthetic: 2000 training points, 10 labels per class
+    table = run("report.py", tmp_path, str(tmp_path / "out" / "sources.json"))
+    assert "| synthetic | 100 | triplet |" in table and table.count("| synthetic |") == 2
+    assert "**" in table  # the best source of each row is marked
 
 
 
