@@ -33,11 +33,36 @@ def where(d: dict[str, Any]) -> str:
         f"`{c}`" for c in commands) + "_"
 
 
+TRACE_AT = (0, 5, 10, 15, 20, 25)
+TRACE_HEADERS = ["init / loss / variant", *(f"it {i}" for i in TRACE_AT), "batch precision it 5 → 25",
+                 "pseudo prec it 25", "labeled it 25"]
+
+
+def trace_rows(runs: list[dict[str, Any]], seed: int = 0) -> list[list[Any]]:
+    """Test accuracy (%) along the meta-iterations of every finished head-mode run of ``seed``."""
+    rows = []
+    for r in runs:
+        t = r["task"]
+        its = r["iterations"]
+        if r.get("status") != "done" or t["seed"] != seed or t.get("mode", "head") != "head" or len(its) <= TRACE_AT[-1]:
+            continue
+        clf = bool(r.get("has_classifier"))
+        acc = [f"{100 * primary(its[i], clf):.1f}" for i in TRACE_AT]
+        prec = f"{its[5]['batch_precision']:.2f} → {its[TRACE_AT[-1]]['batch_precision']:.2f}"
+        rows.append([f"{t['init']} / {t['loss']} / {t.get('variant', 'paper')}", *acc, prec,
+                     f"{100 * its[TRACE_AT[-1]]['pseudo_precision']:.1f}", f"{its[TRACE_AT[-1]]['labeled']:,}"])
+    return sorted(rows)
+
+
 def report(path: Path) -> str:
     d = json.loads(path.read_text())
     out = [f"### {path.name}", "", where(d), ""]
     if path.name.startswith("paper_protocol"):
         out.append(md_table(PROTOCOL_HEADERS, table_rows(summarize(d["runs"]))))
+        trace = trace_rows(d["runs"])
+        if trace:
+            out += ["", "Test accuracy along the meta-iterations, seed 0 (eval column as above):", "",
+                    md_table(TRACE_HEADERS, trace)]
         if d.get("unfinished"):
             out += ["", f"{len(d['unfinished'])} runs were not started or finished within the time budget."]
     elif path.name.startswith("human_cost"):

@@ -105,6 +105,27 @@ def test_compare_protocol_pairs_runs_by_task_and_seed() -> None:
     assert row[7:] == ["72.00 ± 0.00", "73.50 ± 0.71", "+1.50 ± 0.71", "+1.50 ± 0.71", "+3.00 ± 0.00"]
 
 
+def test_trace_rows_follow_finished_head_runs_of_one_seed() -> None:
+    sys.path.insert(0, str(BENCH))
+    try:
+        from report import trace_rows
+    finally:
+        sys.path.remove(str(BENCH))
+
+    def run_(seed: int, loss: str, n: int = 26, status: str = "done", clf: bool = True) -> dict[str, object]:
+        its = [{"acc_1nn": 0.5 + i / 100, "acc_clf": 0.6 + i / 100, "batch_precision": 1 - i / 50,
+                "pseudo_precision": 0.8, "labeled": 100 * (i + 1)} for i in range(n)]
+        task = {"init": "pretrained", "loss": loss, "variant": "paper", "seed": seed, "mode": "head"}
+        return {"task": task, "status": status, "has_classifier": clf, "iterations": its}
+
+    runs = [run_(0, "triplet", clf=False), run_(1, "arcface"), run_(0, "center", n=10, status="partial: 9 of 25"),
+            run_(0, "arcface")]
+    rows = trace_rows(runs)
+    assert [r[0] for r in rows] == ["pretrained / arcface / paper", "pretrained / triplet / paper"]
+    assert rows[0][1:7] == ["60.0", "65.0", "70.0", "75.0", "80.0", "85.0"]  # the classifier's accuracy
+    assert rows[1][1] == "50.0" and rows[1][7:] == ["0.90 → 0.50", "80.0", "2,600"]  # 1-NN without one
+
+
 def test_merge_protocol_results(tmp_path: Path) -> None:
     sys.path.insert(0, str(BENCH))
     try:
