@@ -190,10 +190,9 @@ def sidebar_training(session: LabelingSession) -> TrainConfig | None:
 def sidebar_suggest(session: LabelingSession, has_classifier: bool) -> SuggestConfig | None:
     choices = session.setting_choices()
     sources = [s for s in choices["source"] if has_classifier or s != "softmax"]
-    source = st.selectbox("Source", sources, key="source", help="knn: nearest labeled images; walk: association "
-                          "walk; softmax: the classifier head; knn+walk: both must agree. knn is a safe default; with "
-                          "many labels softmax ranks best for cross_entropy, w_softmax and center, walk for "
-                          "association")
+    source = st.selectbox("Source", sources, key="source", help="knn (safe default): nearest labeled images; walk "
+                          "(best for association): association walk; softmax (best for cross_entropy, w_softmax, "
+                          "center once labels are many): the classifier head; knn+walk: both must agree")
     confidence = st.selectbox("kNN confidence", choices["confidence"], index=1, key="knn_conf",
                               disabled=source not in ("knn", "knn+walk"))
     k = st.number_input("k (neighbours)", 1, 200, 10, key="k")
