@@ -101,6 +101,32 @@ def test_similarity_triplet_penalises_negative_more_similar_than_positive() -> N
     assert p.grad[0, 2] > 0 and p.grad[0, 1] < 0  # descent lowers p_neg, raises p_pos
 
 
+def cube_triplet(p: Tensor, pos: Tensor, neg: Tensor, m: float) -> Tensor:
+    """The definition on the full [n, j, k] cube, with autograd (reference for values and gradients)."""
+    mask = pos[:, :, None] & neg[:, None, :]
+    hinge = torch.relu(p[:, None, :] - p[:, :, None] + m)
+    return (hinge * mask).sum() / mask.sum().clamp(min=1)
+
+
+@pytest.mark.parametrize("trial", range(40))
+def test_similarity_triplet_matches_the_cube_in_value_and_gradient(trial: int) -> None:
+    gen = torch.Generator().manual_seed(trial)
+    n, k = (int(v) for v in torch.randint(1, 24, (2,), generator=gen))
+    p = torch.rand(n, k, generator=gen, dtype=torch.float64)
+    if trial % 2:
+        p = (p * 4).round() / 4  # many ties, some exactly at the margin
+    pos = torch.rand(n, k, generator=gen) < 0.3
+    neg = ~pos & (torch.rand(n, k, generator=gen) < 0.8)
+    m = (0.0, 0.25, 0.5, 1.5)[trial % 4]
+    fast, ref = p.clone().requires_grad_(), p.clone().requires_grad_()
+    value, expected = similarity_triplet(fast, pos, neg, m), cube_triplet(ref, pos, neg, m)
+    assert float(value.detach()) == pytest.approx(float(expected.detach()), abs=1e-12)
+    value.backward()
+    expected.backward()
+    grad = fast.grad if fast.grad is not None else torch.zeros_like(p)
+    assert torch.allclose(grad, ref.grad, atol=1e-12)
+
+
 def test_sup_triplet_direction_through_the_loss() -> None:
     ya = torch.tensor([0, 0, 1, 1])
     same = (ya[:, None] == ya[None, :]).float()
