@@ -48,9 +48,10 @@ def trace_rows(runs: list[dict[str, Any]], seed: int = 0) -> list[list[Any]]:
             continue
         clf = bool(r.get("has_classifier"))
         acc = [f"{100 * primary(its[i], clf):.1f}" for i in TRACE_AT]
-        prec = f"{its[5]['batch_precision']:.2f} → {its[TRACE_AT[-1]]['batch_precision']:.2f}"
+        first, last = its[TRACE_AT[1]], its[TRACE_AT[-1]]  # iteration 0 has no pseudo-labels yet
+        prec = f"{first['batch_precision']:.2f} → {last['batch_precision']:.2f}"
         rows.append([f"{t['init']} / {t['loss']} / {t.get('variant', 'paper')}", *acc, prec,
-                     f"{100 * its[TRACE_AT[-1]]['pseudo_precision']:.1f}", f"{its[TRACE_AT[-1]]['labeled']:,}"])
+                     f"{100 * last['pseudo_precision']:.1f}", f"{last['labeled']:,}"])
     return sorted(rows)
 
 
