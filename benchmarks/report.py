@@ -2,15 +2,22 @@
 
     python benchmarks/report.py [results files ...]     # default: every known file in the results folder
     python benchmarks/report.py --compare BEFORE.json AFTER.json   # protocol runs paired by task and seed
+    python benchmarks/report.py --readme [--check]      # refresh (or check) the marked blocks of README.md
 
 Reads ``paper_protocol*.json``, ``human_cost*.json``, ``speed*.json``, ``vote_prior*.json`` and ``sources*.json``
 and prints each one's tables with the device and command line that produced them.
+
+In ``--readme`` mode only the text between ``<!-- report FILE -->`` (or
+``<!-- report --compare BEFORE AFTER -->``) and ``<!-- /report -->`` is rewritten, from the files
+in the results folder; the prose around the blocks is left byte for byte.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +62,10 @@ def trace_rows(runs: list[dict[str, Any]], seed: int = 0) -> list[list[Any]]:
     return sorted(rows)
 
 
-def report(path: Path) -> str:
+def report(path: Path, heading: bool = True) -> str:
+    """Markdown for one result file: its tables, under a ``### name`` heading unless ``heading`` is off."""
     d = json.loads(path.read_text())
-    out = [f"### {path.name}", "", where(d), ""]
+    out = [f"### {path.name}", "", where(d), ""] if heading else [where(d), ""]
     if path.name.startswith("paper_protocol"):
         out.append(md_table(PROTOCOL_HEADERS, table_rows(summarize(d["runs"]))))
         trace = trace_rows(d["runs"])
@@ -123,13 +131,89 @@ def compare_protocol(before: list[dict[str, Any]], after: list[dict[str, Any]]) 
     return rows
 
 
+OPEN = re.compile(r"^<!-- report (.*?) -->\n", re.M)  # markers are whole lines; a mention in prose is not one
+CLOSE = "<!-- /report -->"
+CLOSE_LINE = re.compile(r"^<!-- /report -->$", re.M)
+
+
+class ReadmeError(ValueError):
+    """A marked README block that cannot be filled: unclosed, nested, or naming no result file."""
+
+
+def block_text(args: list[str], results: Path) -> str:
+    """Generated text of one marked block, ``args`` being ``[FILE]`` or ``["--compare", BEFORE, AFTER]``."""
+    names = args[1:] if args[:1] == ["--compare"] else args
+    if len(names) != (2 if args[:1] == ["--compare"] else 1):
+        raise ReadmeError(f"marker '<!-- report {' '.join(args)} -->' needs one file or --compare with two")
+    paths = [results / n for n in names]
+    for path in paths:
+        if not path.is_file():
+            raise ReadmeError(f"marker '<!-- report {' '.join(args)} -->' names {path}, which does not exist")
+    if len(paths) == 2:
+        before, after = (json.loads(p.read_text())["runs"] for p in paths)
+        return md_table(COMPARE_HEADERS, compare_protocol(before, after))
+    return report(paths[0], heading=False)
+
+
+def fill_readme(text: str, results: Path) -> tuple[str, list[str]]:
+    """``text`` with every marked block regenerated from ``results``, and the markers whose block changed.
+
+    Raises ``ReadmeError`` (with the line number) on an unclosed or nested marker or a missing file."""
+    def stray(a: int, b: int) -> None:  # a closing marker outside every block
+        if (c := CLOSE_LINE.search(text, a, b)) is not None:
+            line = text.count("\n", 0, c.start()) + 1
+            raise ReadmeError(f"line {line}: '{CLOSE}' without an opening '<!-- report FILE -->'")
+
+    out, changed, pos = [], [], 0  # pos: just after the last block's closing marker
+    while (m := OPEN.search(text, pos)) is not None:
+        stray(pos, m.start())
+        line = text.count("\n", 0, m.start()) + 1
+        c = CLOSE_LINE.search(text, m.end())
+        nxt = OPEN.search(text, m.end())
+        if c is None or (nxt is not None and nxt.start() < c.start()):
+            raise ReadmeError(f"line {line}: '<!-- report {m.group(1)} -->' has no '{CLOSE}' before the next block")
+        try:
+            new = block_text(m.group(1).split(), results).rstrip("\n") + "\n\n"  # a blank line ends the table
+        except ReadmeError as e:
+            raise ReadmeError(f"line {line}: {e}") from None
+        if text[m.end():c.start()] != new:
+            changed.append(m.group(1))
+        out += [text[pos:m.end()], new, CLOSE]
+        pos = c.end()
+    stray(pos, len(text))
+    return "".join(out) + text[pos:], changed
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="Markdown tables of benchmark result files.")
     ap.add_argument("files", nargs="*", type=Path,
                     help="result files (default: every known file in the results folder)")
     ap.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"),
                     help="two protocol results, paired by task and seed")
+    ap.add_argument("--readme", nargs="?", type=Path, const=Path(__file__).with_name("README.md"),
+                    help="rewrite the marked blocks of this README (default benchmarks/README.md) from the results")
+    ap.add_argument("--check", action="store_true",
+                    help="with --readme: write nothing, exit 1 if a marked block is out of date")
     args = ap.parse_args()
+    if args.check and not args.readme:
+        ap.error("--check goes with --readme")
+    if args.readme:
+        if args.files or args.compare:
+            ap.error("--readme takes no result files: the blocks name them")
+        if not args.readme.is_file():
+            ap.error(f"no README {args.readme}")
+        try:
+            text, changed = fill_readme(args.readme.read_text(), out_dir())
+        except ReadmeError as e:
+            ap.error(f"{args.readme}: {e}")
+        if args.check:
+            for c in changed:
+                print(f"out of date: <!-- report {c} -->")
+            sys.exit(1 if changed else 0)
+        if changed:
+            args.readme.write_text(text)
+        print(f"{args.readme}: {len(changed)} block(s) rewritten" + "".join(f"\n  {c}" for c in changed))
+        return
     for path in [*args.files, *(args.compare or [])]:
         if not path.is_file():
             ap.error(f"no result file {path}; the files are in {out_dir()}")

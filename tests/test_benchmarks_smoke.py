@@ -126,6 +126,58 @@ def test_trace_rows_follow_finished_head_runs_of_one_seed() -> None:
     assert rows[1][1] == "50.0" and rows[1][7:] == ["0.90 → 0.50", "80.0", "2,600"]  # 1-NN without one
 
 
+def test_readme_blocks_are_rewritten_and_the_prose_around_them_is_kept(tmp_path: Path) -> None:
+    sys.path.insert(0, str(BENCH))
+    try:
+        from report import ReadmeError, fill_readme
+    finally:
+        sys.path.remove(str(BENCH))
+
+    def result(name: str, value: float) -> None:
+        (tmp_path / name).write_text(json.dumps({"device": "cpu", "cpu_count": 2, "started": "today", "command": "c",
+                                                 "rows": [{"pool": 10, "precision": value}]}))
+
+    result("vote_prior_a.json", 0.5)
+    result("vote_prior_b.json", 0.75)
+    text = ("# Title\n\nProse *before*, naming `<!-- report X -->` and `<!-- /report -->`.\n\n<!-- report vote_prior_a.json -->\nold table\n<!-- /report -->\n\n"
+            "Prose between.\n<!-- report vote_prior_b.json -->\n<!-- /report -->\nProse after, no newline")
+    new, changed = fill_readme(text, tmp_path)
+    assert changed == ["vote_prior_a.json", "vote_prior_b.json"]
+    outside = new.split("\n<!-- report ")
+    assert outside[0] == "# Title\n\nProse *before*, naming `<!-- report X -->` and `<!-- /report -->`.\n"
+    assert "-->\n\nProse between.\n" in new and new.endswith("<!-- /report -->\nProse after, no newline")
+    assert "old table" not in new and "| 0.500 |" in new and "| 0.750 |" in new
+    assert fill_readme(new, tmp_path) == (new, [])  # up to date: nothing to rewrite
+    result("vote_prior_b.json", 0.9)
+    again, changed = fill_readme(new, tmp_path)
+    assert changed == ["vote_prior_b.json"] and "| 0.900 |" in again and "| 0.500 |" in again
+
+    bad = {
+        "<!-- report vote_prior_a.json -->\nno end\n": "line 1: .* has no '<!-- /report -->'",
+        "x\n<!-- report vote_prior_a.json -->\n<!-- report vote_prior_b.json -->\n<!-- /report -->\n":
+            "line 2: .* before the next block",
+        "a\nb\n<!-- /report -->\n": "line 3: '<!-- /report -->' without an opening",
+        "<!-- report missing.json -->\n<!-- /report -->\n": "line 1: .*missing.json, which does not exist",
+        "<!-- report --compare vote_prior_a.json -->\n<!-- /report -->\n": "needs one file or --compare with two",
+    }
+    for readme, message in bad.items():
+        with pytest.raises(ReadmeError, match=message):
+            fill_readme(readme, tmp_path)
+
+
+def test_benchmarks_readme_tables_match_the_committed_results() -> None:
+    """The marked tables of benchmarks/README.md are what report.py makes of benchmarks/results."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from report import fill_readme
+    finally:
+        sys.path.remove(str(BENCH))
+    readme = (BENCH / "README.md").read_text()
+    assert readme.count("<!-- report ") >= 8
+    _, changed = fill_readme(readme, BENCH / "results")
+    assert changed == [], f"out of date; refresh with `python benchmarks/report.py --readme`: {changed}"
+
+
 def test_merge_protocol_results(tmp_path: Path) -> None:
     sys.path.insert(0, str(BENCH))
     try:
