@@ -210,8 +210,10 @@ def main() -> None:
             for c in changed:
                 print(f"out of date: <!-- report {c} -->")
             sys.exit(1 if changed else 0)
-        if changed:
-            args.readme.write_text(text)
+        if changed:  # written whole, then renamed: an interrupted refresh leaves the old README
+            tmp = args.readme.with_name(f".{args.readme.name}.tmp")
+            tmp.write_text(text)
+            tmp.replace(args.readme)
         print(f"{args.readme}: {len(changed)} block(s) rewritten" + "".join(f"\n  {c}" for c in changed))
         return
     for path in [*args.files, *(args.compare or [])]:
