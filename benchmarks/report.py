@@ -140,19 +140,21 @@ class ReadmeError(ValueError):
     """A marked README block that cannot be filled: unclosed, nested, or naming no result file."""
 
 
+def compare_table(before: Path, after: Path) -> str:
+    """Markdown table pairing the runs of two protocol result files (see :func:`compare_protocol`)."""
+    return md_table(COMPARE_HEADERS, compare_protocol(*(json.loads(p.read_text())["runs"] for p in (before, after))))
+
+
 def block_text(args: list[str], results: Path) -> str:
     """Generated text of one marked block, ``args`` being ``[FILE]`` or ``["--compare", BEFORE, AFTER]``."""
-    names = args[1:] if args[:1] == ["--compare"] else args
-    if len(names) != (2 if args[:1] == ["--compare"] else 1):
+    compare = args[:1] == ["--compare"]
+    paths = [results / n for n in (args[1:] if compare else args)]
+    if len(paths) != (2 if compare else 1):
         raise ReadmeError(f"marker '<!-- report {' '.join(args)} -->' needs one file or --compare with two")
-    paths = [results / n for n in names]
     for path in paths:
         if not path.is_file():
             raise ReadmeError(f"marker '<!-- report {' '.join(args)} -->' names {path}, which does not exist")
-    if len(paths) == 2:
-        before, after = (json.loads(p.read_text())["runs"] for p in paths)
-        return md_table(COMPARE_HEADERS, compare_protocol(before, after))
-    return report(paths[0], heading=False)
+    return compare_table(*paths) if compare else report(paths[0], heading=False)
 
 
 def fill_readme(text: str, results: Path) -> tuple[str, list[str]]:
@@ -222,8 +224,7 @@ def main() -> None:
     if args.compare:
         if args.files:
             ap.error("--compare takes exactly two files and no others")
-        before, after = (json.loads(p.read_text())["runs"] for p in args.compare)
-        print(md_table(COMPARE_HEADERS, compare_protocol(before, after)))
+        print(compare_table(*args.compare))
         return
     paths = args.files or sorted(
         p for p in out_dir().glob("*.json") if p.name.startswith(("paper_protocol", "human_cost", "speed", "vote_prior", "sources")))
