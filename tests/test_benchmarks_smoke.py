@@ -3,10 +3,12 @@ their JSON and their numbers are coherent. The benchmarks themselves are run by 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,16 @@ import pytest
 import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@contextlib.contextmanager
+def bench_path() -> Iterator[None]:
+    """Lets a block import the benchmark modules, which import each other by bare name."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(BENCH))
 
 
 def run(script: str, tmp_path: Path, *args: str) -> str:
@@ -87,11 +99,8 @@ def test_paper_protocol_finetune_mode_smoke(tmp_path: Path, device: str) -> None
 
 
 def test_compare_protocol_pairs_runs_by_task_and_seed() -> None:
-    sys.path.insert(0, str(BENCH))
-    try:
+    with bench_path():
         from report import compare_protocol
-    finally:
-        sys.path.remove(str(BENCH))
 
     def run_(seed: int, first: float, last: float, status: str = "done") -> dict[str, object]:
         task = {"dataset": "cifar10", "init": "pretrained", "loss": "triplet", "variant": "paper", "seed": seed}
@@ -106,11 +115,8 @@ def test_compare_protocol_pairs_runs_by_task_and_seed() -> None:
 
 
 def test_trace_rows_follow_finished_head_runs_of_one_seed() -> None:
-    sys.path.insert(0, str(BENCH))
-    try:
+    with bench_path():
         from report import trace_rows
-    finally:
-        sys.path.remove(str(BENCH))
 
     def run_(seed: int, loss: str, n: int = 26, status: str = "done", clf: bool = True) -> dict[str, object]:
         its = [{"acc_1nn": 0.5 + i / 100, "acc_clf": 0.6 + i / 100, "batch_precision": 1 - i / 50,
@@ -127,11 +133,8 @@ def test_trace_rows_follow_finished_head_runs_of_one_seed() -> None:
 
 
 def test_readme_blocks_are_rewritten_and_the_prose_around_them_is_kept(tmp_path: Path) -> None:
-    sys.path.insert(0, str(BENCH))
-    try:
+    with bench_path():
         from report import ReadmeError, fill_readme
-    finally:
-        sys.path.remove(str(BENCH))
 
     def result(name: str, value: float) -> None:
         (tmp_path / name).write_text(json.dumps({"device": "cpu", "cpu_count": 2, "started": "today", "command": "c",
@@ -167,11 +170,8 @@ def test_readme_blocks_are_rewritten_and_the_prose_around_them_is_kept(tmp_path:
 
 def test_benchmarks_readme_tables_match_the_committed_results() -> None:
     """The marked tables of benchmarks/README.md are what report.py makes of benchmarks/results."""
-    sys.path.insert(0, str(BENCH))
-    try:
+    with bench_path():
         from report import fill_readme
-    finally:
-        sys.path.remove(str(BENCH))
     readme = (BENCH / "README.md").read_text()
     assert readme.count("<!-- report ") >= 8
     _, changed = fill_readme(readme, BENCH / "results")
@@ -179,11 +179,8 @@ def test_benchmarks_readme_tables_match_the_committed_results() -> None:
 
 
 def test_merge_protocol_results(tmp_path: Path) -> None:
-    sys.path.insert(0, str(BENCH))
-    try:
+    with bench_path():
         from merge_results import merge
-    finally:
-        sys.path.remove(str(BENCH))
 
     def run_(seed: int, status: str, acc: float) -> dict[str, object]:
         it = {"acc_1nn": acc, "acc_clf": acc, "pseudo_precision": 0.8}
@@ -260,8 +257,7 @@ def test_speed_smoke(tmp_path: Path) -> None:
 
 
 def test_feature_extraction_matches_labeltool_preprocessing(tmp_path: Path) -> None:
-    sys.path.insert(0, str(BENCH))
-    try:
+    with bench_path():
         import torch
         from _datasets import synthetic_images
         from _features import batch_preprocess, make_backbone
@@ -274,8 +270,6 @@ def test_feature_extraction_matches_labeltool_preprocessing(tmp_path: Path) -> N
         batch = batch_preprocess(spec)(torch.from_numpy(imgs))
         single = torch.stack([make_preprocess(spec)(Image.fromarray(im)) for im in imgs])
         assert torch.equal(batch, single)
-    finally:
-        sys.path.remove(str(BENCH))
     run("bench_paper_protocol.py", tmp_path, "--datasets", "synthetic_images", "--subset", "60", "--image-size", "32",
         "--device", "cpu", "--extract-only", "--inits", "pretrained", "random")
     metas = sorted((tmp_path / "cache" / "features").glob("*/meta.json"))
