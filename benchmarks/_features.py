@@ -2,7 +2,7 @@
 
 Images are decoded once into uint8 arrays (``_datasets``); each batch goes through labeltool's
 own preprocessing transforms (resize short side, centre-crop, scale, normalise) on the compute
-device. On CUDA the backbone runs under fp16 autocast in channels_last, as ``labeltool.embed``
+device. On CUDA the backbone runs under fp16 autocast in channels_last, as ``labeltool.models.extract``
 does. ``init="random"`` builds the same architecture with timm's random initialisation.
 """
 
@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from _datasets import ImageSet, load_cifar10, load_fashion_mnist, stratified_subset, synthetic_images
 from torchvision.transforms import v2 as T
 
-from labeltool.backbones import DEFAULT_BACKBONE, Backbone, create_backbone, get_spec, make_preprocess
-from labeltool.embed import pick_device
+from labeltool.models.backbones import DEFAULT_BACKBONE, Backbone, create_backbone, get_spec, make_preprocess
+from labeltool.models.extract import pick_device
 
 INITS = ("pretrained", "random")
 

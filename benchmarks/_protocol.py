@@ -25,10 +25,11 @@ import numpy as np
 from _datasets import balanced_seed
 from _features import FeatureSet, load_features
 
+from labeltool.config import SuggestConfig, TrainConfig
+from labeltool.eval.metrics import knn_accuracy
 from labeltool.losses import EmbeddingLoss
-from labeltool.metrics import knn_accuracy
-from labeltool.suggest import SuggestConfig, propose
-from labeltool.train import TrainConfig, TrainResult, class_probabilities, embed_features, train_head
+from labeltool.suggest.propose import propose
+from labeltool.train.head import TrainResult, class_probabilities, embed_features, train_head
 
 MODES = ("head", "finetune")
 

@@ -1,13 +1,13 @@
 """Fine-tune mode of the self-training protocol: the backbone's last stages train with the head.
 
 Every meta-iteration continues from the previous one's fine-tuned backbone, head and loss
-(``labeltool.finetune.finetune`` on the image files, augmentation included) and then
+(``labeltool.train.finetune.finetune`` on the image files, augmentation included) and then
 re-extracts the features of every train and test image with the new backbone, as a
 fine-tune round of the app does. Before the first meta-iteration a head is trained on the
 starting backbone's cached features, so fine-tuning does not begin from a random head. The
 all-labels reference fine-tunes the starting backbone again from scratch on every label.
 
-``labeltool.finetune`` reads images from files, so the benchmark's uint8 arrays are written
+``labeltool.train.finetune`` reads images from files, so the benchmark's uint8 arrays are written
 once as PNGs under ``<cache>/images/`` (lossless: the pixels the features were extracted from).
 """
 
@@ -26,10 +26,11 @@ from _features import FeatureSet, extract, load_images, make_backbone
 from _protocol import Fit
 from PIL import Image
 
-from labeltool.backbones import Backbone
-from labeltool.embed import pick_device
-from labeltool.finetune import FinetuneConfig, FinetuneResult, finetune
-from labeltool.train import TrainConfig, embed_features, train_head
+from labeltool.config import FinetuneConfig, TrainConfig
+from labeltool.models.backbones import Backbone
+from labeltool.models.extract import pick_device
+from labeltool.train.finetune import FinetuneResult, finetune
+from labeltool.train.head import embed_features, train_head
 
 
 def image_files(images: np.ndarray, folder: Path) -> list[Path]:
@@ -51,7 +52,7 @@ def image_files(images: np.ndarray, folder: Path) -> list[Path]:
 class FinetuneLearner:
     """Fine-tune mode: backbone (last ``stages``), head and loss, continued every meta-iteration.
 
-    ``task["finetune"]`` holds :class:`~labeltool.finetune.FinetuneConfig` fields (``steps`` is the
+    ``task["finetune"]`` holds :class:`~labeltool.train.finetune.FinetuneConfig` fields (``steps`` is the
     number of fine-tuning steps per meta-iteration); ``task["finetune_all_steps"]`` the steps of
     the all-labels reference.
     """

@@ -25,11 +25,12 @@ import numpy as np
 from _datasets import balanced_seed, stratified_subset
 from _features import load_features
 
-from labeltool.embed import pick_device
-from labeltool.knn import knn_search
-from labeltool.suggest import SuggestConfig, propose
+from labeltool.config import SuggestConfig, TrainConfig
 from labeltool.losses import get_loss_class
-from labeltool.train import TrainConfig, class_probabilities, embed_features, train_head
+from labeltool.models.extract import pick_device
+from labeltool.suggest.knn import knn_search
+from labeltool.suggest.propose import propose
+from labeltool.train.head import class_probabilities, embed_features, train_head
 
 DEFAULT_WALK_T = SuggestConfig().walk_temperature  # the library's default
 

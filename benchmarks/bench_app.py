@@ -39,7 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "app"))
 
-from labeltool.session import LabelingSession, SuggestConfig, TrainConfig  # noqa: E402
+from labeltool.config import SuggestConfig, TrainConfig  # noqa: E402
+from labeltool.session import LabelingSession  # noqa: E402
 
 CLASSES = [f"class_{i:02d}" for i in range(10)]
 SEED_PER_CLASS = 20

@@ -24,9 +24,9 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from labeltool.backbones import create_backbone, is_installed, list_backbones, make_preprocess  # noqa: E402
-from labeltool.embed import iter_features, pick_device  # noqa: E402
-from labeltool.images import load_image  # noqa: E402
+from labeltool.data.scan import load_image  # noqa: E402
+from labeltool.models.backbones import create_backbone, is_installed, list_backbones, make_preprocess  # noqa: E402
+from labeltool.models.extract import iter_features, pick_device  # noqa: E402
 
 
 def make_images(folder: Path, n: int, size: int, seed: int) -> list[Path]:

@@ -22,11 +22,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from labeltool.backbones import create_backbone  # noqa: E402
-from labeltool.embed import pick_device  # noqa: E402
-from labeltool.finetune import FinetuneConfig, finetune  # noqa: E402
-from labeltool.heads import ProjectionHead  # noqa: E402
+from labeltool.config import FinetuneConfig  # noqa: E402
 from labeltool.losses import create_loss  # noqa: E402
+from labeltool.models.backbones import create_backbone  # noqa: E402
+from labeltool.models.extract import pick_device  # noqa: E402
+from labeltool.models.heads import ProjectionHead  # noqa: E402
+from labeltool.train.finetune import finetune  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

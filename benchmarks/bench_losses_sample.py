@@ -27,13 +27,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from labeltool.config import ProjectConfig, SuggestConfig, TrainConfig  # noqa: E402
+from labeltool.eval.metrics import knn_accuracy  # noqa: E402
 from labeltool.losses import list_losses  # noqa: E402
-from labeltool.metrics import knn_accuracy  # noqa: E402
-from labeltool.project import ProjectConfig  # noqa: E402
-from labeltool.selftrain import oracle_ids, read_oracle, run_selftrain  # noqa: E402
+from labeltool.rounds.selftrain import oracle_ids, read_oracle, run_selftrain  # noqa: E402
 from labeltool.session import LabelingSession  # noqa: E402
-from labeltool.suggest import SuggestConfig  # noqa: E402
-from labeltool.train import TrainConfig  # noqa: E402
 
 
 def pool_accuracy(s: LabelingSession, truth: dict[int, int]) -> float:

@@ -33,12 +33,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from labeltool.backbones import get_spec  # noqa: E402
-from labeltool.feature_cache import FeatureCache  # noqa: E402
-from labeltool.knn import knn_search  # noqa: E402
-from labeltool.project import ProjectConfig, open_project  # noqa: E402
-from labeltool.store import Store  # noqa: E402
-from labeltool.suggest import SuggestConfig, propose  # noqa: E402
+from labeltool.config import ProjectConfig, SuggestConfig  # noqa: E402
+from labeltool.data.features import FeatureCache  # noqa: E402
+from labeltool.data.project import open_project  # noqa: E402
+from labeltool.data.store import Store  # noqa: E402
+from labeltool.models.backbones import get_spec  # noqa: E402
+from labeltool.suggest.knn import knn_search  # noqa: E402
+from labeltool.suggest.propose import propose  # noqa: E402
 
 MB = 1024 * 1024
 
@@ -116,7 +117,7 @@ def _write_features(cache: FeatureCache, n: int, n_classes: int, n_labeled: int,
 def _scan_files(workdir: Path, n: int, results: list[dict[str, Any]], mem: MemorySampler) -> None:
     from PIL import Image
 
-    from labeltool.images import scan_folder
+    from labeltool.data.scan import scan_folder
 
     folder = workdir / "scan"
     rng = np.random.default_rng(1)
@@ -134,8 +135,8 @@ def _scan_files(workdir: Path, n: int, results: list[dict[str, Any]], mem: Memor
 def run(n: int, *, n_classes: int = 20, labeled: float = 0.01, workdir: Path, scan_files: int = 0,
         train: bool = True, seed: int = 0, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Build the project under ``workdir`` and measure every step; returns the result table."""
+    from labeltool.config import TrainConfig
     from labeltool.session import LabelingSession
-    from labeltool.train import TrainConfig
 
     results: list[dict[str, Any]] = []
     baseline = {"rss_mib": round(_status_kb("VmRSS") / 1024, 1), "anon_mib": round(_status_kb("RssAnon") / 1024, 1)}

@@ -26,9 +26,10 @@ from _common import default_cache_dir, environment, set_threads, table, write_js
 from _datasets import balanced_seed
 from _features import load_features
 
+from labeltool.config import SuggestConfig, TrainConfig
 from labeltool.losses import get_loss_class, list_losses
-from labeltool.suggest import SuggestConfig, propose
-from labeltool.train import TrainConfig, class_probabilities, embed_features, train_head
+from labeltool.suggest.propose import propose
+from labeltool.train.head import class_probabilities, embed_features, train_head
 
 TOPS = (5, 20, 50)
 SOURCES = ("knn vote", "knn 1nn", "walk", "knn+walk", "softmax")

@@ -12,7 +12,7 @@ halves of a naive numpy search (distance products, top-k selection) timed separa
 Round: backbone features ``[N, 1280]`` float16 in a ``np.memmap`` file on disk, ``--labeled`` of
 them labeled; labeltool's default ``TrainConfig`` and ``SuggestConfig``; each size runs in its own
 process so its peak memory is its own (peak RSS counts touched memmap pages; ``anon`` does not).
-UMAP: ``labeltool.viz.umap_2d`` on 64-d embeddings; the first call includes numba's compilation.
+UMAP: ``labeltool.ui.figures.umap_2d`` on 64-d embeddings; the first call includes numba's compilation.
 Writes benchmarks/results/speed.json.
 """
 
@@ -54,7 +54,7 @@ def bench_knn(n: int, labeled: int, k: int, seed: int) -> dict[str, Any]:
     """One run each of labeltool/faiss/sklearn on the same queries and base."""
     from sklearn.neighbors import NearestNeighbors
 
-    from labeltool.knn import knn_search
+    from labeltool.suggest.knn import knn_search
 
     q, _ = clustered(n, 64, seed)
     base, _ = clustered(labeled, 64, seed + 1)
@@ -125,8 +125,9 @@ def round_child(path: Path, n: int, labeled: int, threads: int | None) -> dict[s
     set_threads(threads)
     import torch
 
-    from labeltool.suggest import SuggestConfig, propose
-    from labeltool.train import TrainConfig, embed_features, train_head
+    from labeltool.config import SuggestConfig, TrainConfig
+    from labeltool.suggest.propose import propose
+    from labeltool.train.head import embed_features, train_head
 
     with AnonRssSampler() as anon:
         feats = np.load(path, mmap_mode="r")[:n]
@@ -153,7 +154,7 @@ def round_child(path: Path, n: int, labeled: int, threads: int | None) -> dict[s
 def umap_child(sizes: list[int], threads: int | None) -> list[dict[str, Any]]:
     """UMAP of clustered 64-d points at each size, in order, in one process."""
     set_threads(threads)
-    from labeltool.viz import umap_2d
+    from labeltool.ui.figures import umap_2d
 
     out = []
     for i, n in enumerate(sizes):

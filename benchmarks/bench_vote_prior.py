@@ -21,9 +21,10 @@ from _common import default_cache_dir, environment, set_threads, table, write_js
 from _datasets import balanced_seed
 from _features import load_features
 
-from labeltool.knn import knn_search
-from labeltool.suggest_knn import knn_class_scores, vote_temperature
-from labeltool.train import TrainConfig, embed_features, train_head
+from labeltool.config import TrainConfig
+from labeltool.suggest.knn import knn_search
+from labeltool.suggest.knn_scores import knn_class_scores, vote_temperature
+from labeltool.train.head import embed_features, train_head
 
 TOPS = (1, 5, 10, 20, 50)
 

@@ -11,12 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from labeltool.backbones import DEFAULT_BACKBONE, list_backbones
+from labeltool.config import ProjectConfig, SuggestConfig, TrainConfig
 from labeltool.losses import get_loss_class, list_losses
-from labeltool.project import ProjectConfig
+from labeltool.models.backbones import DEFAULT_BACKBONE, list_backbones
 from labeltool.session import LabelingSession
-from labeltool.suggest import SuggestConfig
-from labeltool.train import TrainConfig
 
 
 def _shown(name: object, keep_newlines: bool = False) -> str:
@@ -130,7 +128,7 @@ def cmd_review(args: argparse.Namespace) -> int:
             s.accept(pending)
             print(f"accepted {len(pending)} suggestion(s)")
         elif args.decisions:
-            from labeltool.review_file import read_decisions
+            from labeltool.io.review_file import read_decisions
 
             rows = read_decisions(s, Path(args.decisions))
             s.record(rows)
@@ -142,7 +140,7 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 
 def cmd_selftrain(args: argparse.Namespace) -> int:
-    from labeltool.selftrain import read_oracle, run_selftrain
+    from labeltool.rounds.selftrain import read_oracle, run_selftrain
 
     oracle = read_oracle(args.oracle) if args.oracle else None
     with _open(args) as s:

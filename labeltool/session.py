@@ -1,7 +1,7 @@
 """``LabelingSession``: the one facade the CLI and the app use.
 
 Open a folder, scan it, embed it, train rounds, propose suggestions, record decisions, undo,
-export. Every write goes through :class:`labeltool.store.Store` and is durable when the method
+export. Every write goes through :class:`labeltool.data.store.Store` and is durable when the method
 returns.
 """
 
@@ -15,18 +15,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from labeltool import rounds as round_ops
-from labeltool.backbones import Backbone, create_backbone, get_spec
-from labeltool.checkpoints import Checkpoint, latest_round, load_checkpoint
-from labeltool.decisions import LabelState
-from labeltool.embed import ExtractionResult, extract_to_cache, pick_device
-from labeltool.feature_cache import FeatureCache
-from labeltool.images import ScannedFile, scan_folder
-from labeltool.pool import Pool, RowView
-from labeltool.project import Project, ProjectConfig, open_project
-from labeltool.store import ImageRow, Store
-from labeltool.suggest import SuggestConfig, Suggestion
-from labeltool.train import TrainConfig
+from labeltool.config import ProjectConfig, SuggestConfig, TrainConfig
+from labeltool.data.decisions import LabelState
+from labeltool.data.features import FeatureCache
+from labeltool.data.pool import Pool, RowView
+from labeltool.data.project import Project, open_project
+from labeltool.data.scan import ScannedFile, scan_folder
+from labeltool.data.store import ImageRow, Store
+from labeltool.models.backbones import Backbone, create_backbone, get_spec
+from labeltool.models.extract import ExtractionResult, extract_to_cache, pick_device
+from labeltool.rounds import head_round as round_ops
+from labeltool.session_views import SessionViews
+from labeltool.suggest.propose import Suggestion
+from labeltool.train.checkpoints import Checkpoint, latest_round, load_checkpoint
+
+__all__ = ["LabelingSession", "ProjectConfig", "ScanSummary", "SuggestConfig", "TrainConfig"]
 
 Progress = Callable[[int, int], None]
 
@@ -45,7 +48,7 @@ class ScanSummary:
     classes: list[str]
 
 
-class LabelingSession:
+class LabelingSession(SessionViews):
     """A project opened for labeling. Create with :meth:`open`."""
 
     def __init__(self, project: Project) -> None:
@@ -282,7 +285,7 @@ class LabelingSession:
 
     def thumbnail(self, image_id: int, size: int = 192) -> Path:
         """Path of a cached thumbnail (made once, keyed by content hash and size)."""
-        from labeltool.images import make_thumbnail
+        from labeltool.data.scan import make_thumbnail
 
         row = self.store.image(image_id)
         if row is None or row.status != "ok" or not row.sha256:
@@ -303,18 +306,17 @@ class LabelingSession:
         return round_ops.predict(self, paths)
 
     def export(self, out: str | Path, **options: Any) -> Path:
-        """Export dataset and/or model; see :func:`labeltool.export.export_project`."""
-        from labeltool.export import export_project
+        """Export dataset and/or model; see :func:`labeltool.io.export.export_project`."""
+        from labeltool.io.export import export_project
 
         return export_project(self, Path(out), **options)
 
-    # ---- app support (used by app.py)
     @classmethod
     def open_for_app(cls, folder: str | Path, *, project_dir: str | Path | None = None, image_size: int | None = None,
                      protected: Sequence[str | Path] = ()) -> LabelingSession:
         """Open for the web app: a protected or read-only folder gets a per-user project directory,
-        and the store works from any thread (see :mod:`labeltool.app_project`)."""
-        from labeltool.app_project import resolve_project_dir
+        and the store works from any thread (see :mod:`labeltool.ui.project_views`)."""
+        from labeltool.ui.project_views import resolve_project_dir
 
         pdir = resolve_project_dir(folder, project_dir, protected)
         session = cls.open(folder, project_dir=pdir, config=ProjectConfig(image_size=image_size) if image_size else None)
@@ -323,106 +325,11 @@ class LabelingSession:
 
     def share_store_across_threads(self) -> None:
         """Give each thread its own connection to the project database."""
-        from labeltool.app_project import ThreadLocalStore
+        from labeltool.ui.project_views import ThreadLocalStore
 
         if not isinstance(self.store, ThreadLocalStore):
             self.store.close()
             self.store = ThreadLocalStore(self.project.db_path)  # type: ignore[assignment]
-
-    def loss_catalog(self) -> dict[str, Any]:
-        """Registered losses with their hyperparameters: name → LossInfo."""
-        from labeltool.app_project import loss_catalog
-
-        return loss_catalog()
-
-    def setting_choices(self) -> dict[str, tuple[str, ...]]:
-        """Valid suggestion sources, kNN confidence modes and training modes."""
-        from labeltool.app_project import setting_choices
-
-        return setting_choices()
-
-    def default_embedding_dim(self) -> int:
-        """The embedding dimension a round uses when none is given."""
-        return TrainConfig().resolved_dim(len(self.classes))
-
-    def embedding_dim_warning(self, embedding_dim: int | None) -> str | None:
-        """The C-1 warning for ``embedding_dim`` (None = the default) with this project's classes."""
-        from labeltool.train import dimension_warning
-
-        return dimension_warning(embedding_dim or self.default_embedding_dim(), len(self.classes))
-
-    def missing_features(self) -> int:
-        """Usable images still to embed."""
-        from labeltool import app_project
-
-        return app_project.missing_features(self)
-
-    def review_queue(self, class_id: int | None = None, order: str = "high first") -> list[Suggestion]:
-        """Pending suggestions of the newest round, filtered by class and sorted."""
-        from labeltool.app_support import filter_sort
-
-        return filter_sort(self.pending_suggestions(), class_id, order)
-
-    def batch_precision(self, suggestions: Sequence[Suggestion]) -> Any:
-        """Estimated precision of a batch: a PrecisionEstimate (value, basis)."""
-        from labeltool import app_project
-
-        return app_project.batch_precision(self, suggestions)
-
-    def disputed_labels(self, k: int = 5, min_share: float = 0.6, space: str = "embedding") -> list[Any]:
-        """Labeled images whose neighbours vote for another class, in the learned ``embedding`` or
-        the ``backbone`` features (which never saw the labels)."""
-        from labeltool import app_project
-
-        return app_project.disputed(self, k, min_share, space)
-
-    def projection(self, start_umap: bool = True) -> Any:
-        """2-D projection of the current embedding (cached UMAP, else PCA while UMAP runs)."""
-        from labeltool.app_project import current_projection
-
-        return current_projection(self, start_umap=start_umap)
-
-    def explore_figure(self, proj: Any, color_by: str = "label") -> Any:
-        """WebGL scatter of a projection coloured by label, source or confidence."""
-        from labeltool.app_project import explore_figure
-
-        return explore_figure(self, proj, color_by)
-
-    def rounds_figure(self) -> Any:
-        """Round history chart (None before the first round)."""
-        from labeltool.app_project import rounds_figure
-
-        return rounds_figure(self)
-
-    def rounds_table(self) -> Any:
-        """Round history as a DataFrame."""
-        from labeltool.viz import rounds_frame
-
-        return rounds_frame(self.store.rounds())
-
-    def class_counts_figure(self) -> Any:
-        """Labeled images per class, with pending suggestions stacked."""
-        from labeltool.app_project import class_counts_figure
-
-        return class_counts_figure(self)
-
-    def image_info(self, image_id: int) -> dict[str, Any]:
-        """Path, label and pending suggestion of one image."""
-        from labeltool import app_project
-
-        return app_project.image_info(self, image_id)
-
-    def default_export_dir(self, base: str | Path | None = None) -> Path:
-        """A fresh ``models/<folder>-round<N>`` export folder."""
-        from labeltool import app_project
-
-        return app_project.default_export_dir(self, base)
-
-    def export_summary(self, out: str | Path) -> dict[str, Any]:
-        """What an export folder holds, with the manifest's bytes for download."""
-        from labeltool import app_project
-
-        return app_project.export_summary(out)
 
 
 def _as_scanned(r: ImageRow) -> ScannedFile:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from labeltool.project import ProjectConfig
+from labeltool.config import ProjectConfig
 from labeltool.session import LabelingSession
 
 from sample_helpers import TEST_IMAGE_SIZE, copy_sample

@@ -263,7 +263,7 @@ def test_feature_extraction_matches_labeltool_preprocessing(tmp_path: Path) -> N
         from _features import batch_preprocess, make_backbone
         from PIL import Image
 
-        from labeltool.backbones import make_preprocess
+        from labeltool.models.backbones import make_preprocess
 
         imgs = synthetic_images(4, 1, px=20).x_train
         spec = make_backbone("pretrained", 32).spec

@@ -86,7 +86,7 @@ def test_terminal_escapes_in_file_names_are_printed_escaped(folder: Path, capsys
 
 
 def test_oracle_labels_are_read_nfc(tmp_path: Path) -> None:
-    from labeltool.selftrain import read_oracle
+    from labeltool.rounds.selftrain import read_oracle
 
     path = tmp_path / "truth.csv"
     path.write_text("path,label\na/1.png,cafe\u0301\n", encoding="utf-8")

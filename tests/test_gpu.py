@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from labeltool.backbones import create_backbone
-from labeltool.embed import iter_features
-from labeltool.knn import available_backends, knn_search
-from labeltool.train import TrainConfig, embed_features, train_head
+from labeltool.config import TrainConfig
+from labeltool.models.backbones import create_backbone
+from labeltool.models.extract import iter_features
+from labeltool.suggest.knn import available_backends, knn_search
+from labeltool.train.head import embed_features, train_head
 
 from sample_helpers import SAMPLE
 

@@ -8,10 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labeltool.project import ProjectConfig
+from labeltool.config import ProjectConfig, SuggestConfig, TrainConfig
 from labeltool.session import LabelingSession
-from labeltool.suggest import SuggestConfig
-from labeltool.train import TrainConfig
 
 from sample_helpers import TEST_IMAGE_SIZE, copy_sample
 

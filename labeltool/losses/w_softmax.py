@@ -28,7 +28,7 @@ class WSoftmaxLoss(EmbeddingLoss):
     Pitfall: the embedding is unnormalised, so once the labels are fit the loss keeps falling by
     growing ``‖x‖`` while the class weights drift together. A continued round that restarts Adam
     takes full-size steps in that direction (accuracy 98% → 14% over eight rounds); continued
-    rounds therefore resume the optimizer's moments (:mod:`labeltool.optim_state`).
+    rounds therefore resume the optimizer's moments (:mod:`labeltool.train.optim_state`).
     """
 
     has_classifier = True

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from labeltool.session import LabelingSession, TrainConfig
+from labeltool.config import TrainConfig
+from labeltool.session import LabelingSession
 
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "app.py"

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from app_helpers import FAST_TRAIN
 
-from labeltool.session import LabelingSession, SuggestConfig
+from labeltool.config import SuggestConfig
+from labeltool.session import LabelingSession
 
 
 @pytest.fixture(scope="session")

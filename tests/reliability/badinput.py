@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
-from test_images import build_corpus, encode, palette_with_transparency, png16, two_tone, write
+
+from image_corpus import build_corpus, encode, palette_with_transparency, png16, two_tone, write
 
 RED = (220, 20, 20)
 
@@ -29,7 +30,7 @@ class Case:
 
 
 CASES: tuple[Case, ...] = (
-    # from tests/test_images.py::build_corpus
+    # from tests/image_corpus.py::build_corpus
     Case("zero-byte file", "only_bad/empty.png", "error", "empty file (0 bytes)"),
     Case("truncated JPEG", "misc/trunc.jpg", "error", "truncated image data"),
     Case("truncated PNG", "misc/trunc.png", "error", "truncated image data"),

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from crashkit import ForkServer, small_sample, write_stats
 
-from labeltool.project import ProjectConfig
+from labeltool.config import ProjectConfig
 from labeltool.session import LabelingSession
 
 from sample_helpers import SAMPLE, TEST_IMAGE_SIZE

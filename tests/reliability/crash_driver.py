@@ -26,9 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from labeltool.export import export_project  # noqa: F401 - imported before forking
+from labeltool.config import TrainConfig
+from labeltool.io.export import export_project  # noqa: F401 - imported before forking
 from labeltool.session import LabelingSession
-from labeltool.train import TrainConfig
 
 
 def emit(tag: str, payload: Any = None) -> None:

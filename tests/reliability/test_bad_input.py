@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from badinput import CASES, EMPTY_CLASS, LOCKED, build
 
-from labeltool import images
 from labeltool.cli import main
-from labeltool.images import scan_folder
+from labeltool.data import scan as images
+from labeltool.data.scan import scan_folder
 from labeltool.session import LabelingSession
 
 

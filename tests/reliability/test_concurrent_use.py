@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from crashkit import ForkServer
 
+from labeltool.data.store import Store
 from labeltool.session import LabelingSession
-from labeltool.store import Store
 
 pytestmark = pytest.mark.slow
 PER_PROCESS = int(os.environ.get("LABELTOOL_CONCURRENT_DECISIONS", "60"))  # per process

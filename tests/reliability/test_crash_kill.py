@@ -18,13 +18,11 @@ import pandas as pd
 import pytest
 from crashkit import SEED, ForkServer, kills, small_sample
 
-from labeltool.checkpoints import latest_round, load_checkpoint
-from labeltool.model_io import HEAD_WEIGHTS, MODEL_JSON, TORCHSCRIPT
-from labeltool.project import ProjectConfig
+from labeltool.config import ProjectConfig, SuggestConfig, TrainConfig
+from labeltool.data.store import Store
+from labeltool.io.model_io import HEAD_WEIGHTS, MODEL_JSON, TORCHSCRIPT
 from labeltool.session import LabelingSession
-from labeltool.store import Store
-from labeltool.suggest import SuggestConfig
-from labeltool.train import TrainConfig
+from labeltool.train.checkpoints import latest_round, load_checkpoint
 
 from sample_helpers import TEST_IMAGE_SIZE
 

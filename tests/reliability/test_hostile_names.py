@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from labeltool.cli import main
-from labeltool.export import export_project
-from labeltool.project import ProjectConfig
+from labeltool.config import ProjectConfig
+from labeltool.io.export import export_project
 from labeltool.session import LabelingSession
 
 REFUSED = ["", "   ", ".", "..", "a/b", "/etc/passwd", "../../outside", "..\\win", "C:\\x", "nul\x00byte",

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from labeltool.cli import main
-from labeltool.export import export_project, remove_stale_partials, safe_filename
-from labeltool.feature_cache import FeatureCache
-from labeltool.project import ProjectConfig
+from labeltool.config import ProjectConfig
+from labeltool.data.features import FeatureCache
+from labeltool.data.store import Store
+from labeltool.io.export import export_project, remove_stale_partials, safe_filename
 from labeltool.session import LabelingSession
-from labeltool.store import Store
 
 
 def _h(i: int) -> str:
@@ -197,7 +197,7 @@ def test_unwritable_export_location_is_a_clear_refusal(tmp_path: Path, monkeypat
     def denied(*args: object, **kw: object) -> str:
         raise PermissionError(13, "Permission denied", str(tmp_path / "ro" / ".x.partial-abcdefgh"))
 
-    monkeypatch.setattr("labeltool.export._make_partial", denied)
+    monkeypatch.setattr("labeltool.io.export._make_partial", denied)
     assert main(["export", root, str(tmp_path / "ro" / "x"), "--dataset-only"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("labeltool export: error: cannot write the export") and "Permission denied" in err
@@ -255,7 +255,7 @@ def test_review_csv_decisions_name_the_last_finished_round(tmp_path: Path) -> No
     s.store.start_round({})  # killed
     f = tmp_path / "d.csv"
     f.write_text("path,action,label\nunlabeled/a.png,assign,bag\n")
-    from labeltool.review_file import read_decisions
+    from labeltool.io.review_file import read_decisions
 
     s.record(read_decisions(s, f))
     assert [d.round for d in s.store.decisions()] == [done]

@@ -12,14 +12,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from labeltool import knn, suggest
-from labeltool.backbones import get_spec
-from labeltool.feature_cache import FeatureCache
-from labeltool.knn import knn_search
-from labeltool.project import ProjectConfig, open_project
+from labeltool.config import ProjectConfig, SuggestConfig
+from labeltool.data.features import FeatureCache
+from labeltool.data.project import open_project
+from labeltool.data.store import Store
+from labeltool.models.backbones import get_spec
 from labeltool.session import LabelingSession
-from labeltool.store import Store
-from labeltool.suggest import SuggestConfig, propose
+from labeltool.suggest import knn
+from labeltool.suggest import propose as suggest
+from labeltool.suggest.knn import knn_search
+from labeltool.suggest.propose import propose
 
 from sample_helpers import REPO
 

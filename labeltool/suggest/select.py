@@ -1,0 +1,151 @@
+"""Selecting a batch of suggestions and estimating its precision (pure functions over arrays)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from labeltool.config import SuggestConfig
+
+# (low, high, observed acceptance rate) rows, or a mapping {(low, high): rate}.
+Calibration = Sequence[tuple[float, float, float]] | Mapping[tuple[float, float], float]
+
+
+def selection_total(config: SuggestConfig, pool_size: int) -> int | None:
+    """How many suggestions a batch may hold: ``ceil(p·|U|/100)`` with ``percent``, else
+    ``batch_size`` (``None`` = no limit). ``pool_size`` = ``|U|``, the remaining unlabeled pool."""
+    if config.percent is not None:
+        # round first so that e.g. 10% of 30 is 3, not ceil(3.0000000000000004) = 4
+        return int(math.ceil(round(config.percent * pool_size / 100.0, 9)))
+    return config.batch_size
+
+
+def select(
+    image_ids: np.ndarray,
+    classes: np.ndarray,
+    confidences: np.ndarray,
+    config: SuggestConfig,
+    num_classes: int,
+    *,
+    pool_size: int | None = None,
+    tiebreak: np.ndarray | None = None,
+) -> np.ndarray:
+    """Pick the batch among the candidates; returns their positions in output order.
+
+    Args:
+        image_ids, classes, confidences: ``[M]`` one candidate (best allowed class) per image.
+        config: uses ``min_confidence``, ``batch_size``/``percent`` and ``stratified``.
+        num_classes: ``C`` for the stratified split.
+        pool_size: ``|U|`` for ``percent`` (default ``M``).
+        tiebreak: ``[M]`` optional second key, higher first, among equal confidences (e.g. a
+            probability that rounds to 1.0 for many images, ranked by what it rounded away).
+
+    Candidates below ``min_confidence`` are dropped. Global: the ``total`` most confident.
+    Stratified (paper protocol, ``p·|U|/C`` per predicted class): every class may take
+    ``total // C`` of its most confident candidates; the ``total mod C`` remaining slots go to the
+    classes whose next candidate is the most confident (at most one extra per class), so no class
+    exceeds ``ceil(total / C)`` and the batch never exceeds ``total``. Unused quota of a class with
+    too few candidates is not redistributed. The result is sorted by confidence descending, ties
+    by ``tiebreak`` descending, then by image id ascending.
+    """
+    ids = np.asarray(image_ids, dtype=np.int64)
+    cls = np.asarray(classes, dtype=np.int64)
+    conf = np.asarray(confidences, dtype=np.float64)
+    if not (ids.shape == cls.shape == conf.shape) or ids.ndim != 1:
+        raise ValueError(
+            f"image_ids, classes and confidences must be [M] alike, got {ids.shape}, {cls.shape}, {conf.shape}"
+        )
+    if tiebreak is None:
+        order = np.lexsort((ids, -conf))
+    else:
+        tie = np.asarray(tiebreak, dtype=np.float64)
+        if tie.shape != conf.shape:
+            raise ValueError(f"tiebreak must be [M] like confidences, got {tie.shape} and {conf.shape}")
+        order = np.lexsort((ids, -tie, -conf))
+    order = order[conf[order] >= config.min_confidence]
+    total = selection_total(config, ids.size if pool_size is None else pool_size)
+    if total is None:
+        return order
+    if not config.stratified:
+        return order[:total]
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1 for stratified selection, got {num_classes}")
+    quota, extra = divmod(total, num_classes)
+    # rank of each candidate within its class, in confidence order
+    by_class = np.argsort(cls[order], kind="stable")
+    sorted_cls = cls[order][by_class]
+    starts = np.searchsorted(sorted_cls, sorted_cls, side="left")
+    within = np.empty(order.size, dtype=np.int64)
+    within[by_class] = np.arange(order.size) - starts
+    take = within < quota
+    if extra:
+        nxt = np.flatnonzero(within == quota)[:extra]  # already in confidence order
+        take[nxt] = True
+    return order[take]
+
+
+def _calibrated(conf: np.ndarray, calibration: Calibration) -> np.ndarray:
+    rows = (
+        [(lo, hi, rate) for (lo, hi), rate in calibration.items()]
+        if isinstance(calibration, Mapping)
+        else [tuple(r) for r in calibration]
+    )
+    out = conf.copy()
+    done = np.zeros(conf.shape, dtype=bool)
+    for row in sorted(rows):
+        if len(row) != 3:
+            raise ValueError(f"calibration rows must be (low, high, rate), got {row!r}")
+        lo, hi, rate = (float(v) for v in row)
+        if not (lo < hi) or not 0.0 <= rate <= 1.0:
+            raise ValueError(f"bad calibration row {row!r}: need low < high and 0 <= rate <= 1")
+        inside = (conf >= lo) & ((conf < hi) | ((hi >= 1.0) & (conf <= hi))) & ~done
+        out[inside] = rate
+        done |= inside
+    return out
+
+
+def estimated_precision(
+    confidences: Sequence[float] | np.ndarray, calibration: Calibration | None = None
+) -> float:
+    """Estimated fraction of a batch that the reviewer will accept.
+
+    This is an estimate, not a measurement: without calibration it is the mean confidence of
+    the batch (exact only if the confidences are calibrated probabilities). With a calibration
+    table from earlier rounds (``(low, high, acceptance rate)`` per confidence bin, e.g. from
+    :func:`calibration_table`), each confidence is replaced by its bin's observed acceptance
+    rate first; confidences outside every bin keep their own value. Empty batch: ``nan``.
+    """
+    conf = np.asarray(confidences, dtype=np.float64).ravel()
+    if conf.size == 0:
+        return float("nan")
+    if calibration is not None:
+        conf = _calibrated(conf, calibration)
+    return float(conf.mean())
+
+
+def calibration_table(
+    confidences: Sequence[float] | np.ndarray, accepted: Sequence[bool] | np.ndarray, bins: int = 10
+) -> list[tuple[float, float, float]]:
+    """``(low, high, acceptance rate)`` for each non-empty equal-width bin of ``[0, 1]``.
+
+    ``confidences [M]`` of past suggestions and ``accepted [M]`` whether each was accepted.
+    """
+    conf = np.asarray(confidences, dtype=np.float64).ravel()
+    acc = np.asarray(accepted, dtype=bool).ravel()
+    if conf.shape != acc.shape:
+        raise ValueError(
+            f"confidences and accepted must have the same length, got {conf.size} and {acc.size}"
+        )
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    which = np.clip((conf * bins).astype(np.int64), 0, bins - 1)
+    table = []
+    for b in range(bins):
+        sel = which == b
+        if sel.any():
+            table.append((b / bins, (b + 1) / bins, float(acc[sel].mean())))
+    return table

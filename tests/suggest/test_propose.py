@@ -1,0 +1,547 @@
+"""Suggestion scoring and selection: hand-made cases and hypothesis properties."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from labeltool.suggest.propose import (
+    SuggestConfig,
+    Suggestion,
+    calibration_table,
+    estimated_precision,
+    knn_class_scores,
+    propose,
+    select,
+    vote_temperature,
+    walk_class_probs,
+    walk_roundtrip,
+)
+
+# ----------------------------------------------------------------------------- references
+
+
+def softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def dense_walk(
+    u: np.ndarray, a: np.ndarray, y: np.ndarray, c: int, t: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Dense float64 reference: P(c|b) and the class-balanced round-trip start probabilities R(c|b)."""
+    m = a.astype(np.float64) @ u.astype(np.float64).T / t  # [L, U]
+    onehot = np.eye(c)[y]
+    p = softmax(m.T, axis=1) @ onehot  # P^{ba} summed per class
+    arrive = softmax(m, axis=1).T @ onehot  # Σ_{a in c} P^{ab}(a -> b)
+    counts = onehot.sum(0)
+    bal = np.where(counts > 0, arrive / np.maximum(counts, 1), 0.0)
+    with np.errstate(invalid="ignore"):  # the naive reference underflows for huge logits
+        return p, bal / bal.sum(1, keepdims=True)
+
+
+def sqdist(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return ((x.astype(np.float64)[:, None] - y.astype(np.float64)[None]) ** 2).sum(-1)
+
+
+def blobs(n: int = 60, d: int = 5, c: int = 3, frac: float = 0.3, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(c, d)) * 4
+    truth = rng.integers(0, c, n)
+    truth[:c] = np.arange(c)  # every class present
+    emb = (centers[truth] + rng.normal(size=(n, d))).astype(np.float32)
+    labels = np.where(rng.random(n) < frac, truth, -1)
+    labels[:c] = np.arange(c)
+    ids = rng.permutation(10 * n)[:n].astype(np.int64)
+    return emb, labels.astype(np.int64), ids, truth
+
+
+# ----------------------------------------------------------------------------- properties
+
+settings.register_profile(
+    "suggest", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+@st.composite
+def problems(draw: st.DrawFn):
+    n = draw(st.integers(1, 24))
+    d = draw(st.integers(1, 4))
+    c = draw(st.integers(1, 4))
+    # small integers: plenty of exact ties and duplicates
+    emb = np.array(draw(st.lists(st.integers(-3, 3), min_size=n * d, max_size=n * d)), dtype=np.float32)
+    emb = emb.reshape(n, d)
+    labels = np.array(draw(st.lists(st.integers(-1, c - 1), min_size=n, max_size=n)), dtype=np.int64)
+    ids = np.array(
+        draw(st.lists(st.integers(0, 10_000), min_size=n, max_size=n, unique=True)), dtype=np.int64
+    )
+    probs = np.array(draw(st.lists(st.floats(0.0, 1.0), min_size=n * c, max_size=n * c))).reshape(n, c)
+    probs = probs / np.maximum(probs.sum(1, keepdims=True), 1e-9)
+    probs[probs.sum(1) == 0] = 1.0 / c
+    rejected = draw(
+        st.lists(st.tuples(st.sampled_from(ids.tolist()), st.integers(0, c - 1)), max_size=2 * n, unique=True)
+    )
+    use_percent = draw(st.booleans())
+    config = SuggestConfig(
+        source=draw(st.sampled_from(["knn", "walk", "softmax", "knn+walk"])),
+        confidence=draw(st.sampled_from(["1nn", "vote"])),
+        k=draw(st.integers(1, 6)),
+        batch_size=None if use_percent else draw(st.one_of(st.none(), st.integers(1, 12))),
+        percent=draw(st.floats(0.5, 100.0)) if use_percent else None,
+        stratified=draw(st.booleans()),
+        min_confidence=draw(st.sampled_from([0.0, 0.0, 0.3, 0.9])),
+        evidence=draw(st.integers(0, 3)),
+        walk_temperature=draw(st.sampled_from([0.5, 1.0, 3.0])),
+        walk_roundtrip=draw(st.booleans()),
+        normalize=draw(st.booleans()),
+    )
+    return emb, labels, ids, probs, rejected, config, c
+
+
+@settings(settings.get_profile("suggest"))
+@given(problems())
+def test_propose_properties(problem) -> None:
+    emb, labels, ids, probs, rejected, config, c = problem
+    out = propose(
+        emb, labels, ids, config, rejected=rejected, probs=probs, num_classes=c, knn_backend="numpy"
+    )
+    # determinism, also with the rejections given in another order
+    again = propose(
+        emb.copy(),
+        labels.copy(),
+        ids.copy(),
+        config,
+        rejected=list(reversed(rejected)),
+        probs=probs,
+        num_classes=c,
+        knn_backend="numpy",
+    )
+    assert out == again
+
+    label_of = dict(zip(ids.tolist(), labels.tolist(), strict=True))
+    unlabeled = [i for i, y in label_of.items() if y == -1]
+    rej = set(rejected)
+    assert [s.rank for s in out] == list(range(len(out)))
+    keys = [(-s.confidence, s.image_id) for s in out]
+    assert keys == sorted(keys)
+    assert len({s.image_id for s in out}) == len(out)
+    for s in out:
+        assert label_of[s.image_id] == -1, "never suggests a labeled image"
+        assert (s.image_id, s.class_id) not in rej, "never a rejected pair"
+        assert 0 <= s.class_id < c
+        assert 0.0 <= s.confidence <= 1.0
+        assert s.confidence >= config.min_confidence
+        assert s.source == config.source
+        assert (s.distance is not None) == (config.source in ("knn", "knn+walk"))
+        members = [i for i, y in label_of.items() if y == s.class_id]
+        assert len(s.evidence) == min(config.evidence, len(members))
+        assert set(s.evidence) <= set(members)
+
+    if config.percent is not None:
+        total = math.ceil(config.percent * len(unlabeled) / 100 - 1e-9)
+    else:
+        total = config.batch_size
+    if total is not None:
+        assert len(out) <= total
+        if config.stratified:
+            n_pred = c if config.source == "softmax" else len({y for y in labels.tolist() if y >= 0})
+            quota = math.ceil(total / n_pred)
+            counts = np.bincount([s.class_id for s in out], minlength=c)
+            assert counts.max(initial=0) <= quota
+
+
+@settings(settings.get_profile("suggest"))
+@given(st.integers(0, 2**31 - 1), st.sampled_from(["knn", "softmax"]), st.sampled_from(["1nn", "vote"]))
+def test_propose_ignores_row_order(seed: int, source: str, confidence: str) -> None:
+    """Same images in another row order → the same suggestions (continuous data, no ties)."""
+    emb, labels, ids, _ = blobs(n=30, seed=seed % 1000)
+    probs = softmax(np.random.default_rng(seed).normal(size=(30, 3)), 1)
+    config = SuggestConfig(
+        source=source, confidence=confidence, k=4, batch_size=8, stratified=True, evidence=2
+    )
+    perm = np.random.default_rng(seed + 1).permutation(30)
+    a = propose(emb, labels, ids, config, probs=probs, knn_backend="numpy")
+    b = propose(emb[perm], labels[perm], ids[perm], config, probs=probs[perm], knn_backend="numpy")
+    assert [(s.image_id, s.class_id, s.evidence, s.rank) for s in a] == [
+        (s.image_id, s.class_id, s.evidence, s.rank) for s in b
+    ]
+    np.testing.assert_allclose([s.confidence for s in a], [s.confidence for s in b], rtol=1e-6)
+
+
+@settings(settings.get_profile("suggest"))
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.floats(0, 1)), max_size=40),
+    st.integers(1, 20),
+    st.integers(1, 4),
+)
+def test_select_stratified_quota(cands: list[tuple[int, float]], total: int, c: int) -> None:
+    ids = np.arange(len(cands))
+    cls = np.array([k % c for k, _ in cands], dtype=np.int64)
+    conf = np.array([v for _, v in cands])
+    chosen = select(ids, cls, conf, SuggestConfig(batch_size=total, stratified=True), c)
+    assert len(chosen) <= total
+    counts = np.bincount(cls[chosen], minlength=c)
+    assert counts.max(initial=0) <= math.ceil(total / c)
+    # each class takes at least its floor quota when it has the candidates (no starving)
+    avail = np.bincount(cls, minlength=c)
+    assert np.all(counts >= np.minimum(avail, total // c))
+    # within a class, the most confident are taken
+    for k in range(c):
+        taken = conf[chosen][cls[chosen] == k]
+        rest = np.setdiff1d(np.flatnonzero(cls == k), chosen)
+        if taken.size and rest.size:
+            assert taken.min() >= conf[rest].max()
+
+
+# ----------------------------------------------------------------------------- kNN confidences
+
+
+def test_1nn_ranking_is_ascending_distance() -> None:
+    emb, labels, ids, _ = blobs(n=80, seed=3)
+    config = SuggestConfig(source="knn", confidence="1nn", batch_size=None, normalize=False, evidence=1)
+    out = propose(emb, labels, ids, config, knn_backend="numpy")
+    lab, unl = labels >= 0, labels == -1
+    d = sqdist(emb[unl], emb[lab])
+    nn1 = d.min(1)
+    expect = ids[unl][np.lexsort((ids[unl], nn1))]
+    assert [s.image_id for s in out] == expect.tolist()
+    for s in out:
+        row = int(np.flatnonzero(ids == s.image_id)[0])
+        j = int(np.argmin(sqdist(emb[row : row + 1], emb[lab])[0]))
+        assert s.class_id == labels[lab][j]
+        assert s.distance == pytest.approx(nn1[np.flatnonzero(ids[unl] == s.image_id)[0]], rel=1e-5)
+        assert s.confidence == pytest.approx(1.0 / (1.0 + s.distance))
+        assert s.evidence == (int(ids[lab][j]),)
+
+
+def test_vote_share_constructed_example() -> None:
+    # 1-D: labeled at 1 (class 0), 2 (class 1), 4 (class 0); unlabeled at 0 and 10
+    emb = np.array([[1.0], [2.0], [4.0], [0.0], [10.0]], dtype=np.float32)
+    labels = np.array([0, 1, 0, -1, -1])
+    ids = np.array([10, 11, 12, 13, 14])
+    config = SuggestConfig(source="knn", confidence="vote", k=3, batch_size=None, normalize=False, evidence=3)
+    out = {s.image_id: s for s in propose(emb, labels, ids, config, knn_backend="numpy")}
+    tau = np.median([1.0, 36.0])  # 1-NN squared distances of the pool
+    w = np.exp(-np.array([1.0, 4.0, 16.0]) / tau)
+    assert out[13].class_id == 0
+    assert out[13].confidence == pytest.approx((w[0] + w[2] + 1 / 2) / (w.sum() + 1))  # prior 1, C = 2
+    assert out[13].evidence == (10, 12)
+    assert out[13].distance == pytest.approx(1.0)
+    w = np.exp(-np.array([36.0, 64.0, 81.0]) / tau)
+    assert out[14].class_id == 0 and out[14].confidence == pytest.approx((w[0] + w[2] + 1 / 2) / (w.sum() + 1))
+    assert out[14].confidence < out[13].confidence  # farther from every labeled image
+    # the helper agrees, and reports the classes it saw
+    scores, seen = knn_class_scores(np.array([[1.0, 4.0, 16.0]]), np.array([[0, 1, 0]]), 3, tau=tau)
+    assert scores[0].sum() == pytest.approx(1.0)
+    assert seen.tolist() == [[True, True, False]]
+    # without the prior: the plain weighted share, and a unanimous vote is exactly 1
+    plain, _ = knn_class_scores(np.array([[1.0, 4.0, 16.0]]), np.array([[0, 1, 0]]), 3, tau=tau, prior=0)
+    w = np.exp(-np.array([1.0, 4.0, 16.0]) / tau)
+    np.testing.assert_allclose(plain[0], [(w[0] + w[2]) / w.sum(), w[1] / w.sum(), 0.0])
+    far, _ = knn_class_scores(np.array([[900.0, 950.0]]), np.array([[1, 1]]), 3, tau=1.0, prior=0)
+    assert far[0, 1] == 1.0
+
+
+def test_vote_ranks_close_unanimous_neighbours_above_distant_ones() -> None:
+    d = np.array([[0.1, 0.2, 0.3], [1.0, 1.5, 2.0], [5.0, 6.0, 7.0], [5000.0, 6000.0, 7000.0]])
+    cls = np.zeros((4, 3), dtype=np.int64)  # every row unanimous for class 0
+    scores, _ = knn_class_scores(d, cls, 4, tau=1.0)
+    conf = scores[:, 0]
+    assert np.all(np.diff(conf) < 0)  # strictly decreasing with distance: no ties at the top
+    assert conf[0] < (3 + 1 / 4) / (3 + 1) + 1e-12  # bounded by (k + prior/C) / (k + prior)
+    assert conf[-1] == pytest.approx(1 / 4)  # nothing close: the prior alone
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0)
+    with pytest.raises(ValueError, match="prior"):
+        knn_class_scores(d, cls, 4, tau=1.0, prior=-1.0)
+    # far from everything (a tiny tau, e.g. a pool of near-duplicates): the majority still wins
+    far, seen = knn_class_scores(np.array([[900.0, 950.0, 990.0]]), np.array([[0, 2, 2]]), 4, tau=0.01)
+    assert int(np.where(seen, far, -1).argmax()) == 2 and far[0, 2] == pytest.approx(1 / 4)
+
+
+def test_knn_class_scores_1nn_and_vote_temperature() -> None:
+    scores, seen = knn_class_scores(np.array([[0.5, 1.0, 3.0]]), np.array([[2, 0, 2]]), 3, mode="1nn")
+    np.testing.assert_allclose(scores, [[1 / 2.0, 0.0, 1 / 1.5]])
+    assert seen.tolist() == [[True, False, True]]
+    assert vote_temperature(np.array([0.0, 0.0, 0.0, 2.0, 4.0])) == pytest.approx(3.0)
+    assert vote_temperature(np.zeros(3)) == 1.0
+    assert vote_temperature(np.array([1.0, 2.0, 5.0])) == 2.0
+    with pytest.raises(ValueError, match="mode"):
+        knn_class_scores(np.zeros((1, 1)), np.zeros((1, 1), int), 2, mode="mean")
+    with pytest.raises(ValueError, match="neighbor_classes"):
+        knn_class_scores(np.zeros((1, 1)), np.full((1, 1), 5), 2)
+
+
+# ----------------------------------------------------------------------------- walk
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("temperature", [0.3, 1.0])
+def test_walk_matches_dense_reference(normalize: bool, temperature: float) -> None:
+    rng = np.random.default_rng(5)
+    u = rng.normal(size=(40, 6)).astype(np.float32)
+    a = rng.normal(size=(25, 6)).astype(np.float32)
+    y = rng.integers(0, 4, 25)
+    y[y == 2] = 3  # class 2 has no labeled image
+    ref_p, ref_r = dense_walk(unit(u) if normalize else u, unit(a) if normalize else a, y, 4, temperature)
+    p = walk_class_probs(u, a, y, 4, temperature=temperature, normalize=normalize)
+    np.testing.assert_allclose(p.sum(1), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(p, ref_p, rtol=1e-5, atol=1e-7)
+    assert np.all(p[:, 2] == 0.0)
+    r = walk_roundtrip(u, a, y, 4, temperature=temperature, normalize=normalize)
+    np.testing.assert_allclose(r, ref_r, rtol=1e-5, atol=1e-7)
+    # chunked over both sides == unchunked
+    for cs, lcs in [(7, 4), (1, 1), (40, 25)]:
+        kw = {"temperature": temperature, "normalize": normalize, "chunk_size": cs, "labeled_chunk_size": lcs}
+        np.testing.assert_allclose(walk_class_probs(u, a, y, 4, **kw), p, rtol=1e-5, atol=1e-8)
+        np.testing.assert_allclose(walk_roundtrip(u, a, y, 4, **kw), r, rtol=1e-5, atol=1e-8)
+
+
+def test_walk_streaming_is_stable_for_large_logits() -> None:
+    rng = np.random.default_rng(6)
+    u = (rng.normal(size=(10, 3)) * 50).astype(np.float32)
+    a = (rng.normal(size=(12, 3)) * 50).astype(np.float32)
+    y = rng.integers(0, 3, 12)
+    p = walk_class_probs(u, a, y, 3, temperature=0.5, labeled_chunk_size=5)
+    assert np.isfinite(p).all()
+    r = walk_roundtrip(u, a, y, 3, temperature=0.5, chunk_size=3, labeled_chunk_size=5)
+    assert np.isfinite(r).all()
+    np.testing.assert_allclose(r.sum(1), 1.0)
+    np.testing.assert_allclose(p, dense_walk(u, a, y, 3, 0.5)[0], atol=1e-6)
+
+
+def test_walk_rows_from_memmap(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(30, 4)).astype(np.float16)
+    np.save(tmp_path / "x.npy", x)
+    xm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    rows = np.array([3, 5, 8, 20, 29])
+    a = rng.normal(size=(6, 4)).astype(np.float32)
+    y = np.array([0, 1, 1, 0, 2, 2])
+    np.testing.assert_allclose(
+        walk_class_probs(xm, a, y, 3, rows=rows, chunk_size=2),
+        dense_walk(x[rows].astype(np.float32), a, y, 3, 1.0)[0],
+        rtol=1e-5,
+    )
+
+
+def test_walk_propose_uses_walk_probability_and_roundtrip() -> None:
+    emb, labels, ids, _ = blobs(n=40, seed=8)
+    lab, unl = np.flatnonzero(labels >= 0), np.flatnonzero(labels == -1)
+    order = lab[np.argsort(ids[lab])]
+    p, r = dense_walk(unit(emb[unl]), unit(emb[order]), labels[order], 3, 0.5)
+    for roundtrip, score in [(False, p), (True, p * r)]:
+        config = SuggestConfig(source="walk", batch_size=None, walk_temperature=0.5, walk_roundtrip=roundtrip)
+        out = {s.image_id: s for s in propose(emb, labels, ids, config, knn_backend="numpy")}
+        assert len(out) == unl.size
+        for j, row in enumerate(unl):
+            s = out[int(ids[row])]
+            assert s.class_id == int(np.argmax(score[j]))
+            assert s.confidence == pytest.approx(score[j].max(), rel=1e-5)
+            assert s.distance is None
+
+
+def test_knn_plus_walk_agreement() -> None:
+    # raw dot products: the walk favours the long labeled vector, kNN the close one
+    emb = np.array([[1, 0], [10, 10], [1, 0.1], [9, 9]], dtype=np.float32)
+    labels = np.array([0, 1, -1, -1])
+    ids = np.array([0, 1, 2, 3])
+    base = {"batch_size": None, "normalize": False, "confidence": "1nn"}
+    knn = {s.image_id: s for s in propose(emb, labels, ids, SuggestConfig(source="knn", **base))}
+    walk = {s.image_id: s for s in propose(emb, labels, ids, SuggestConfig(source="walk", **base))}
+    both = propose(emb, labels, ids, SuggestConfig(source="knn+walk", **base))
+    assert knn[2].class_id == 0 and walk[2].class_id == 1  # they disagree on image 2
+    assert knn[3].class_id == walk[3].class_id == 1
+    assert [s.image_id for s in both] == [3]
+    assert both[0].class_id == 1
+    assert both[0].confidence == pytest.approx(math.sqrt(knn[3].confidence * walk[3].confidence))
+    assert both[0].distance == pytest.approx(2.0)
+    assert both[0].source == "knn+walk"
+
+
+# ----------------------------------------------------------------------------- rejections, filters
+
+
+def test_rejected_best_class_gives_next_class() -> None:
+    emb = np.array([[0.0], [1.0], [1.5], [3.0], [0.2]], dtype=np.float32)
+    labels = np.array([0, 1, 1, 2, -1])
+    ids = np.array([1, 2, 3, 4, 5])
+    for confidence in ["1nn", "vote"]:
+        cfg = SuggestConfig(source="knn", confidence=confidence, k=4, normalize=False)
+        (best,) = propose(emb, labels, ids, cfg)
+        assert best.class_id == 0
+        (nxt,) = propose(emb, labels, ids, cfg, rejected=[(5, 0)])
+        assert nxt.class_id == 1
+        assert nxt.evidence == (2, 3)
+        if confidence == "1nn":
+            assert nxt.distance == pytest.approx(0.64) and nxt.confidence == pytest.approx(1 / 1.64)
+        (third,) = propose(emb, labels, ids, cfg, rejected=[(5, 0), (5, 1)])
+        assert third.class_id == 2
+        assert propose(emb, labels, ids, cfg, rejected=[(5, 0), (5, 1), (5, 2)]) == []
+    # with k = 1 only the nearest class is looked at: rejecting it leaves nothing
+    cfg = SuggestConfig(source="knn", confidence="1nn", k=1, normalize=False)
+    assert propose(emb, labels, ids, cfg, rejected=[(5, 0)]) == []
+    # softmax: next probability
+    probs = np.tile([0.2, 0.5, 0.3], (5, 1))
+    soft = SuggestConfig(source="softmax")
+    (s,) = propose(emb, labels, ids, soft, probs=probs, rejected=[(5, 1)])
+    assert (s.class_id, s.confidence) == (2, pytest.approx(0.3))
+    # walk: next class by walk probability
+    walk = SuggestConfig(source="walk", normalize=False)
+    p = dense_walk(emb[4:], emb[:4], labels[:4], 3, 1.0)[0][0]
+    (w,) = propose(emb, labels, ids, walk, rejected=[(5, int(np.argmax(p)))])
+    assert w.class_id == int(np.argsort(-p)[1])
+
+
+def test_min_confidence_filter_and_labeled_images_skipped() -> None:
+    emb, labels, ids, _ = blobs(n=60, seed=9)
+    all_ = propose(emb, labels, ids, SuggestConfig(batch_size=None), knn_backend="numpy")
+    assert len(all_) == int((labels == -1).sum())
+    cut = float(np.median([s.confidence for s in all_]))
+    some = propose(emb, labels, ids, SuggestConfig(batch_size=None, min_confidence=cut), knn_backend="numpy")
+    assert [s.image_id for s in some] == [s.image_id for s in all_ if s.confidence >= cut]
+    assert 0 < len(some) < len(all_)
+
+
+def test_evidence_is_nearest_labeled_of_class() -> None:
+    emb, labels, ids, _ = blobs(n=70, seed=10)
+    for source in ["knn", "walk", "softmax"]:
+        probs = np.full((70, 3), 1 / 3)
+        cfg = SuggestConfig(source=source, batch_size=None, evidence=4, normalize=False)
+        for s in propose(emb, labels, ids, cfg, probs=probs, knn_backend="numpy"):
+            row = int(np.flatnonzero(ids == s.image_id)[0])
+            members = np.flatnonzero(labels == s.class_id)
+            d = sqdist(emb[row : row + 1], emb[members])[0]
+            expect = ids[members][np.lexsort((ids[members], d))][:4]
+            assert s.evidence == tuple(int(i) for i in expect)
+
+
+def test_percent_and_stratified_selection() -> None:
+    emb, labels, ids, _ = blobs(n=200, seed=11, frac=0.1)
+    n_u = int((labels == -1).sum())
+    cfg = SuggestConfig(percent=10, stratified=True, batch_size=3)
+    out = propose(emb, labels, ids, cfg, knn_backend="numpy")
+    total = math.ceil(n_u * 10 / 100)
+    assert len(out) <= total
+    counts = np.bincount([s.class_id for s in out], minlength=3)
+    assert counts.max() <= math.ceil(total / 3) and counts.sum() == total  # enough candidates in each class
+    # 10% of 30 is exactly 3 (no float round-up to 4)
+    conf = np.linspace(0.1, 0.9, 30)
+    assert len(select(np.arange(30), np.zeros(30, int), conf, SuggestConfig(percent=10), 1)) == 3
+
+
+def test_degenerate_inputs() -> None:
+    emb = np.zeros((3, 2), np.float32)
+    ids = np.array([1, 2, 3])
+    assert propose(emb, np.array([-1, -1, -1]), ids, SuggestConfig()) == []  # nothing labeled
+    assert propose(emb, np.array([0, 1, 0]), ids, SuggestConfig()) == []  # nothing unlabeled
+    assert propose(np.zeros((0, 2), np.float32), np.zeros(0, int), np.zeros(0, int), SuggestConfig()) == []
+    with pytest.raises(ValueError, match="unique"):
+        propose(emb, np.array([0, -1, -1]), np.array([1, 1, 2]), SuggestConfig())
+    with pytest.raises(ValueError, match="labels"):
+        propose(emb, np.array([0, -2, -1]), ids, SuggestConfig())
+    with pytest.raises(ValueError, match="probs"):
+        propose(emb, np.array([0, -1, -1]), ids, SuggestConfig(source="softmax"))
+    with pytest.raises(ValueError, match="NaN"):
+        propose(
+            np.array([[0, 0], [np.nan, 1], [1, 1]], np.float32), np.array([0, -1, -1]), ids, SuggestConfig()
+        )
+
+
+def test_memmap_embeddings(tmp_path: Path) -> None:
+    emb, labels, ids, _ = blobs(n=50, seed=12)
+    np.save(tmp_path / "e.npy", emb.astype(np.float16))
+    mm = np.load(tmp_path / "e.npy", mmap_mode="r")
+    for source in ["knn", "knn+walk"]:
+        cfg = SuggestConfig(source=source, batch_size=10)
+        assert propose(mm, labels, ids, cfg) == propose(emb.astype(np.float16), labels, ids, cfg)
+
+
+# ----------------------------------------------------------------------------- config, precision
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"source": "magic"},
+        {"confidence": "2nn"},
+        {"k": 0},
+        {"k": 2.5},
+        {"k": True},
+        {"batch_size": 0},
+        {"percent": 0},
+        {"percent": 101},
+        {"stratified": "yes"},
+        {"min_confidence": 1.5},
+        {"min_confidence": -0.1},
+        {"evidence": -1},
+        {"walk_temperature": 0},
+        {"walk_temperature": float("inf")},
+        {"walk_roundtrip": 1},
+        {"normalize": None},
+    ],
+)
+def test_config_validation(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        SuggestConfig(**kwargs)
+
+
+def test_config_json_roundtrip() -> None:
+    cfg = SuggestConfig(source="knn+walk", percent=5.0, stratified=True, walk_roundtrip=True)
+    assert SuggestConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ValueError, match="valid"):
+        SuggestConfig.from_dict({"sauce": "knn"})
+
+
+def test_estimated_precision() -> None:
+    assert estimated_precision([0.9, 0.7, 0.5]) == pytest.approx(0.7)
+    assert math.isnan(estimated_precision([]))
+    table = [(0.0, 0.5, 0.1), (0.5, 1.0, 0.6)]
+    assert estimated_precision([0.9, 1.0, 0.2], table) == pytest.approx((0.6 + 0.6 + 0.1) / 3)
+    assert estimated_precision([0.9, 0.2], {(0.5, 1.0): 1.0}) == pytest.approx((1.0 + 0.2) / 2)
+    with pytest.raises(ValueError):
+        estimated_precision([0.5], [(0.6, 0.4, 0.5)])
+    built = calibration_table([0.05, 0.1, 0.95, 1.0], [True, False, True, True], bins=2)
+    assert built == [(0.0, 0.5, 0.5), (0.5, 1.0, 1.0)]
+    assert estimated_precision([0.2, 0.99], built) == pytest.approx(0.75)
+
+
+def test_suggestion_is_frozen() -> None:
+    s = Suggestion(1, 2, 0.5, "knn", 0.1, (3,), 0)
+    with pytest.raises(AttributeError):
+        s.rank = 1  # type: ignore[misc]
+
+
+def test_select_breaks_confidence_ties_by_tiebreak_then_id() -> None:
+    ids = np.array([10, 11, 12, 13])
+    conf = np.array([0.5, 1.0, 1.0, 1.0])
+    cfg = SuggestConfig(batch_size=None)
+    assert ids[select(ids, np.zeros(4, int), conf, cfg, 1)].tolist() == [11, 12, 13, 10]
+    tie = np.array([0.0, -3.0, -1.0, -3.0])
+    assert ids[select(ids, np.zeros(4, int), conf, cfg, 1, tiebreak=tie)].tolist() == [12, 11, 13, 10]
+    with pytest.raises(ValueError, match="tiebreak"):
+        select(ids, np.zeros(4, int), conf, cfg, 1, tiebreak=tie[:2])
+
+
+def test_softmax_ranks_probabilities_that_round_to_one_by_what_rounded_away() -> None:
+    """A scaled-cosine head (ArcFace, s = 30) puts float32 probability 1.0 on a large share of a
+    pool; among those the image whose other classes hold least probability must come first."""
+    gaps = np.array([20.0, 40.0, 25.0, 60.0, 5.0])  # logit margin of class 0 over class 1
+    logits = np.stack([gaps, np.zeros(5), np.full(5, -30.0)], axis=1)
+    probs = softmax(logits, axis=1).astype(np.float32)
+    assert (probs[[0, 1, 2, 3], 0] == 1.0).all()  # rounded: a plain sort would fall back to image id
+    emb = np.eye(5, 3, dtype=np.float32)
+    labels = np.full(5, -1)
+    rows = propose(emb, labels, np.arange(5), SuggestConfig(source="softmax", batch_size=None, evidence=0),
+                   probs=probs, num_classes=3)
+    assert [s.image_id for s in rows] == [3, 1, 2, 0, 4]  # largest margin first
+    assert [s.rank for s in rows] == [0, 1, 2, 3, 4] and rows[0].confidence == 1.0
