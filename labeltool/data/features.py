@@ -90,7 +90,7 @@ class FeatureCache:
         except FileNotFoundError:
             return 0
 
-    def __contains__(self, sha256: str) -> bool:
+    def __contains__(self, sha256: object) -> bool:
         return sha256 in self._rows
 
     def __len__(self) -> int:

@@ -17,6 +17,13 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+def _majority(votes: np.ndarray) -> int:
+    """The most frequent label among one query's neighbour labels ``[k]`` (nearest first);
+    a tie goes to the label seen nearest."""
+    order = votes.tolist()
+    return max(set(order), key=lambda c: (order.count(c), -order.index(c)))
+
+
 def loo_knn_accuracy(embeddings: np.ndarray, labels: np.ndarray, *, normalize: bool = True) -> float | None:
     """Leave-one-out 1-NN accuracy over the labeled rows (``labels >= 0``) of ``embeddings`` ``[N, D]``.
 
@@ -50,7 +57,7 @@ def knn_accuracy(
     if k == 1:
         pred = votes[:, 0]
     else:
-        pred = np.array([max(set(v.tolist()), key=lambda c, v=v: (list(v).count(c), -list(v).index(c))) for v in votes])
+        pred = np.array([_majority(v) for v in votes])
     return float((pred == test_labels).mean())
 
 

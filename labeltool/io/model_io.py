@@ -22,7 +22,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from labeltool.data.scan import load_image
-from labeltool.models.backbones import BackboneSpec, make_preprocess
+from labeltool.models.backbones import BackboneSpec, make_preprocess, rgb_triple
 from labeltool.models.heads import LabelerModel
 
 MODEL_JSON = "model.json"
@@ -84,8 +84,8 @@ class ExportedModel:
         self.class_names: list[str] = list(self.meta["classes"])
         b = self.meta["backbone"]
         self.spec = BackboneSpec(
-            name=b["name"], description="", input_size=int(b["input_size"]), mean=tuple(b["mean"]),  # type: ignore[arg-type]
-            std=tuple(b["std"]), feature_dim=int(b.get("feature_dim", 0)), license=b.get("license", ""),
+            name=b["name"], description="", input_size=int(b["input_size"]), mean=rgb_triple(b["mean"]),
+            std=rgb_triple(b["std"]), feature_dim=int(b.get("feature_dim", 0)), license=b.get("license", ""),
         )
         self.module = torch.jit.load(str(self.dir / TORCHSCRIPT), map_location="cpu").eval()
         self._preprocess = make_preprocess(self.spec)

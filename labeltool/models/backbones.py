@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -144,6 +144,13 @@ def create_backbone(
     return model.eval()
 
 
+def rgb_triple(values: Sequence[float]) -> tuple[float, float, float]:
+    """A per-channel ``(R, G, B)`` mean or std from a sequence of 3 numbers (kept as given)."""
+    if len(values) != 3:
+        raise ValueError(f"expected 3 per-channel values (R, G, B), got {len(values)}")
+    return (values[0], values[1], values[2])
+
+
 class SquareCrop(nn.Module):
     """Centre-crop ``[..., H, W]`` to its largest centred square, before any resizing, so an
     extreme aspect ratio (20000 x 1) never becomes a huge intermediate image."""
@@ -167,7 +174,7 @@ def make_preprocess(spec: BackboneSpec) -> Callable[[Image.Image], Tensor]:
         T.ToDtype(torch.float32, scale=True),
         T.Normalize(mean=list(spec.mean), std=list(spec.std)),
     ])
-    return tf  # type: ignore[no-any-return]
+    return tf
 
 
 # ---------------------------------------------------------------------------- weights files
@@ -208,17 +215,24 @@ class _TimmBody(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         m: Any = self.model
-        return m.forward_head(m.forward_features(x), pre_logits=True)  # type: ignore[no-any-return]
+        return m.forward_head(m.forward_features(x), pre_logits=True)
+
+
+def _create_timm(arch: str, num_classes: int) -> Any:
+    """An untrained timm model, typed ``Any``: ``timm.create_model`` is declared to return
+    ``nn.Module``, whose type does not name ``pretrained_cfg`` or ``get_classifier`` that every
+    timm model has."""
+    import timm
+
+    return timm.create_model(arch, pretrained=False, num_classes=num_classes)
 
 
 def _timm_backbone(spec: BackboneSpec, arch: str, state: dict[str, Tensor], with_classifier: bool) -> Backbone:
-    import timm
-
-    probe = timm.create_model(arch, pretrained=False, num_classes=0)
+    probe = _create_timm(arch, 0)
     head_name = str(probe.pretrained_cfg.get("classifier", "classifier"))
     head_w = state.get(f"{head_name}.weight")
     num_classes = int(head_w.shape[0]) if head_w is not None else 0
-    model = timm.create_model(arch, pretrained=False, num_classes=num_classes)
+    model = _create_timm(arch, num_classes)
     missing, unexpected = model.load_state_dict(state, strict=False)
     head_keys = {k for k in missing if k.startswith(head_name + ".")}
     if set(missing) - head_keys or unexpected:
@@ -244,10 +258,10 @@ def _timm_spec(name: str, checkpoint: str | None) -> BackboneSpec:
         raise ValueError(f"timm has no architecture {arch!r}")
     cfg = timm.get_pretrained_cfg(arch)
     size = int(cfg.input_size[-1]) if cfg is not None else 224
-    mean = tuple(cfg.mean) if cfg is not None else (0.485, 0.456, 0.406)
-    std = tuple(cfg.std) if cfg is not None else (0.229, 0.224, 0.225)
+    mean = rgb_triple(cfg.mean) if cfg is not None else (0.485, 0.456, 0.406)
+    std = rgb_triple(cfg.std) if cfg is not None else (0.229, 0.224, 0.225)
     return BackboneSpec(
-        name=name, description=f"timm {arch} from {checkpoint}", input_size=size, mean=mean,  # type: ignore[arg-type]
+        name=name, description=f"timm {arch} from {checkpoint}", input_size=size, mean=mean,
         std=std, feature_dim=0, license="see checkpoint", checkpoint=str(checkpoint), arch=arch,
     )
 

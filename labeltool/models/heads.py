@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from labeltool.losses.base import EmbeddingLoss
 
 
 class ProjectionHead(nn.Module):
@@ -40,6 +45,8 @@ class PrototypeClassifier(nn.Module):
     contrastive, ...). Prototypes are the normalised means of the normalised labeled embeddings.
     """
 
+    prototypes: Tensor  # [C, D] unit rows, a registered buffer
+
     def __init__(self, prototypes: Tensor, scale: float = 16.0) -> None:
         super().__init__()
         self.register_buffer("prototypes", F.normalize(prototypes.float(), dim=1))
@@ -61,12 +68,12 @@ class PrototypeClassifier(nn.Module):
 class LossLogits(nn.Module):
     """Wraps a loss with a classifier so it can be called as ``embeddings [B, D] -> logits [B, C]``."""
 
-    def __init__(self, loss: nn.Module) -> None:
+    def __init__(self, loss: EmbeddingLoss) -> None:
         super().__init__()
         self.loss = loss
 
     def forward(self, embeddings: Tensor) -> Tensor:
-        return self.loss.logits(embeddings)  # type: ignore[operator,no-any-return]
+        return self.loss.logits(embeddings)
 
 
 class LabelerModel(nn.Module):

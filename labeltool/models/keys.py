@@ -33,8 +33,8 @@ def block_layout(arch: str) -> list[tuple[int, int]]:
     """``(stage, index)`` of each block of timm's ``arch`` in execution order."""
     import timm
 
-    model = timm.create_model(arch, pretrained=False)
-    return [(s, i) for s, stage in enumerate(model.blocks) for i in range(len(stage))]
+    stages = timm.create_model(arch, pretrained=False).get_submodule("blocks")
+    return [(s, i) for s, stage in enumerate(stages.children()) for i, _ in enumerate(stage.children())]
 
 
 def efficientnet_pytorch_to_timm(state: dict[str, Tensor], arch: str) -> dict[str, Tensor]:
