@@ -18,6 +18,8 @@ from labeltool.models.backbones import (
     is_installed,
     list_backbones,
     make_preprocess,
+    register_backbone,
+    rgb_triple,
     weights_path,
 )
 from labeltool.models.keys import block_layout, efficientnet_pytorch_to_timm
@@ -32,12 +34,50 @@ def _chelsea() -> Image.Image:
     return Image.fromarray(data.chelsea())
 
 
-@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite2", "mobilenet_v2"])
+def _require_installed(name: str) -> None:
+    """Skip (fail under CI) when the weights package of backbone ``name`` is missing."""
+    if is_installed(name):
+        return
+    spec = get_spec(name)
+    why = f"weights package {spec.package!r} of backbone {name!r} is not installed ({spec.install_hint})"
+    if os.environ.get("CI"):  # the README's test command installs every one: missing is a broken install
+        pytest.fail(why)
+    pytest.skip(why)
+
+
+def test_the_registry_lists_the_bundled_backbones() -> None:
+    assert {"efficientnet_lite0", "efficientnet_lite2", "mobilenet_v2"} <= set(list_backbones())
+    assert list_backbones() == sorted(list_backbones())
+
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_registered_spec_is_complete(name: str) -> None:
+    spec = get_spec(name)
+    assert spec.name == name and spec.description and spec.license and spec.arch
+    assert spec.package and spec.weights_file and spec.package.replace("_", "-") in spec.install_hint.replace("_", "-")
+    assert len(spec.mean) == len(spec.std) == 3 and all(s > 0 for s in spec.std)
+    assert spec.feature_dim > 0 and 16 <= spec.input_size <= 1024
+    small = get_spec(name, image_size=32)
+    assert small.input_size == 32 and small.cache_key() != spec.cache_key()
+    assert small.to_json()["name"] == name
+
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_registered_backbone_gives_features_of_its_dimension(name: str) -> None:
+    _require_installed(name)
+    assert weights_path(get_spec(name)).is_file()
+    bb = create_backbone(name, image_size=64)
+    assert not bb.training
+    with torch.inference_mode():
+        feats = bb(torch.randn(2, 3, 64, 64))
+    assert feats.shape == (2, bb.spec.feature_dim) and bool(torch.isfinite(feats).all())
+    with pytest.raises(RuntimeError, match="without its classifier"):
+        bb.classify(torch.zeros(1, 3, 64, 64))
+
+
+@pytest.mark.parametrize("name", list_backbones())
 def test_bundled_weights_rank_a_cat_first_on_a_cat_photo(name: str) -> None:
-    if not is_installed(name):
-        if os.environ.get("CI"):  # the README's test command installs all three: missing is a broken install
-            pytest.fail(f"weights package for {name} is not installed")
-        pytest.skip(f"weights package for {name} is not installed")
+    _require_installed(name)
     bb = create_backbone(name, with_classifier=True)
     x = make_preprocess(bb.spec)(_chelsea()).unsqueeze(0)
     with torch.inference_mode():
@@ -125,3 +165,15 @@ def test_extreme_aspect_ratio_is_cropped_before_resizing() -> None:
     x = make_preprocess(spec)(Image.fromarray(wide))
     assert x.shape == (3, 64, 64)
     assert float(x.max()) > 0.9  # the centred square (1 x 1 pixel at the white centre) survived
+
+
+def test_a_backbone_name_cannot_be_registered_twice() -> None:
+    with pytest.raises(ValueError, match="registered twice"):
+        register_backbone(get_spec(DEFAULT_BACKBONE))(lambda spec, with_classifier: create_backbone())
+
+
+def test_rgb_triple_keeps_three_values_and_rejects_others() -> None:
+    assert rgb_triple([0.5, 0.25, 0.125]) == (0.5, 0.25, 0.125)
+    for bad in ([0.5, 0.5], [0.5] * 4):
+        with pytest.raises(ValueError, match="3 per-channel values"):
+            rgb_triple(bad)
