@@ -65,6 +65,27 @@ def knn_class_scores(
         raise ValueError(f"mode must be one of {list(KNN_CONFIDENCES)}, got {mode!r}")
     if cls.size and (cls.min() < 0 or cls.max() >= num_classes):
         raise ValueError(f"neighbor_classes must lie in [0, {num_classes})")
+    if mode == "vote" and d.shape[1] > 0:
+        if tau is not None and not (np.isfinite(float(tau)) and float(tau) > 0):
+            raise ValueError(f"tau must be > 0, got {tau}")
+        if not (np.isfinite(prior) and prior >= 0):
+            raise ValueError(f"prior must be >= 0, got {prior}")
+    return neighbor_class_scores(d, cls, num_classes, mode=mode, tau=tau, prior=prior)
+
+
+def neighbor_class_scores(
+    distances: np.ndarray,
+    neighbor_classes: np.ndarray,
+    num_classes: int,
+    *,
+    mode: str,
+    tau: float | None,
+    prior: float = VOTE_PRIOR,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`knn_class_scores` on inputs already checked: ``distances [Q, k]`` float64 ascending,
+    ``neighbor_classes [Q, k]`` int64 in ``[0, C)``, a valid ``mode``, ``tau`` > 0 or ``None``,
+    ``prior`` >= 0. Returns ``(scores [Q, C], seen [Q, C])``."""
+    d, cls = distances, neighbor_classes
     q, k = d.shape
     scores = np.zeros((q, num_classes))
     seen = np.zeros((q, num_classes), dtype=bool)
@@ -79,10 +100,6 @@ def knn_class_scores(
     if k == 0:
         return scores, seen
     t = vote_temperature(d[:, 0]) if tau is None else float(tau)
-    if not (np.isfinite(t) and t > 0):
-        raise ValueError(f"tau must be > 0, got {tau}")
-    if not (np.isfinite(prior) and prior >= 0):
-        raise ValueError(f"prior must be >= 0, got {prior}")
     # absolute weights: far neighbours count for little; the exponent is capped so that a row far
     # from every labeled image keeps its vote winner (e^-30 is still visible next to prior/C)
     w = np.exp(-np.minimum(np.maximum(d, 0.0) / t, _MAX_EXPONENT))

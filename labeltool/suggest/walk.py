@@ -24,7 +24,7 @@ log-sum-exp per class, so pools of 100k+ images and large labeled sets both fit.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -125,66 +125,119 @@ def iter_walk_scores(
     _check(unlabeled, labeled, labeled_classes, num_classes, temperature)
     if chunk_size < 1 or (labeled_chunk_size is not None and labeled_chunk_size < 1):
         raise ValueError("chunk sizes must be >= 1")
-    order = np.argsort(labeled_classes, kind="stable")  # labeled sorted by class
-    a = load_rows(labeled, order, normalize=normalize, name="labeled embeddings")
-    cls_sorted = labeled_classes[order]
-    n_lab = a.shape[0]
-    lb = labeled_chunk_size or max(1, WALK_BLOCK // chunk_size)
-    runs = []  # per labeled block: (start, class-run starts within the block, run classes)
-    for ls in range(0, n_lab, lb):
-        bc = cls_sorted[ls : ls + lb]
-        st = np.flatnonzero(np.r_[True, bc[1:] != bc[:-1]])
-        runs.append((ls, st, bc[st]))
-    inv_t = np.float32(1.0 / float(temperature))
+    yield from walk_chunk_scores(
+        unlabeled, labeled, labeled_classes, num_classes, rows=sel, normalize=normalize,
+        temperature=temperature, roundtrip=roundtrip, chunk_size=chunk_size,
+        labeled_chunk_size=labeled_chunk_size,
+    )
+
+
+def walk_chunk_scores(
+    unlabeled: np.ndarray,
+    labeled: np.ndarray,
+    labeled_classes: np.ndarray,
+    num_classes: int,
+    *,
+    rows: np.ndarray,
+    normalize: bool,
+    temperature: float,
+    roundtrip: bool,
+    chunk_size: int,
+    labeled_chunk_size: int | None,
+) -> Iterator[tuple[int, np.ndarray, np.ndarray | None]]:
+    """:func:`iter_walk_scores` on inputs already checked (``rows [U]`` int64, ``labeled_classes [L]``
+    int64 in ``[0, C)``, ``L >= 1``, ``temperature > 0``, chunk sizes >= 1)."""
+    blocks = _LabeledBlocks(
+        labeled, labeled_classes, normalize=normalize, temperature=temperature,
+        block=labeled_chunk_size or max(1, WALK_BLOCK // chunk_size),
+    )
 
     def chunks() -> Iterator[tuple[int, np.ndarray]]:
-        for s in range(0, sel.shape[0], chunk_size):
-            yield s, load_rows(unlabeled, sel[s : s + chunk_size], normalize=normalize)
+        for s in range(0, rows.shape[0], chunk_size):
+            yield s, load_rows(unlabeled, rows[s : s + chunk_size], normalize=normalize)
 
-    def logits(b: np.ndarray, ls: int) -> np.ndarray:
-        out = b @ a[ls : ls + lb].T  # [r, lb] float32
-        out *= inv_t
+    log_z = blocks.forward_log_norm(b for _, b in chunks()) if roundtrip else None
+    counts = np.bincount(labeled_classes, minlength=num_classes).astype(np.float64)
+    for s, b in chunks():
+        p, r = blocks.class_scores(b, num_classes, log_z, counts)
+        yield s, p, r
+
+
+class _LabeledBlocks:
+    """Labeled embeddings sorted by class and cut into blocks of ``block`` rows.
+
+    ``a [L, D]`` float32 (normalised with ``normalize``), ``runs``: per block its start, the
+    starts of its class runs within the block and their classes.
+    """
+
+    def __init__(
+        self, labeled: np.ndarray, labeled_classes: np.ndarray, *, normalize: bool, temperature: float, block: int
+    ) -> None:
+        order = np.argsort(labeled_classes, kind="stable")  # labeled sorted by class
+        self.a = load_rows(labeled, order, normalize=normalize, name="labeled embeddings")
+        cls_sorted = labeled_classes[order]
+        self.block = block
+        self.runs: list[tuple[int, np.ndarray, np.ndarray]] = []
+        for ls in range(0, self.a.shape[0], block):
+            bc = cls_sorted[ls : ls + block]
+            st = np.flatnonzero(np.r_[True, bc[1:] != bc[:-1]])
+            self.runs.append((ls, st, bc[st]))
+        self.inv_t = np.float32(1.0 / float(temperature))
+
+    def logits(self, b: np.ndarray, ls: int) -> np.ndarray:
+        """``M`` for unlabeled rows ``b [r, D]`` against the block starting at ``ls``: ``[r, lb]`` float32."""
+        out = b @ self.a[ls : ls + self.block].T
+        out *= self.inv_t
         return out
 
-    log_z: np.ndarray | None = None
-    if roundtrip:
-        # log Σ_{b unlabeled} exp(M[a, b]) for every labeled a: the forward step's normaliser.
+    def forward_log_norm(self, unlabeled_chunks: Iterable[np.ndarray]) -> np.ndarray:
+        """``[L]`` float32 ``log Σ_{b unlabeled} exp(M[a, b])`` for every labeled ``a``: the forward
+        step's normaliser, accumulated over the chunks ``[r, D]`` of the unlabeled pool."""
+        n_lab = self.a.shape[0]
         zm = np.full(n_lab, -np.inf)
         zs = np.zeros(n_lab)
-        for _, b in chunks():
-            for ls, _, _ in runs:
-                lg = logits(b, ls)
+        for b in unlabeled_chunks:
+            for ls, _, _ in self.runs:
+                lg = self.logits(b, ls)
                 sl = slice(ls, ls + lg.shape[1])
                 new_m = np.maximum(zm[sl], lg.max(axis=0))
                 lg -= new_m.astype(np.float32)[None, :]
                 np.exp(lg, out=lg)
                 zs[sl] = zs[sl] * np.exp(zm[sl] - new_m) + lg.sum(axis=0, dtype=np.float64)
                 zm[sl] = new_m
-        log_z = (zm + np.log(zs)).astype(np.float32)
-    counts = np.bincount(labeled_classes, minlength=num_classes).astype(np.float64)
-    for s, b in chunks():
+        return (zm + np.log(zs)).astype(np.float32)
+
+    def class_scores(
+        self, b: np.ndarray, num_classes: int, log_z: np.ndarray | None, counts: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``P [r, C]`` and, given ``log_z``, ``R [r, C]`` for the unlabeled rows ``b [r, D]``.
+
+        ``counts [C]`` float64 labeled images per class (for the class-balanced start).
+        """
         back = _ClassLogSumExp(b.shape[0], num_classes)
         arrive = _ClassLogSumExp(b.shape[0], num_classes) if log_z is not None else None
-        for ls, st, rc in runs:
-            lg = logits(b, ls)
+        for ls, st, rc in self.runs:
+            lg = self.logits(b, ls)
             if arrive is not None and log_z is not None:
                 arrive.add(lg - log_z[None, ls : ls + lg.shape[1]], st, rc)
             back.add(lg, st, rc)
         p = back.s / back.s.sum(axis=1, keepdims=True)
-        r = None
-        if arrive is not None:
-            bal = np.divide(arrive.s, counts[None, :], out=np.zeros_like(arrive.s), where=counts[None, :] > 0)
-            r = bal / bal.sum(axis=1, keepdims=True)
-        yield s, p, r
+        if arrive is None:
+            return p, None
+        bal = np.divide(arrive.s, counts[None, :], out=np.zeros_like(arrive.s), where=counts[None, :] > 0)
+        return p, bal / bal.sum(axis=1, keepdims=True)
 
 
-def _stack_walk(roundtrip: bool, num_classes: int, *args: Any, **kwargs: Any) -> np.ndarray:
+def _stack_walk(
+    roundtrip: bool, unlabeled: np.ndarray, labeled: np.ndarray, labeled_classes: np.ndarray, num_classes: int,
+    **kwargs: Any,
+) -> np.ndarray:
     """Concatenate the per-chunk walk probabilities (or round-trip scores) into ``[U, C]``."""
-    parts = [
-        r if roundtrip else p
-        for _, p, r in iter_walk_scores(*args, num_classes, roundtrip=roundtrip, **kwargs)
-        if not roundtrip or r is not None
-    ]
+    parts: list[np.ndarray] = []
+    for _, p, r in iter_walk_scores(unlabeled, labeled, labeled_classes, num_classes, roundtrip=roundtrip, **kwargs):
+        part = r if roundtrip else p
+        if part is not None:
+            parts.append(part)
     return np.concatenate(parts) if parts else np.zeros((0, num_classes))
 
 
@@ -204,7 +257,7 @@ def walk_class_probs(
 
     See :func:`iter_walk_scores` for the arguments; rows sum to 1 over classes.
     """
-    return _stack_walk(False, num_classes, unlabeled, labeled, labeled_classes, rows=rows, normalize=normalize,
+    return _stack_walk(False, unlabeled, labeled, labeled_classes, num_classes, rows=rows, normalize=normalize,
                        temperature=temperature, chunk_size=chunk_size, labeled_chunk_size=labeled_chunk_size)
 
 
@@ -221,5 +274,5 @@ def walk_roundtrip(
     labeled_chunk_size: int | None = None,
 ) -> np.ndarray:
     """Round-trip start-class probabilities ``R(c | b)`` (module docstring): ``[U, C]`` float64."""
-    return _stack_walk(True, num_classes, unlabeled, labeled, labeled_classes, rows=rows, normalize=normalize,
+    return _stack_walk(True, unlabeled, labeled, labeled_classes, num_classes, rows=rows, normalize=normalize,
                        temperature=temperature, chunk_size=chunk_size, labeled_chunk_size=labeled_chunk_size)
