@@ -19,6 +19,7 @@ from labeltool.data.decode import DEFAULT_MAX_PIXELS
 from labeltool.losses import get_loss_class
 from labeltool.models.backbones import DEFAULT_BACKBONE, get_spec
 from labeltool.suggest.knn_scores import KNN_CONFIDENCES
+from labeltool.suggest.registry import list_sources
 
 __all__ = [
     "AMP_MODES", "SOURCES", "TRAIN_MODES", "FinetuneConfig", "ProjectConfig", "SuggestConfig", "TrainConfig",
@@ -26,7 +27,7 @@ __all__ = [
 
 TRAIN_MODES = ("head", "finetune")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
-SOURCES: tuple[str, ...] = ("knn", "walk", "softmax", "knn+walk")
+SOURCES: tuple[str, ...] = tuple(list_sources())  # the registered suggestion sources, sorted
 
 
 def _is_int(v: object) -> bool:
@@ -202,7 +203,8 @@ class TrainConfig:
 class SuggestConfig:
     """How suggestions are scored and selected (saved as JSON with each round).
 
-    - ``source``: ``"knn"``, ``"walk"``, ``"softmax"`` or ``"knn+walk"`` (agreement of both).
+    - ``source``: a registered suggestion source (:mod:`labeltool.suggest.registry`): ``"knn"``,
+      ``"walk"``, ``"softmax"`` or ``"knn+walk"`` (agreement of both).
     - ``confidence``: for kNN, ``"1nn"`` (paper: 1-NN distance) or ``"vote"`` (weighted vote share).
     - ``k``: neighbours looked at for kNN.
     - ``batch_size``: suggestions per batch (``None`` = no limit); ``percent`` instead takes
@@ -232,8 +234,8 @@ class SuggestConfig:
     normalize: bool = True
 
     def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise ValueError(f"source must be one of {list(SOURCES)}, got {self.source!r}")
+        if self.source not in list_sources():
+            raise ValueError(f"source must be one of {list_sources()}, got {self.source!r}")
         if self.confidence not in KNN_CONFIDENCES:
             raise ValueError(f"confidence must be one of {list(KNN_CONFIDENCES)}, got {self.confidence!r}")
         if not _is_int(self.k) or self.k < 1:

@@ -21,6 +21,10 @@ Confidence (always in ``[0, 1]``, higher = more confident):
 - ``knn+walk``: only images where both sources predict the same class; confidence = geometric
   mean of the two confidences.
 
+Each source is a scorer in :mod:`labeltool.suggest.sources`, registered by name
+(:mod:`labeltool.suggest.registry`); :func:`propose` validates its inputs once, lets the scorer
+rate every unlabeled image, then selects the batch and attaches evidence.
+
 Rejected ``(image_id, class_id)`` pairs are never proposed again: when an image's best class is
 rejected, its best allowed class among those the source looked at is used (next by vote share,
 by 1-NN distance among the ``k`` neighbours, by walk or softmax probability); if none is left, the
@@ -30,29 +34,26 @@ image id, so the output is deterministic.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from labeltool.config import SuggestConfig
 from labeltool.suggest.knn import knn_search
 from labeltool.suggest.knn_scores import KNN_CONFIDENCES, knn_class_scores, vote_temperature
-from labeltool.suggest.select import (
-    Calibration,
-    calibration_table,
-    estimated_precision,
-    select,
-    selection_total,
-)
-from labeltool.suggest.walk import iter_walk_scores, load_rows, walk_class_probs, walk_roundtrip
+from labeltool.suggest.registry import get_source
+from labeltool.suggest.rejections import Rejections
+from labeltool.suggest.select import select, selection_total
+from labeltool.suggest.sources.base import ChunkScores, ScoringContext, SuggestionSource
+from labeltool.suggest.walk import load_rows, walk_class_probs, walk_roundtrip
+
+if TYPE_CHECKING:
+    from labeltool.config import SuggestConfig
 
 __all__ = [
     "KNN_CONFIDENCES",
-    "Calibration",
     "Suggestion",
-    "calibration_table",
-    "estimated_precision",
     "knn_class_scores",
     "propose",
     "select",
@@ -83,65 +84,15 @@ class Suggestion:
     rank: int
 
 
-def _best(scores: np.ndarray, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Best allowed class per row (lowest id on ties) and its score; class -1 where none is allowed."""
-    masked = np.where(allowed, scores, -np.inf)
-    best = np.argmax(masked, axis=1)
-    conf = masked[np.arange(masked.shape[0]), best]
-    none = ~allowed.any(axis=1)
-    best[none] = -1
-    conf[none] = 0.0
-    return best.astype(np.int64), np.clip(conf, 0.0, 1.0)
-
-
-def _rest(probs: np.ndarray, best: np.ndarray) -> np.ndarray:
-    """``[n]`` probability of every class but ``best`` per row, summed from those classes.
-
-    ``1 - p_best`` would round to 0 wherever ``p_best`` rounds to 1.0 (a scaled-cosine head such
-    as ArcFace's gives that for a third of a pool); the small probabilities themselves keep the
-    ranking among those rows. Rows without a best class (``-1``) get 1.
-    """
-    other = probs.copy()
-    rows = np.flatnonzero(best >= 0)
-    other[rows, best[rows]] = 0.0
-    out = other.sum(axis=1)
-    out[best < 0] = 1.0
-    return out
-
-
-class _Rejections:
-    """Rejected (unlabeled position, class) pairs, looked up per chunk of unlabeled positions."""
-
-    def __init__(self, rejected: Iterable[tuple[int, int]], unl_ids: np.ndarray, num_classes: int) -> None:
-        pairs = np.array([(int(i), int(c)) for i, c in rejected], dtype=np.int64).reshape(-1, 2)
-        order = np.argsort(unl_ids, kind="stable")
-        sorted_ids = unl_ids[order]
-        at = np.searchsorted(sorted_ids, pairs[:, 0])
-        at_c = np.minimum(at, max(len(sorted_ids) - 1, 0))
-        ok = (at < len(sorted_ids)) & (pairs[:, 1] >= 0) & (pairs[:, 1] < num_classes)
-        ok &= len(sorted_ids) > 0
-        if len(sorted_ids):
-            ok &= sorted_ids[at_c] == pairs[:, 0]
-        pos = order[at_c[ok]] if len(sorted_ids) else np.zeros(0, np.int64)
-        srt = np.argsort(pos, kind="stable")
-        self.pos, self.cls = pos[srt], pairs[ok, 1][srt]
-
-    def mask(self, start: int, stop: int, num_classes: int) -> np.ndarray:
-        """``[stop - start, C]`` bool: True where the pair is rejected."""
-        out = np.zeros((stop - start, num_classes), dtype=bool)
-        lo, hi = np.searchsorted(self.pos, [start, stop])
-        out[self.pos[lo:hi] - start, self.cls[lo:hi]] = True
-        return out
-
-
 def _validate(
     embeddings: np.ndarray,
     labels: np.ndarray,
     image_ids: np.ndarray,
     probs: np.ndarray | None,
     num_classes: int | None,
-    source: str,
+    source: SuggestionSource,
 ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Shapes and label range; returns ``(labeled positions, unlabeled positions, C)``."""
     if not isinstance(embeddings, np.ndarray) or embeddings.ndim != 2:
         raise ValueError(f"embeddings must be a 2-D array [N, D], got {getattr(embeddings, 'shape', None)}")
     n = embeddings.shape[0]
@@ -160,13 +111,21 @@ def _validate(
         if c is not None and probs.shape[1] != c:
             raise ValueError(f"probs has {probs.shape[1]} classes but num_classes = {c}")
         c = probs.shape[1]
-    elif source == "softmax":
-        raise ValueError("source 'softmax' needs probs [N, C]")
+    elif source.needs_probs:
+        raise ValueError(f"source {source.name!r} needs probs [N, C]")
     if c is None:
         c = int(labels.max()) + 1 if n else 0
     if n and (labels.min() < -1 or labels.max() >= max(c, 0)):
         raise ValueError(f"labels must be -1 (unlabeled) or a class id in [0, {c})")
     return np.flatnonzero(labels >= 0), np.flatnonzero(labels == -1), int(c)
+
+
+def _check_probs(probs: np.ndarray, rows: np.ndarray, chunk: int) -> None:
+    """``probs [N, C]`` must hold finite probabilities in ``[0, 1]`` on ``rows [U]`` (read in chunks)."""
+    for s in range(0, rows.size, chunk):
+        p = np.asarray(probs[rows[s : s + chunk]], dtype=np.float64)
+        if not np.isfinite(p).all() or p.min() < -1e-6 or p.max() > 1 + 1e-6:
+            raise ValueError("probs must be finite probabilities in [0, 1]")
 
 
 def propose(
@@ -199,104 +158,45 @@ def propose(
     """
     labels = np.asarray(labels)
     image_ids = np.asarray(image_ids)
-    lab, unl, c = _validate(embeddings, labels, image_ids, probs, num_classes, config.source)
-    src = config.source
-    if unl.size == 0 or c == 0 or (src != "softmax" and lab.size == 0):
+    source = get_source(config.source)
+    lab, unl, c = _validate(embeddings, labels, image_ids, probs, num_classes, source)
+    if unl.size == 0 or c == 0 or (source.needs_labels and lab.size == 0):
         return []
     lab = lab[np.argsort(image_ids[lab], kind="stable")]  # neighbour ties resolve by image id
-    y_lab = labels[lab].astype(np.int64)
-    a = load_rows(embeddings, lab, normalize=config.normalize)
-    rej = _Rejections(rejected, image_ids[unl], c)
-    n_u = unl.size
-
-    nn_d = nn_i = None
-    tau = 1.0
-    if src in ("knn", "knn+walk"):
-        kk = min(config.k, lab.size)
-        nn_d = np.empty((n_u, kk), dtype=np.float32)
-        nn_i = np.empty((n_u, kk), dtype=np.int64)
-        for s in range(0, n_u, _CHUNK):
-            q = load_rows(embeddings, unl[s : s + _CHUNK], normalize=config.normalize)
-            nn_d[s : s + q.shape[0]], nn_i[s : s + q.shape[0]] = knn_search(q, a, kk, backend=knn_backend)
-        tau = vote_temperature(nn_d[:, 0])
-
-    def knn_part(s: int, e: int, rmask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        assert nn_d is not None and nn_i is not None
-        nc = y_lab[nn_i[s:e]]
-        sc, seen = knn_class_scores(nn_d[s:e], nc, c, mode=config.confidence, tau=tau)
-        cls, conf = _best(sc, seen & ~rmask)
-        dist = np.where(nc == cls[:, None], nn_d[s:e], np.inf).min(axis=1)
-        return cls, conf, dist
-
-    out_pos, out_cls, out_conf, out_dist, out_tie = [], [], [], [], []
-
-    def emit(s: int, cls: np.ndarray, conf: np.ndarray, dist: np.ndarray | None,
-             tie: np.ndarray | None = None) -> None:
-        ok = cls >= 0
-        out_pos.append(np.flatnonzero(ok) + s)
-        out_cls.append(cls[ok])
-        out_conf.append(conf[ok])
-        out_dist.append(dist[ok] if dist is not None else np.full(int(ok.sum()), np.nan))
-        out_tie.append(tie[ok] if tie is not None else np.zeros(int(ok.sum())))
-
-    if src == "knn":
-        for s in range(0, n_u, _CHUNK):
-            e = min(n_u, s + _CHUNK)
-            cls, conf, dist = knn_part(s, e, rej.mask(s, e, c))
-            emit(s, cls, conf, dist)
-    elif src == "softmax":
-        assert probs is not None
-        for s in range(0, n_u, _CHUNK):
-            e = min(n_u, s + _CHUNK)
-            p = np.asarray(probs[unl[s:e]], dtype=np.float64)
-            if not np.isfinite(p).all() or p.min() < -1e-6 or p.max() > 1 + 1e-6:
-                raise ValueError("probs must be finite probabilities in [0, 1]")
-            cls, conf = _best(p, ~rej.mask(s, e, c))
-            emit(s, cls, conf, None, tie=-_rest(p, cls))
-    else:
-        walk = iter_walk_scores(
-            embeddings,
-            a,
-            y_lab,
-            c,
-            rows=unl,
-            normalize=config.normalize,
-            temperature=config.walk_temperature,
-            roundtrip=config.walk_roundtrip,
-            chunk_size=_CHUNK,
-            labeled_chunk_size=None,
-        )
-        has_lab = np.bincount(y_lab, minlength=c) > 0
-        for s, p, r in walk:
-            e = s + p.shape[0]
-            rmask = rej.mask(s, e, c)
-            score = p * r if r is not None else p
-            wcls, wconf = _best(score, has_lab[None, :] & ~rmask)
-            if src == "walk":
-                emit(s, wcls, wconf, None)
-                continue
-            kcls, kconf, kdist = knn_part(s, e, rmask)
-            agree = (kcls == wcls) & (kcls >= 0)
-            emit(s, np.where(agree, kcls, -1), np.sqrt(kconf * wconf), kdist)
-
-    pos = np.concatenate(out_pos)
-    cls = np.concatenate(out_cls)
-    conf = np.concatenate(out_conf)
-    dist = np.concatenate(out_dist)
-    ids = image_ids[unl[pos]].astype(np.int64)
-    predictable = c if src == "softmax" else int(np.unique(y_lab).size)
-    chosen = select(ids, cls, conf, config, predictable, pool_size=n_u, tiebreak=np.concatenate(out_tie))
-    evidence = _evidence(
-        embeddings, unl[pos[chosen]], cls[chosen], a, y_lab, image_ids[lab], config, knn_backend
+    ctx = ScoringContext(
+        embeddings=embeddings,
+        unlabeled=unl,
+        labeled_rows=load_rows(embeddings, lab, normalize=config.normalize),
+        labeled_classes=labels[lab].astype(np.int64),
+        num_classes=c,
+        rejections=Rejections(rejected, image_ids[unl], c),
+        config=config,
+        probs=probs,
+        chunk_size=_CHUNK,
+        knn_backend=knn_backend,
     )
-    use_dist = src in ("knn", "knn+walk")
+    if probs is not None and source.needs_probs:
+        _check_probs(probs, unl, _CHUNK)
+    return _ranked(source, ctx, image_ids, image_ids[lab])
+
+
+def _ranked(
+    source: SuggestionSource, ctx: ScoringContext, image_ids: np.ndarray, lab_ids: np.ndarray
+) -> list[Suggestion]:
+    """Score with ``source``, select the batch and attach evidence; ``image_ids [N]``, ``lab_ids [L]``
+    the image id of each labeled row of ``ctx``."""
+    unl, config = ctx.unlabeled, ctx.config
+    pos, cls, conf, dist, tie = _collect(source.score(ctx))
+    ids = image_ids[unl[pos]].astype(np.int64)
+    chosen = select(ids, cls, conf, config, source.predictable_classes(ctx), pool_size=unl.size, tiebreak=tie)
+    evidence = _evidence(ctx, unl[pos[chosen]], cls[chosen], lab_ids)
     return [
         Suggestion(
             image_id=int(ids[j]),
             class_id=int(cls[j]),
             confidence=float(conf[j]),
-            source=src,
-            distance=float(dist[j]) if use_dist else None,
+            source=source.name,
+            distance=float(dist[j]) if source.has_distance else None,
             evidence=evidence[rank],
             rank=rank,
         )
@@ -304,26 +204,39 @@ def propose(
     ]
 
 
+def _collect(chunks: Iterator[ChunkScores]) -> tuple[np.ndarray, ...]:
+    """Candidates of every chunk, concatenated: ``(positions, classes, confidences, distances,
+    tiebreak)``, each ``[M]``, only where a chunk has a class (``>= 0``). Missing distances are
+    NaN, a missing tiebreak 0."""
+    out_pos, out_cls, out_conf, out_dist, out_tie = [], [], [], [], []
+    for s, cls, conf, dist, tie in chunks:
+        ok = cls >= 0
+        out_pos.append(np.flatnonzero(ok) + s)
+        out_cls.append(cls[ok])
+        out_conf.append(conf[ok])
+        out_dist.append(dist[ok] if dist is not None else np.full(int(ok.sum()), np.nan))
+        out_tie.append(tie[ok] if tie is not None else np.zeros(int(ok.sum())))
+    return tuple(np.concatenate(parts) for parts in (out_pos, out_cls, out_conf, out_dist, out_tie))
+
+
 def _evidence(
-    embeddings: np.ndarray,
-    rows: np.ndarray,
-    classes: np.ndarray,
-    a: np.ndarray,
-    y_lab: np.ndarray,
-    lab_ids: np.ndarray,
-    config: SuggestConfig,
-    backend: str,
+    ctx: ScoringContext, rows: np.ndarray, classes: np.ndarray, lab_ids: np.ndarray
 ) -> list[tuple[int, ...]]:
-    """Ids of the ``config.evidence`` nearest labeled images of each row's class, nearest first."""
+    """Ids of the ``config.evidence`` nearest labeled images of each row's class, nearest first.
+
+    ``rows [M]`` embedding rows, ``classes [M]`` their suggested classes, ``lab_ids [L]`` the image
+    id of each labeled row of ``ctx``.
+    """
+    config = ctx.config
     out: list[tuple[int, ...]] = [() for _ in range(rows.size)]
     if config.evidence == 0 or rows.size == 0:
         return out
     for cl in np.unique(classes):
         which = np.flatnonzero(classes == cl)
-        members = np.flatnonzero(y_lab == cl)
+        members = np.flatnonzero(ctx.labeled_classes == cl)
         order = np.argsort(rows[which], kind="stable")  # read the rows in file order
-        q = load_rows(embeddings, rows[which][order], normalize=config.normalize)
-        _, nn = knn_search(q, a[members], config.evidence, backend=backend)
+        q = load_rows(ctx.embeddings, rows[which][order], normalize=config.normalize)
+        _, nn = knn_search(q, ctx.labeled_rows[members], config.evidence, backend=ctx.knn_backend)
         for o, w in enumerate(which[order]):
             out[w] = tuple(int(i) for i in lab_ids[members[nn[o]]])
     return out

@@ -18,8 +18,9 @@ import numpy as np
 
 from labeltool.data.decisions import Decision, cancelled_ids
 from labeltool.data.store import StoredSuggestion
+from labeltool.eval.calibration import calibration_table, estimated_precision
 from labeltool.suggest.knn import knn_search
-from labeltool.suggest.propose import Suggestion, calibration_table, estimated_precision
+from labeltool.suggest.propose import Suggestion
 
 T = TypeVar("T")
 

@@ -1,4 +1,4 @@
-"""Suggestion scoring and selection: hand-made cases and hypothesis properties."""
+"""Suggestion scoring through propose: hand-made cases and hypothesis properties, for every source."""
 
 from __future__ import annotations
 
@@ -8,69 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from suggest_refs import SUGGEST_SETTINGS, blobs, dense_walk, softmax, sqdist, unit
 
-from labeltool.suggest.propose import (
-    SuggestConfig,
-    Suggestion,
-    calibration_table,
-    estimated_precision,
-    knn_class_scores,
-    propose,
-    select,
-    vote_temperature,
-    walk_class_probs,
-    walk_roundtrip,
-)
-
-# ----------------------------------------------------------------------------- references
-
-
-def softmax(x: np.ndarray, axis: int) -> np.ndarray:
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def dense_walk(
-    u: np.ndarray, a: np.ndarray, y: np.ndarray, c: int, t: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Dense float64 reference: P(c|b) and the class-balanced round-trip start probabilities R(c|b)."""
-    m = a.astype(np.float64) @ u.astype(np.float64).T / t  # [L, U]
-    onehot = np.eye(c)[y]
-    p = softmax(m.T, axis=1) @ onehot  # P^{ba} summed per class
-    arrive = softmax(m, axis=1).T @ onehot  # Σ_{a in c} P^{ab}(a -> b)
-    counts = onehot.sum(0)
-    bal = np.where(counts > 0, arrive / np.maximum(counts, 1), 0.0)
-    with np.errstate(invalid="ignore"):  # the naive reference underflows for huge logits
-        return p, bal / bal.sum(1, keepdims=True)
-
-
-def sqdist(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return ((x.astype(np.float64)[:, None] - y.astype(np.float64)[None]) ** 2).sum(-1)
-
-
-def blobs(n: int = 60, d: int = 5, c: int = 3, frac: float = 0.3, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(c, d)) * 4
-    truth = rng.integers(0, c, n)
-    truth[:c] = np.arange(c)  # every class present
-    emb = (centers[truth] + rng.normal(size=(n, d))).astype(np.float32)
-    labels = np.where(rng.random(n) < frac, truth, -1)
-    labels[:c] = np.arange(c)
-    ids = rng.permutation(10 * n)[:n].astype(np.int64)
-    return emb, labels.astype(np.int64), ids, truth
-
+from labeltool.config import SuggestConfig
+from labeltool.suggest.knn_scores import knn_class_scores
+from labeltool.suggest.propose import Suggestion, propose
+from labeltool.suggest.registry import list_sources, source_info
+from labeltool.suggest.select import select
 
 # ----------------------------------------------------------------------------- properties
-
-settings.register_profile(
-    "suggest", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
 
 
 @st.composite
@@ -93,7 +41,7 @@ def problems(draw: st.DrawFn):
     )
     use_percent = draw(st.booleans())
     config = SuggestConfig(
-        source=draw(st.sampled_from(["knn", "walk", "softmax", "knn+walk"])),
+        source=draw(st.sampled_from(list_sources())),
         confidence=draw(st.sampled_from(["1nn", "vote"])),
         k=draw(st.integers(1, 6)),
         batch_size=None if use_percent else draw(st.one_of(st.none(), st.integers(1, 12))),
@@ -108,7 +56,7 @@ def problems(draw: st.DrawFn):
     return emb, labels, ids, probs, rejected, config, c
 
 
-@settings(settings.get_profile("suggest"))
+@SUGGEST_SETTINGS
 @given(problems())
 def test_propose_properties(problem) -> None:
     emb, labels, ids, probs, rejected, config, c = problem
@@ -142,7 +90,7 @@ def test_propose_properties(problem) -> None:
         assert 0.0 <= s.confidence <= 1.0
         assert s.confidence >= config.min_confidence
         assert s.source == config.source
-        assert (s.distance is not None) == (config.source in ("knn", "knn+walk"))
+        assert (s.distance is not None) == source_info(config.source).has_distance
         members = [i for i, y in label_of.items() if y == s.class_id]
         assert len(s.evidence) == min(config.evidence, len(members))
         assert set(s.evidence) <= set(members)
@@ -154,14 +102,17 @@ def test_propose_properties(problem) -> None:
     if total is not None:
         assert len(out) <= total
         if config.stratified:
-            n_pred = c if config.source == "softmax" else len({y for y in labels.tolist() if y >= 0})
-            quota = math.ceil(total / n_pred)
-            counts = np.bincount([s.class_id for s in out], minlength=c)
-            assert counts.max(initial=0) <= quota
+            n_pred = c if not source_info(config.source).needs_labels else len({y for y in labels.tolist() if y >= 0})
+            if n_pred == 0:  # no class can be predicted (nothing labeled): nothing to suggest
+                assert out == []
+            else:
+                quota = math.ceil(total / n_pred)
+                counts = np.bincount([s.class_id for s in out], minlength=c)
+                assert counts.max(initial=0) <= quota
 
 
-@settings(settings.get_profile("suggest"))
-@given(st.integers(0, 2**31 - 1), st.sampled_from(["knn", "softmax"]), st.sampled_from(["1nn", "vote"]))
+@SUGGEST_SETTINGS
+@given(st.integers(0, 2**31 - 1), st.sampled_from(list_sources()), st.sampled_from(["1nn", "vote"]))
 def test_propose_ignores_row_order(seed: int, source: str, confidence: str) -> None:
     """Same images in another row order → the same suggestions (continuous data, no ties)."""
     emb, labels, ids, _ = blobs(n=30, seed=seed % 1000)
@@ -176,31 +127,6 @@ def test_propose_ignores_row_order(seed: int, source: str, confidence: str) -> N
         (s.image_id, s.class_id, s.evidence, s.rank) for s in b
     ]
     np.testing.assert_allclose([s.confidence for s in a], [s.confidence for s in b], rtol=1e-6)
-
-
-@settings(settings.get_profile("suggest"))
-@given(
-    st.lists(st.tuples(st.integers(0, 3), st.floats(0, 1)), max_size=40),
-    st.integers(1, 20),
-    st.integers(1, 4),
-)
-def test_select_stratified_quota(cands: list[tuple[int, float]], total: int, c: int) -> None:
-    ids = np.arange(len(cands))
-    cls = np.array([k % c for k, _ in cands], dtype=np.int64)
-    conf = np.array([v for _, v in cands])
-    chosen = select(ids, cls, conf, SuggestConfig(batch_size=total, stratified=True), c)
-    assert len(chosen) <= total
-    counts = np.bincount(cls[chosen], minlength=c)
-    assert counts.max(initial=0) <= math.ceil(total / c)
-    # each class takes at least its floor quota when it has the candidates (no starving)
-    avail = np.bincount(cls, minlength=c)
-    assert np.all(counts >= np.minimum(avail, total // c))
-    # within a class, the most confident are taken
-    for k in range(c):
-        taken = conf[chosen][cls[chosen] == k]
-        rest = np.setdiff1d(np.flatnonzero(cls == k), chosen)
-        if taken.size and rest.size:
-            assert taken.min() >= conf[rest].max()
 
 
 # ----------------------------------------------------------------------------- kNN confidences
@@ -252,86 +178,7 @@ def test_vote_share_constructed_example() -> None:
     assert far[0, 1] == 1.0
 
 
-def test_vote_ranks_close_unanimous_neighbours_above_distant_ones() -> None:
-    d = np.array([[0.1, 0.2, 0.3], [1.0, 1.5, 2.0], [5.0, 6.0, 7.0], [5000.0, 6000.0, 7000.0]])
-    cls = np.zeros((4, 3), dtype=np.int64)  # every row unanimous for class 0
-    scores, _ = knn_class_scores(d, cls, 4, tau=1.0)
-    conf = scores[:, 0]
-    assert np.all(np.diff(conf) < 0)  # strictly decreasing with distance: no ties at the top
-    assert conf[0] < (3 + 1 / 4) / (3 + 1) + 1e-12  # bounded by (k + prior/C) / (k + prior)
-    assert conf[-1] == pytest.approx(1 / 4)  # nothing close: the prior alone
-    np.testing.assert_allclose(scores.sum(axis=1), 1.0)
-    with pytest.raises(ValueError, match="prior"):
-        knn_class_scores(d, cls, 4, tau=1.0, prior=-1.0)
-    # far from everything (a tiny tau, e.g. a pool of near-duplicates): the majority still wins
-    far, seen = knn_class_scores(np.array([[900.0, 950.0, 990.0]]), np.array([[0, 2, 2]]), 4, tau=0.01)
-    assert int(np.where(seen, far, -1).argmax()) == 2 and far[0, 2] == pytest.approx(1 / 4)
-
-
-def test_knn_class_scores_1nn_and_vote_temperature() -> None:
-    scores, seen = knn_class_scores(np.array([[0.5, 1.0, 3.0]]), np.array([[2, 0, 2]]), 3, mode="1nn")
-    np.testing.assert_allclose(scores, [[1 / 2.0, 0.0, 1 / 1.5]])
-    assert seen.tolist() == [[True, False, True]]
-    assert vote_temperature(np.array([0.0, 0.0, 0.0, 2.0, 4.0])) == pytest.approx(3.0)
-    assert vote_temperature(np.zeros(3)) == 1.0
-    assert vote_temperature(np.array([1.0, 2.0, 5.0])) == 2.0
-    with pytest.raises(ValueError, match="mode"):
-        knn_class_scores(np.zeros((1, 1)), np.zeros((1, 1), int), 2, mode="mean")
-    with pytest.raises(ValueError, match="neighbor_classes"):
-        knn_class_scores(np.zeros((1, 1)), np.full((1, 1), 5), 2)
-
-
 # ----------------------------------------------------------------------------- walk
-
-
-@pytest.mark.parametrize("normalize", [False, True])
-@pytest.mark.parametrize("temperature", [0.3, 1.0])
-def test_walk_matches_dense_reference(normalize: bool, temperature: float) -> None:
-    rng = np.random.default_rng(5)
-    u = rng.normal(size=(40, 6)).astype(np.float32)
-    a = rng.normal(size=(25, 6)).astype(np.float32)
-    y = rng.integers(0, 4, 25)
-    y[y == 2] = 3  # class 2 has no labeled image
-    ref_p, ref_r = dense_walk(unit(u) if normalize else u, unit(a) if normalize else a, y, 4, temperature)
-    p = walk_class_probs(u, a, y, 4, temperature=temperature, normalize=normalize)
-    np.testing.assert_allclose(p.sum(1), 1.0, rtol=1e-12)
-    np.testing.assert_allclose(p, ref_p, rtol=1e-5, atol=1e-7)
-    assert np.all(p[:, 2] == 0.0)
-    r = walk_roundtrip(u, a, y, 4, temperature=temperature, normalize=normalize)
-    np.testing.assert_allclose(r, ref_r, rtol=1e-5, atol=1e-7)
-    # chunked over both sides == unchunked
-    for cs, lcs in [(7, 4), (1, 1), (40, 25)]:
-        kw = {"temperature": temperature, "normalize": normalize, "chunk_size": cs, "labeled_chunk_size": lcs}
-        np.testing.assert_allclose(walk_class_probs(u, a, y, 4, **kw), p, rtol=1e-5, atol=1e-8)
-        np.testing.assert_allclose(walk_roundtrip(u, a, y, 4, **kw), r, rtol=1e-5, atol=1e-8)
-
-
-def test_walk_streaming_is_stable_for_large_logits() -> None:
-    rng = np.random.default_rng(6)
-    u = (rng.normal(size=(10, 3)) * 50).astype(np.float32)
-    a = (rng.normal(size=(12, 3)) * 50).astype(np.float32)
-    y = rng.integers(0, 3, 12)
-    p = walk_class_probs(u, a, y, 3, temperature=0.5, labeled_chunk_size=5)
-    assert np.isfinite(p).all()
-    r = walk_roundtrip(u, a, y, 3, temperature=0.5, chunk_size=3, labeled_chunk_size=5)
-    assert np.isfinite(r).all()
-    np.testing.assert_allclose(r.sum(1), 1.0)
-    np.testing.assert_allclose(p, dense_walk(u, a, y, 3, 0.5)[0], atol=1e-6)
-
-
-def test_walk_rows_from_memmap(tmp_path: Path) -> None:
-    rng = np.random.default_rng(7)
-    x = rng.normal(size=(30, 4)).astype(np.float16)
-    np.save(tmp_path / "x.npy", x)
-    xm = np.load(tmp_path / "x.npy", mmap_mode="r")
-    rows = np.array([3, 5, 8, 20, 29])
-    a = rng.normal(size=(6, 4)).astype(np.float32)
-    y = np.array([0, 1, 1, 0, 2, 2])
-    np.testing.assert_allclose(
-        walk_class_probs(xm, a, y, 3, rows=rows, chunk_size=2),
-        dense_walk(x[rows].astype(np.float32), a, y, 3, 1.0)[0],
-        rtol=1e-5,
-    )
 
 
 def test_walk_propose_uses_walk_probability_and_roundtrip() -> None:
@@ -412,17 +259,19 @@ def test_min_confidence_filter_and_labeled_images_skipped() -> None:
     assert 0 < len(some) < len(all_)
 
 
-def test_evidence_is_nearest_labeled_of_class() -> None:
+@pytest.mark.parametrize("source", list_sources())
+def test_evidence_is_nearest_labeled_of_class(source: str) -> None:
     emb, labels, ids, _ = blobs(n=70, seed=10)
-    for source in ["knn", "walk", "softmax"]:
-        probs = np.full((70, 3), 1 / 3)
-        cfg = SuggestConfig(source=source, batch_size=None, evidence=4, normalize=False)
-        for s in propose(emb, labels, ids, cfg, probs=probs, knn_backend="numpy"):
-            row = int(np.flatnonzero(ids == s.image_id)[0])
-            members = np.flatnonzero(labels == s.class_id)
-            d = sqdist(emb[row : row + 1], emb[members])[0]
-            expect = ids[members][np.lexsort((ids[members], d))][:4]
-            assert s.evidence == tuple(int(i) for i in expect)
+    probs = np.full((70, 3), 1 / 3)
+    cfg = SuggestConfig(source=source, batch_size=None, evidence=4, normalize=False)
+    out = propose(emb, labels, ids, cfg, probs=probs, knn_backend="numpy")
+    assert out
+    for s in out:
+        row = int(np.flatnonzero(ids == s.image_id)[0])
+        members = np.flatnonzero(labels == s.class_id)
+        d = sqdist(emb[row : row + 1], emb[members])[0]
+        expect = ids[members][np.lexsort((ids[members], d))][:4]
+        assert s.evidence == tuple(int(i) for i in expect)
 
 
 def test_percent_and_stratified_selection() -> None:
@@ -457,16 +306,18 @@ def test_degenerate_inputs() -> None:
         )
 
 
-def test_memmap_embeddings(tmp_path: Path) -> None:
+@pytest.mark.parametrize("source", list_sources())
+def test_memmap_embeddings(tmp_path: Path, source: str) -> None:
     emb, labels, ids, _ = blobs(n=50, seed=12)
+    probs = softmax(np.random.default_rng(12).normal(size=(50, 3)), 1)
     np.save(tmp_path / "e.npy", emb.astype(np.float16))
     mm = np.load(tmp_path / "e.npy", mmap_mode="r")
-    for source in ["knn", "knn+walk"]:
-        cfg = SuggestConfig(source=source, batch_size=10)
-        assert propose(mm, labels, ids, cfg) == propose(emb.astype(np.float16), labels, ids, cfg)
+    cfg = SuggestConfig(source=source, batch_size=10)
+    out = propose(mm, labels, ids, cfg, probs=probs)
+    assert out and out == propose(emb.astype(np.float16), labels, ids, cfg, probs=probs)
 
 
-# ----------------------------------------------------------------------------- config, precision
+# ----------------------------------------------------------------------------- config, output
 
 
 @pytest.mark.parametrize(
@@ -502,34 +353,10 @@ def test_config_json_roundtrip() -> None:
         SuggestConfig.from_dict({"sauce": "knn"})
 
 
-def test_estimated_precision() -> None:
-    assert estimated_precision([0.9, 0.7, 0.5]) == pytest.approx(0.7)
-    assert math.isnan(estimated_precision([]))
-    table = [(0.0, 0.5, 0.1), (0.5, 1.0, 0.6)]
-    assert estimated_precision([0.9, 1.0, 0.2], table) == pytest.approx((0.6 + 0.6 + 0.1) / 3)
-    assert estimated_precision([0.9, 0.2], {(0.5, 1.0): 1.0}) == pytest.approx((1.0 + 0.2) / 2)
-    with pytest.raises(ValueError):
-        estimated_precision([0.5], [(0.6, 0.4, 0.5)])
-    built = calibration_table([0.05, 0.1, 0.95, 1.0], [True, False, True, True], bins=2)
-    assert built == [(0.0, 0.5, 0.5), (0.5, 1.0, 1.0)]
-    assert estimated_precision([0.2, 0.99], built) == pytest.approx(0.75)
-
-
 def test_suggestion_is_frozen() -> None:
     s = Suggestion(1, 2, 0.5, "knn", 0.1, (3,), 0)
     with pytest.raises(AttributeError):
         s.rank = 1  # type: ignore[misc]
-
-
-def test_select_breaks_confidence_ties_by_tiebreak_then_id() -> None:
-    ids = np.array([10, 11, 12, 13])
-    conf = np.array([0.5, 1.0, 1.0, 1.0])
-    cfg = SuggestConfig(batch_size=None)
-    assert ids[select(ids, np.zeros(4, int), conf, cfg, 1)].tolist() == [11, 12, 13, 10]
-    tie = np.array([0.0, -3.0, -1.0, -3.0])
-    assert ids[select(ids, np.zeros(4, int), conf, cfg, 1, tiebreak=tie)].tolist() == [12, 11, 13, 10]
-    with pytest.raises(ValueError, match="tiebreak"):
-        select(ids, np.zeros(4, int), conf, cfg, 1, tiebreak=tie[:2])
 
 
 def test_softmax_ranks_probabilities_that_round_to_one_by_what_rounded_away() -> None:
