@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from labeltool.losses import register_loss
-from labeltool.losses.base import EmbeddingLoss, HyperParam, l2_normalize
+from labeltool.losses.base import EmbeddingLoss, HyperParam, LossTerm, softmax_ce_terms
 
 _SIN_EPS = 1e-7
 
@@ -24,26 +23,18 @@ class ArcFaceLoss(EmbeddingLoss):
     ``sin θ_y = sqrt(clamp(1 - cos² θ_y, eps))``; when ``cos θ_y < cos(π - m)`` (``θ_y + m``
     would pass π and the logit would start to grow again) it is replaced by
     ``cos θ_y - m sin m`` (insightface). Defaults: ``s = 30`` (authors; insightface uses 64),
-    ``m = 0.5``. Inference logits are ``s · cos θ`` without margin.
+    ``m = 0.5``. Inference logits are ``s · cos θ`` without margin. Per-sample (term ``ce``).
     """
 
-    has_classifier = True
+    classifier_kind = "weights"
+    term_kinds = {"ce": "sample"}
     hyperparams = (
         HyperParam("scale", 30.0, "float", 1.0, 128.0, help="logit scale s (30 authors, 64 insightface)"),
         HyperParam("margin", 0.5, "float", 0.0, 1.5, help="additive angular margin m (radians)"),
     )
 
-    def __init__(self, num_classes: int, embedding_dim: int, **hyper: Any) -> None:
-        super().__init__(num_classes, embedding_dim, **hyper)
-        self.weight = nn.Parameter(torch.empty(num_classes, embedding_dim))
-        nn.init.xavier_uniform_(self.weight)
-
-    def cosine(self, embeddings: Tensor) -> Tensor:
-        """``cos θ`` ``[B, C]`` between normalised embeddings ``[B, D]`` and class weights."""
-        return l2_normalize(embeddings.float()) @ l2_normalize(self.weight.float()).T
-
-    def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        """Mean ArcFace CE of ``embeddings`` ``[B, D]`` with ``labels`` ``[B]``."""
+    def compute(self, embeddings: Tensor, labels: Tensor) -> list[LossTerm]:
+        """Per-sample ArcFace CE of ``embeddings`` ``[B, D]`` with ``labels`` ``[B]``."""
         s, m = self.hparams["scale"], self.hparams["margin"]
         cos = self.cosine(embeddings)  # [B, C]
         cos_y = cos.gather(1, labels[:, None]).squeeze(1)  # [B]
@@ -52,12 +43,8 @@ class ArcFaceLoss(EmbeddingLoss):
         target = torch.where(cos_y < math.cos(math.pi - m), cos_y - m * math.sin(m), with_margin)
         onehot = F.one_hot(labels, self.num_classes).to(cos.dtype)
         logits = s * (cos + onehot * (target - cos_y)[:, None])
-        return F.cross_entropy(logits, labels)
+        return softmax_ce_terms(logits, labels)
 
     def logits(self, embeddings: Tensor) -> Tensor:
         """Inference scores ``s · cos θ`` ``[B, C]`` (no margin)."""
         return self.hparams["scale"] * self.cosine(embeddings)
-
-    def class_weights(self) -> Tensor:
-        """Class vectors ``W`` ``[C, D]``."""
-        return self.weight

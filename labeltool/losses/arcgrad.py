@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from labeltool.losses import register_loss
-from labeltool.losses.base import EmbeddingLoss, HyperParam, l2_normalize
+from labeltool.losses.base import EmbeddingLoss, HyperParam, LossTerm, softmax_ce_terms
 
 _CLAMP = 1e-7
 
@@ -22,32 +20,24 @@ class ArcGradLoss(EmbeddingLoss):
     ``θ_j = arccos(clamp(x̂ · Ŵ_j, -1 + 1e-7, 1 - 1e-7))`` and logits ``s · (π - θ_j)``
     (the same softmax as ``-s · θ_j``), then softmax cross-entropy. The paper asks for
     ``s > 3``; default 10. The angles are computed in float32 with autocast disabled, since
-    arccos near ±1 in half precision returns NaN (the clamp bound rounds to 1).
+    arccos near ±1 in half precision returns NaN (the clamp bound rounds to 1). Per-sample
+    (term ``ce``).
     """
 
-    has_classifier = True
+    classifier_kind = "weights"
+    term_kinds = {"ce": "sample"}
     hyperparams = (HyperParam("scale", 10.0, "float", 3.0, 64.0, help="angular scale s (paper: > 3)"),)
-
-    def __init__(self, num_classes: int, embedding_dim: int, **hyper: Any) -> None:
-        super().__init__(num_classes, embedding_dim, **hyper)
-        self.weight = nn.Parameter(torch.empty(num_classes, embedding_dim))
-        nn.init.xavier_uniform_(self.weight)
 
     def angles(self, embeddings: Tensor) -> Tensor:
         """Angles ``θ`` ``[B, C]`` (radians, float32) between embeddings ``[B, D]`` and ``W``."""
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            cos = l2_normalize(embeddings.float()) @ l2_normalize(self.weight.float()).T
-            return torch.acos(cos.clamp(-1.0 + _CLAMP, 1.0 - _CLAMP))
+            return torch.acos(self.cosine(embeddings).clamp(-1.0 + _CLAMP, 1.0 - _CLAMP))
 
     def logits(self, embeddings: Tensor) -> Tensor:
         """Scores ``s · (π - θ)`` ``[B, C]`` (no margin, also used for training)."""
         return self.hparams["scale"] * (math.pi - self.angles(embeddings))
 
-    def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        """Mean angular CE of ``embeddings`` ``[B, D]`` with ``labels`` ``[B]``."""
+    def compute(self, embeddings: Tensor, labels: Tensor) -> list[LossTerm]:
+        """Per-sample angular CE of ``embeddings`` ``[B, D]`` with ``labels`` ``[B]``."""
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            return F.cross_entropy(self.logits(embeddings), labels)
-
-    def class_weights(self) -> Tensor:
-        """Class vectors ``W`` ``[C, D]``."""
-        return self.weight
+            return softmax_ce_terms(self.logits(embeddings), labels)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from labeltool.losses import register_loss
-from labeltool.losses.base import EmbeddingLoss, HyperParam
+from labeltool.losses.base import EmbeddingLoss, HyperParam, LossTerm, softmax_ce_terms
 
 LOG_EPS = 1e-8
 
@@ -30,9 +28,14 @@ def round_trip(scores_ab: Tensor) -> tuple[Tensor, Tensor]:
     return p_ab, p_ab @ p_ba
 
 
+def walker_per_anchor(p_aba: Tensor, labels: Tensor) -> Tensor:
+    """``CE(T_i, P^{aba}_i)`` ``[A]`` for round trips ``[A, A]`` and labeled classes ``[A]``."""
+    return -(walk_target(labels) * torch.log(p_aba + LOG_EPS)).sum(dim=1)
+
+
 def walker_loss(p_aba: Tensor, labels: Tensor) -> Tensor:
     """``mean_i CE(T_i, P^{aba}_i)`` for round trips ``[A, A]`` and labeled classes ``[A]``."""
-    return -(walk_target(labels) * torch.log(p_aba + LOG_EPS)).sum(dim=1).mean()
+    return walker_per_anchor(p_aba, labels).mean()
 
 
 def visit_loss(p_ab: Tensor) -> Tensor:
@@ -56,39 +59,32 @@ class AssociationLoss(EmbeddingLoss):
     w_logit · CE(classifier(A), y_A)`` with ``1e-8`` inside the logs; defaults 1, 1, 1 (lower the
     visit weight when the unlabeled pool holds classes absent from the labeled batch). Without
     unlabeled rows only the logit loss is used. The classifier is ``Linear(D, C)``.
+
+    Sample weights: ``logit`` is per-sample and ``walker`` per labeled anchor (its round trip
+    passes through every row), both weighted by the labeled row's weight; ``visit`` is
+    batch-level and ignores them, so unlabeled rows' weights have no effect.
     """
 
     uses_unlabeled = True
-    has_classifier = True
+    classifier_kind = "linear"
     normalize_embeddings = False
+    term_kinds = {"logit": "sample", "walker": "anchor", "visit": "batch"}
     hyperparams = (
         HyperParam("walker_weight", 1.0, "float", 0.0, 10.0, help="weight of the walker loss"),
         HyperParam("visit_weight", 1.0, "float", 0.0, 10.0, help="weight of the visit loss"),
         HyperParam("logit_weight", 1.0, "float", 0.0, 10.0, help="weight of the classifier CE"),
     )
 
-    def __init__(self, num_classes: int, embedding_dim: int, **hyper: Any) -> None:
-        super().__init__(num_classes, embedding_dim, **hyper)
-        self.classifier = nn.Linear(embedding_dim, num_classes)
-
-    def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        """Scalar loss of ``embeddings`` ``[B, D]`` and ``labels`` ``[B]``."""
+    def compute(self, embeddings: Tensor, labels: Tensor) -> list[LossTerm]:
+        """Logit, walker and visit terms of ``embeddings`` ``[B, D]`` and ``labels`` ``[B]``."""
         x = embeddings.float()
+        lab = labels >= 0
         a, y, b = split_labeled(x, labels)
-        loss = x.sum() * 0.0
         if a.shape[0] == 0:
-            return loss
-        loss = loss + self.hparams["logit_weight"] * F.cross_entropy(self.logits(a), y)
+            return []
+        terms = softmax_ce_terms(self.logits(a), y, name="logit", rows=lab, scale=self.hparams["logit_weight"])
         if b.shape[0] > 0:
             p_ab, p_aba = round_trip(a @ b.T)
-            loss = loss + self.hparams["walker_weight"] * walker_loss(p_aba, y)
-            loss = loss + self.hparams["visit_weight"] * visit_loss(p_ab)
-        return loss
-
-    def logits(self, embeddings: Tensor) -> Tensor:
-        """Class scores ``[B, C]`` of the linear head."""
-        return self.classifier(embeddings.float())
-
-    def class_weights(self) -> Tensor:
-        """Classifier class vectors ``[C, D]``."""
-        return self.classifier.weight
+            terms.append(LossTerm("walker", walker_per_anchor(p_aba, y), lab, self.hparams["walker_weight"]))
+            terms.append(LossTerm("visit", visit_loss(p_ab), scale=self.hparams["visit_weight"]))
+        return terms

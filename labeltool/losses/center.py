@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from labeltool.losses import register_loss
-from labeltool.losses.base import EmbeddingLoss, HyperParam
+from labeltool.losses.base import EmbeddingLoss, HyperParam, LossTerm, softmax_ce_terms
 
 
 @register_loss("center")
@@ -18,13 +17,16 @@ class CenterLoss(EmbeddingLoss):
 
     The classifier is a linear layer ``W x + b`` (``W`` ``[C, D]``). The centers ``c`` ``[C, D]``
     are a buffer (saved with the module, not seen by the optimiser) updated as in the paper: after
-    each training forward, ``c_j ← c_j - α · Σ_{i: y_i = j} (c_j - x_i) / (1 + n_j)`` under
-    ``no_grad``, with ``α = 0.5``; the gradient of the center term reaches only the embeddings.
+    each training forward, ``c_j ← c_j - α · Σ_{i: y_i = j} w_i (c_j - x_i) / (1 + Σ_{i: y_i = j} w_i)``
+    under ``no_grad`` (sample weights ``w``, all ones when none are given: the paper's update), with
+    ``α = 0.5``; the gradient of the center term reaches only the embeddings.
     Defaults ``λ = 0.003``, ``α = 0.5``. Distances are Euclidean on the raw embedding.
+    Both terms are per-sample (``ce`` and ``center``, weighted by the row's weight).
     """
 
-    has_classifier = True
+    classifier_kind = "linear"
     normalize_embeddings = False
+    term_kinds = {"ce": "sample", "center": "sample"}
     centers: Tensor
     hyperparams = (
         HyperParam("lam", 0.003, "float", 0.0, 1.0, help="weight λ of the center term"),
@@ -33,35 +35,38 @@ class CenterLoss(EmbeddingLoss):
 
     def __init__(self, num_classes: int, embedding_dim: int, **hyper: Any) -> None:
         super().__init__(num_classes, embedding_dim, **hyper)
-        self.classifier = nn.Linear(embedding_dim, num_classes)
         self.register_buffer("centers", torch.zeros(num_classes, embedding_dim))
+
+    def center_distances(self, embeddings: Tensor, labels: Tensor) -> Tensor:
+        """``½ ‖x_i - c_{y_i}‖²`` ``[B]`` for ``[B, D]`` and ``[B]``."""
+        diff = embeddings.float() - self.centers[labels]
+        return 0.5 * diff.pow(2).sum(dim=1)
 
     def center_term(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """``½ · mean_i ‖x_i - c_{y_i}‖²`` (without λ) for ``[B, D]`` and ``[B]``."""
-        diff = embeddings.float() - self.centers[labels]
-        return 0.5 * diff.pow(2).sum(dim=1).mean()
+        return self.center_distances(embeddings, labels).mean()
 
     @torch.no_grad()
-    def update_centers(self, embeddings: Tensor, labels: Tensor) -> None:
-        """One center step ``c_j -= α Σ_{y_i=j} (c_j - x_i) / (1 + n_j)`` from ``[B, D]``, ``[B]``."""
+    def update_centers(self, embeddings: Tensor, labels: Tensor, weights: Tensor | None = None) -> None:
+        """One center step ``c_j -= α Σ_{y_i=j} w_i (c_j - x_i) / (1 + Σ_{y_i=j} w_i)`` from
+        ``[B, D]``, ``[B]`` and optional weights ``[B]`` (default all ones)."""
         x = embeddings.detach().float()
-        counts = torch.bincount(labels, minlength=self.num_classes).to(x.dtype)  # [C]
+        if weights is None:
+            counts = torch.bincount(labels, minlength=self.num_classes).to(x.dtype)  # [C]
+        else:
+            w = weights.detach().to(x.dtype)
+            counts = torch.zeros(self.num_classes, dtype=x.dtype, device=x.device).index_add_(0, labels, w)
+            x = x * w[:, None]
         sums = torch.zeros_like(self.centers).index_add_(0, labels, x)  # [C, D]
         delta = (counts[:, None] * self.centers - sums) / (1.0 + counts[:, None])
         self.centers.sub_(self.hparams["center_alpha"] * delta)
 
-    def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        """Scalar loss; updates the centers when the module trains with gradients enabled."""
-        ce = F.cross_entropy(self.logits(embeddings), labels)
-        loss = ce + self.hparams["lam"] * self.center_term(embeddings, labels)
-        if self.training and torch.is_grad_enabled():
-            self.update_centers(embeddings, labels)
-        return loss
+    def compute(self, embeddings: Tensor, labels: Tensor) -> list[LossTerm]:
+        """Per-sample CE and center terms of ``embeddings`` ``[B, D]`` and ``labels`` ``[B]``."""
+        ce = softmax_ce_terms(self.logits(embeddings), labels)
+        center = LossTerm("center", self.center_distances(embeddings, labels), scale=self.hparams["lam"])
+        return [*ce, center]
 
-    def logits(self, embeddings: Tensor) -> Tensor:
-        """Class scores ``W x + b`` ``[B, C]``."""
-        return self.classifier(embeddings.float())
-
-    def class_weights(self) -> Tensor:
-        """Classifier class vectors ``W`` ``[C, D]``."""
-        return self.classifier.weight
+    def update_state(self, embeddings: Tensor, labels: Tensor, weights: Tensor | None) -> None:
+        """The center step after a training forward (:meth:`update_centers`)."""
+        self.update_centers(embeddings, labels, weights)

@@ -2,41 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from labeltool.losses import register_loss
-from labeltool.losses.base import EmbeddingLoss, HyperParam
+from labeltool.losses.base import EmbeddingLoss, HyperParam, LossTerm, softmax_ce_terms
 
 
 @register_loss("cross_entropy")
 class CrossEntropyLoss(EmbeddingLoss):
     """Linear classifier ``W x + b`` on the embedding, trained with softmax cross-entropy.
 
+    Per-sample: ``-log p_y`` of each labeled row (term ``ce``; with label smoothing ``ε`` also
+    ``-Σ_c log p_c`` scaled ``ε / C``, term ``ce_smoothing``), weighted by the row's weight.
     Suggestion confidence for this loss is the maximum softmax probability.
     """
 
-    has_classifier = True
+    classifier_kind = "linear"
+    term_kinds = {"ce": "sample", "ce_smoothing": "sample"}
     hyperparams = (
         HyperParam("label_smoothing", 0.0, "float", 0.0, 0.5, help="label smoothing of the targets"),
     )
 
-    def __init__(self, num_classes: int, embedding_dim: int, **hyper: Any) -> None:
-        super().__init__(num_classes, embedding_dim, **hyper)
-        self.classifier = nn.Linear(embedding_dim, num_classes)
-
-    def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        """Mean CE over the ``[B]`` labeled rows of ``embeddings`` ``[B, D]``."""
-        return F.cross_entropy(
-            self.logits(embeddings), labels, label_smoothing=self.hparams["label_smoothing"]
-        )
-
-    def logits(self, embeddings: Tensor) -> Tensor:
-        """Class scores ``[B, C]``."""
-        return self.classifier(embeddings.float())
-
-    def class_weights(self) -> Tensor:
-        """Classifier weight vectors ``[C, D]`` (for the compactness metrics)."""
-        return self.classifier.weight.detach()
+    def compute(self, embeddings: Tensor, labels: Tensor) -> list[LossTerm]:
+        """Per-sample CE of the ``[B]`` labeled rows of ``embeddings`` ``[B, D]``."""
+        return softmax_ce_terms(self.logits(embeddings), labels, label_smoothing=self.hparams["label_smoothing"])

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from labeltool.losses import register_loss
-from labeltool.losses.base import EmbeddingLoss, HyperParam
+from labeltool.losses.base import EmbeddingLoss, HyperParam, LossTerm
 
 _SQRT_EPS = 1e-8
 
@@ -48,10 +48,15 @@ class DistanceRatioEntropyLoss(EmbeddingLoss):
     ``L_U = mean(H(P))``, ``H = -Σ P log P``, over the unlabeled rows. Total
     ``λ_L · L_L + λ_U · L_U`` (both 1). References come from a CPU generator seeded with
     ``seed`` (reproducible runs), or torch's global RNG when ``seed < 0``.
+
+    Sample weights: both terms are per anchor (each row's ``P`` is computed against the
+    references): ``distance_ratio`` weighted by the labeled row's weight, ``min_entropy`` by the
+    unlabeled row's. The references' own weights do not enter, nor do weights affect their draw.
     """
 
     uses_unlabeled = True
     normalize_embeddings = False
+    term_kinds = {"distance_ratio": "anchor", "min_entropy": "anchor"}
     hyperparams = (
         HyperParam("lambda_labeled", 1.0, "float", 0.0, 10.0, help="weight λ_L of the distance-ratio loss"),
         HyperParam("lambda_unlabeled", 1.0, "float", 0.0, 10.0, help="weight λ_U of the min-entropy loss"),
@@ -65,25 +70,25 @@ class DistanceRatioEntropyLoss(EmbeddingLoss):
         if seed >= 0:
             self._generator = torch.Generator().manual_seed(seed)
 
-    def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        """Scalar loss of ``embeddings`` ``[B, D]`` and ``labels`` ``[B]``."""
+    def compute(self, embeddings: Tensor, labels: Tensor) -> list[LossTerm]:
+        """Distance-ratio and min-entropy terms of ``embeddings`` ``[B, D]`` and ``labels`` ``[B]``."""
         x = embeddings.float()
-        zero = x.sum() * 0.0
         refs = pick_references(labels, self._generator)  # [K]
         if refs.numel() == 0:
-            return zero
+            return []
         ref_classes = labels[refs]  # [K], ascending
         log_p = reference_log_probs(x, x[refs])  # [B, K]
         is_ref = torch.zeros_like(labels, dtype=torch.bool)
         is_ref[refs] = True
         sup = (labels >= 0) & ~is_ref
         unsup = labels < 0
-        loss = zero
+        terms = []
         if bool(sup.any()):
             target = torch.searchsorted(ref_classes, labels[sup])  # position of each row's class
-            loss = loss + self.hparams["lambda_labeled"] * F.nll_loss(log_p[sup], target)
+            ratio = F.nll_loss(log_p[sup], target, reduction="none")
+            terms.append(LossTerm("distance_ratio", ratio, sup, self.hparams["lambda_labeled"], nll_order=True))
         if bool(unsup.any()):
             lp = log_p[unsup]
             entropy = -(lp.exp() * lp).sum(dim=1)
-            loss = loss + self.hparams["lambda_unlabeled"] * entropy.mean()
-        return loss
+            terms.append(LossTerm("min_entropy", entropy, unsup, self.hparams["lambda_unlabeled"]))
+        return terms

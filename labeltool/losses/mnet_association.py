@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from labeltool.losses import register_loss
-from labeltool.losses.association import round_trip, split_labeled, visit_loss, walk_target, walker_loss
-from labeltool.losses.base import EmbeddingLoss, HyperParam
+from labeltool.losses.association import round_trip, split_labeled, visit_loss, walk_target, walker_per_anchor
+from labeltool.losses.base import EmbeddingLoss, HyperParam, LossTerm, softmax_ce_terms
 
 HIDDEN = (64, 32, 32, 16, 16)
 
@@ -94,11 +94,20 @@ class MnetAssociationLoss(EmbeddingLoss):
     The authors' default (non-hard-mining) code has the sign of the similarity triplet inverted
     (it rewards a negative that is more similar than the positive); the paper's intended
     direction is implemented here. Memory grows as ``nA · (nA + nB)`` pairs, fine up to ~256 x 256.
+
+    Sample weights: ``logit`` is per-sample, ``comparison`` and ``walker`` per labeled anchor, all
+    weighted by the labeled row's weight; ``visit`` and the three similarity triplets are
+    batch-level and ignore them. The terms are summed in one stack (``combine = "stack"``).
     """
 
     uses_unlabeled = True
-    has_classifier = True
+    classifier_kind = "linear"
     normalize_embeddings = False
+    combine = "stack"
+    term_kinds = {
+        "logit": "sample", "comparison": "anchor", "walker": "anchor", "visit": "batch",
+        "sup_triplet": "batch", "semi_triplet": "batch", "weak_triplet": "batch",
+    }
     hyperparams = (
         *_flags("walker", "walker loss"),
         *_flags("visit", "visit loss"),
@@ -112,7 +121,6 @@ class MnetAssociationLoss(EmbeddingLoss):
 
     def __init__(self, num_classes: int, embedding_dim: int, **hyper: Any) -> None:
         super().__init__(num_classes, embedding_dim, **hyper)
-        self.classifier = nn.Linear(embedding_dim, num_classes)
         self.mnet = PairMetric(embedding_dim)
 
     def _on(self, term: str) -> bool:
@@ -122,41 +130,50 @@ class MnetAssociationLoss(EmbeddingLoss):
         """Mnet scores ``[n, m]`` for ``a`` ``[n, D]`` and ``b`` ``[m, D]`` (sigmoid -> probability)."""
         return self.mnet(a.float(), b.float())
 
-    def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        """Weighted sum of the enabled terms for ``embeddings`` ``[B, D]`` and ``labels`` ``[B]``."""
+    def compute(self, embeddings: Tensor, labels: Tensor) -> list[LossTerm]:
+        """The enabled terms for ``embeddings`` ``[B, D]`` and ``labels`` ``[B]``, each with its weight."""
         x = embeddings.float()
+        lab = labels >= 0
         a, y, b = split_labeled(x, labels)
         n_a, n_b = a.shape[0], b.shape[0]
         m = self.hparams["triplet_margin"]
         w = self.hparams
-        terms: list[Tensor] = [x.sum() * 0.0]
+        terms: list[LossTerm] = []
         if n_a == 0:
-            return terms[0]
+            return terms
         if self._on("logit"):
-            terms.append(w["logit_weight"] * F.cross_entropy(self.logits(a), y))
+            terms += softmax_ce_terms(self.logits(a), y, name="logit", rows=lab, scale=w["logit_weight"])
         if n_a * (n_a + n_b) < 2:  # BatchNorm needs more than one pair
-            return torch.stack(terms).sum()
+            return terms
         scores = self.pair_scores(a, torch.cat([a, b]))  # [nA, nA + nB]
         s_aa, s_ab = scores[:, :n_a], scores[:, n_a:]
         same = y[:, None] == y[None, :]
         pos = same & ~torch.eye(n_a, dtype=torch.bool, device=x.device)
         if self._on("comparison"):
-            comp = -(walk_target(y) * F.log_softmax(s_aa, dim=1)).sum(dim=1).mean()
-            terms.append(w["comparison_weight"] * comp)
+            comp = -(walk_target(y) * F.log_softmax(s_aa, dim=1)).sum(dim=1)  # [nA]
+            terms.append(LossTerm("comparison", comp, lab, w["comparison_weight"]))
         if self._on("sup_triplet"):
             trip = similarity_triplet(torch.sigmoid(s_aa), pos, ~same, m)
-            terms.append(w["sup_triplet_weight"] * trip)
+            terms.append(LossTerm("sup_triplet", trip, scale=w["sup_triplet_weight"]))
         if n_b > 0:
-            p_ab, p_aba = round_trip(s_ab)
-            if self._on("walker"):
-                terms.append(w["walker_weight"] * walker_loss(p_aba, y))
-            if self._on("visit"):
-                terms.append(w["visit_weight"] * visit_loss(p_ab))
-            if self._on("semi_triplet"):
-                terms.append(w["semi_triplet_weight"] * similarity_triplet(p_aba, pos, ~same, m))
-            if self._on("weak_triplet"):
-                terms.append(w["weak_triplet_weight"] * self._weak_triplet(torch.sigmoid(s_ab), y, m))
-        return torch.stack(terms).sum()
+            terms += self._unlabeled_terms(s_ab, y, lab, pos, ~same)
+        return terms
+
+    def _unlabeled_terms(self, s_ab: Tensor, y: Tensor, lab: Tensor, pos: Tensor, neg: Tensor) -> list[LossTerm]:
+        """Walker, visit, semi- and weakly supervised triplet terms from scores ``[nA, nB]``."""
+        w, m = self.hparams, self.hparams["triplet_margin"]
+        terms: list[LossTerm] = []
+        p_ab, p_aba = round_trip(s_ab)
+        if self._on("walker"):
+            terms.append(LossTerm("walker", walker_per_anchor(p_aba, y), lab, w["walker_weight"]))
+        if self._on("visit"):
+            terms.append(LossTerm("visit", visit_loss(p_ab), scale=w["visit_weight"]))
+        if self._on("semi_triplet"):
+            terms.append(LossTerm("semi_triplet", similarity_triplet(p_aba, pos, neg, m), scale=w["semi_triplet_weight"]))
+        if self._on("weak_triplet"):
+            weak = self._weak_triplet(torch.sigmoid(s_ab), y, m)
+            terms.append(LossTerm("weak_triplet", weak, scale=w["weak_triplet_weight"]))
+        return terms
 
     @staticmethod
     def _weak_triplet(prob_ab: Tensor, y: Tensor, margin: float) -> Tensor:
@@ -167,11 +184,3 @@ class MnetAssociationLoss(EmbeddingLoss):
         q = per_class.T  # [nB, C']
         pos = F.one_hot(q.detach().argmax(dim=1), classes.numel()).bool()
         return similarity_triplet(q, pos, ~pos, margin)
-
-    def logits(self, embeddings: Tensor) -> Tensor:
-        """Class scores ``[B, C]`` of the linear head."""
-        return self.classifier(embeddings.float())
-
-    def class_weights(self) -> Tensor:
-        """Classifier class vectors ``[C, D]``."""
-        return self.classifier.weight

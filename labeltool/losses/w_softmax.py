@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from labeltool.losses import register_loss
-from labeltool.losses.base import EmbeddingLoss, HyperParam, l2_normalize
+from labeltool.losses.base import EmbeddingLoss, HyperParam, LossTerm, softmax_ce_terms
 
 
 @register_loss("w_softmax")
@@ -20,7 +17,7 @@ class WSoftmaxLoss(EmbeddingLoss):
     ``y`` the positive logit is ``Ŵ_y · x`` and each negative weight is replaced by
     ``W̃_j = (Ŵ_j + α Ŵ_y) / ‖Ŵ_j + α Ŵ_y‖`` (``j ≠ y``), logit ``W̃_j · x``; then softmax CE.
     ``α = 0`` is normalised-weight softmax; larger ``α`` gives a larger margin (paper: 0.5, 1, 1.5).
-    Test-time logits use the original ``Ŵ``.
+    Test-time logits use the original ``Ŵ``. Per-sample (term ``ce``).
 
     Computed without materialising ``W̃``: ``W̃_j · x = (Ŵ_j·x + α Ŵ_y·x) / sqrt(1 + α² + 2α Ŵ_j·Ŵ_y)``,
     which for ``j = y`` reduces to ``Ŵ_y · x`` as required.
@@ -31,29 +28,21 @@ class WSoftmaxLoss(EmbeddingLoss):
     rounds therefore resume the optimizer's moments (:mod:`labeltool.train.optim_state`).
     """
 
-    has_classifier = True
+    classifier_kind = "weights"
+    term_kinds = {"ce": "sample"}
     hyperparams = (HyperParam("alpha", 1.0, "float", 0.0, 2.0, help="bias α of negatives towards W_y"),)
 
-    def __init__(self, num_classes: int, embedding_dim: int, **hyper: Any) -> None:
-        super().__init__(num_classes, embedding_dim, **hyper)
-        self.weight = nn.Parameter(torch.empty(num_classes, embedding_dim))
-        nn.init.xavier_uniform_(self.weight)
-
-    def compute(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        """Mean W-Softmax CE of ``embeddings`` ``[B, D]`` with ``labels`` ``[B]``."""
+    def compute(self, embeddings: Tensor, labels: Tensor) -> list[LossTerm]:
+        """Per-sample W-Softmax CE of ``embeddings`` ``[B, D]`` with ``labels`` ``[B]``."""
         alpha = self.hparams["alpha"]
-        w = l2_normalize(self.weight.float())  # [C, D]
+        w = self.normalized_class_weights()  # [C, D]
         plain = embeddings.float() @ w.T  # [B, C]  Ŵ_j · x
         target = plain.gather(1, labels[:, None])  # [B, 1]  Ŵ_y · x
         gram = (w @ w.T)[labels]  # [B, C]  Ŵ_y · Ŵ_j
         norm = torch.sqrt((1.0 + alpha * alpha + 2.0 * alpha * gram).clamp_min(1e-12))
         biased = (plain + alpha * target) / norm  # [B, C]
-        return F.cross_entropy(biased, labels)
+        return softmax_ce_terms(biased, labels)
 
     def logits(self, embeddings: Tensor) -> Tensor:
         """Inference scores ``Ŵ_j · x`` ``[B, C]`` with the original normalised weights."""
-        return embeddings.float() @ l2_normalize(self.weight.float()).T
-
-    def class_weights(self) -> Tensor:
-        """Class vectors ``W`` ``[C, D]``."""
-        return self.weight
+        return embeddings.float() @ self.normalized_class_weights().T
