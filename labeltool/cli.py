@@ -128,9 +128,7 @@ def cmd_review(args: argparse.Namespace) -> int:
             s.accept(pending)
             print(f"accepted {len(pending)} suggestion(s)")
         elif args.decisions:
-            from labeltool.io.review_file import read_decisions
-
-            rows = read_decisions(s, Path(args.decisions))
+            rows = s.decisions_from_file(Path(args.decisions))
             s.record(rows)
             print(f"recorded {len(rows)} decision(s) from {args.decisions}")
         elif args.undo:

@@ -22,7 +22,7 @@ from labeltool.suggest.knn_scores import KNN_CONFIDENCES
 from labeltool.suggest.registry import list_sources
 
 __all__ = [
-    "AMP_MODES", "SOURCES", "TRAIN_MODES", "FinetuneConfig", "ProjectConfig", "SuggestConfig", "TrainConfig",
+    "AMP_MODES", "SOURCES", "ExportConfig", "TRAIN_MODES", "FinetuneConfig", "ProjectConfig", "SuggestConfig", "TrainConfig",
 ]
 
 TRAIN_MODES = ("head", "finetune")
@@ -273,3 +273,20 @@ class SuggestConfig:
                 f"unknown SuggestConfig fields {sorted(unknown)}; valid: {list(cls.__dataclass_fields__)}"
             )
         return cls(**data)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What an export writes: the dataset, the model or both; hard links instead of copies;
+    whether it may replace a non-empty folder; whether unreviewed (pseudo) labels go in."""
+
+    dataset: bool = True
+    model: bool = True
+    link: bool = False
+    overwrite: bool = False
+    include_pseudo: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("dataset", "model", "link", "overwrite", "include_pseudo"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")

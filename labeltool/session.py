@@ -7,29 +7,35 @@ returns.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from labeltool.config import ProjectConfig, SuggestConfig, TrainConfig
+from labeltool.config import ExportConfig, ProjectConfig, SuggestConfig, TrainConfig
 from labeltool.data.decisions import LabelState
 from labeltool.data.features import FeatureCache
+from labeltool.data.names import validate_class_name
 from labeltool.data.pool import Pool, RowView
 from labeltool.data.project import Project, open_project
 from labeltool.data.scan import ScannedFile, scan_folder
 from labeltool.data.store import ImageRow, Store
+from labeltool.data.undo import undo_rows
+from labeltool.io.export import DatasetExport, ModelExport, export_project
+from labeltool.io.review_file import read_decisions
 from labeltool.models.backbones import Backbone, create_backbone, get_spec
 from labeltool.models.extract import ExtractionResult, extract_to_cache, pick_device
-from labeltool.rounds import head_round as round_ops
+from labeltool.rounds.current import RoundEmbedding
+from labeltool.session_rounds import SessionRounds
 from labeltool.session_views import SessionViews
 from labeltool.suggest.propose import Suggestion
-from labeltool.train.checkpoints import Checkpoint, latest_round, load_checkpoint
+from labeltool.train.head import state_dict_of
 
-__all__ = ["LabelingSession", "ProjectConfig", "ScanSummary", "SuggestConfig", "TrainConfig"]
+__all__ = ["ExportConfig", "LabelingSession", "ProjectConfig", "ScanSummary", "SuggestConfig", "TrainConfig"]
 
 Progress = Callable[[int, int], None]
 
@@ -48,7 +54,7 @@ class ScanSummary:
     classes: list[str]
 
 
-class LabelingSession(SessionViews):
+class LabelingSession(SessionRounds, SessionViews):
     """A project opened for labeling. Create with :meth:`open`."""
 
     def __init__(self, project: Project) -> None:
@@ -56,7 +62,7 @@ class LabelingSession(SessionViews):
         self.store = Store(project.db_path)
         self._backbone: Backbone | None = None
         self._cache: FeatureCache | None = None
-        self._current: round_ops.RoundEmbedding | None = None
+        self._current: RoundEmbedding | None = None
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -177,43 +183,24 @@ class LabelingSession(SessionViews):
 
     def add_class(self, name: str) -> int:
         """Register a new class name (validated); returns its id."""
-        name = round_ops.validate_class_name(name)
+        name = validate_class_name(name)
         return self.store.ensure_classes([name])[name]
 
     def stats(self) -> dict[str, Any]:
         """Summary for ``status`` and the app's sidebar."""
-        return round_ops.project_stats(self)
-
-    # ------------------------------------------------------------------ rounds
-    def train_round(self, config: TrainConfig, progress: Callable[[int, int, float], None] | None = None,
-                    *, continue_training: bool = True) -> dict[str, Any]:
-        """Train the head on seed + accepted labels, embed the pool, record the round's metrics.
-
-        With ``config.mode == "finetune"`` the backbone's last stages are fine-tuned on the images
-        too and the pool is re-embedded with it. Returns the round's metrics (including ``round``)."""
-        self._current, metrics = round_ops.train_round(self, config, progress, continue_training)
-        return metrics
-
-    def current_round(self) -> round_ops.RoundEmbedding:
-        """Embedding of the pool under the newest trained round (restored from its checkpoint; a
-        fine-tune round reads its own feature cache, recomputed if it is missing)."""
-        if self._current is None:
-            rid = latest_round(self.project.checkpoints_dir)
-            if rid is None:
-                raise RuntimeError("no round has been trained yet; run a training round first")
-            self._current = round_ops.embed_round(self, load_checkpoint(self.project.checkpoints_dir, rid))
-        return self._current
-
-    def checkpoint(self) -> Checkpoint:
-        return self.current_round().checkpoint
-
-    def propose(self, config: SuggestConfig) -> list[Suggestion]:
-        """Suggestions for the unlabeled pool under the current round (stored with the round)."""
-        return round_ops.propose(self, config)
-
-    def pending_suggestions(self, round_id: int | None = None) -> list[Suggestion]:
-        """Stored suggestions of a round (default: newest) that no decision has settled yet."""
-        return round_ops.pending(self, round_id)
+        images = self.store.images()
+        ok = [r for r in images if r.status == "ok"]
+        cache = self.feature_cache()
+        rounds = self.store.rounds()
+        spec = self.backbone_spec
+        return {
+            "image_root": str(self.project.image_root), "project_dir": str(self.project.dir),
+            "images": len(images), "usable": len(ok), "broken": [(r.relpath, r.error) for r in images if r.status != "ok"],
+            **label_counts(self.label_state(), {r.id for r in ok}, self.classes),
+            "embedded": sum(1 for r in ok if r.sha256 in cache), "backbone": spec.name, "input_size": spec.input_size,
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "rounds": len(rounds), "last_round": rounds[-1].metrics if rounds else None,
+        }
 
     # ------------------------------------------------------------------ decisions
     def accept(self, suggestions: Sequence[Suggestion]) -> list[int]:
@@ -258,10 +245,23 @@ class LabelingSession(SessionViews):
         self._check_ids([r["image_id"] for r in rows], [r["class_id"] for r in rows if r.get("class_id") is not None])
         return self.store.add_decisions(rows)
 
+    def annotate_round(self, round_id: int, extra: dict[str, Any]) -> None:
+        """Add entries to a finished round's stored metrics (e.g. a self-training report)."""
+        self.store.update_round_metrics(round_id, extra)
+
+    def decisions_from_file(self, path: str | Path) -> list[dict[str, Any]]:
+        """Decision rows from a review CSV (validated whole; see :mod:`labeltool.io.review_file`),
+        ready for :meth:`record`."""
+        usable = {r.relpath: r.id for r in self.store.images() if r.status == "ok"}
+        return read_decisions(Path(path), usable, self.classes, self._round_id())
+
     def undo(self) -> list[int]:
         """Undo the newest batch that is still in force (a click, or a whole accepted batch).
         Returns the ids of the decisions undone (empty when there is nothing to undo)."""
-        return round_ops.undo_last_batch(self.store)
+        target, rows = undo_rows(self.store.decisions())
+        if rows:
+            self.store.add_decisions(rows)
+        return target
 
     def _round_id(self) -> int | None:
         """The newest round that finished (a killed or failed round is never current)."""
@@ -297,26 +297,38 @@ class LabelingSession(SessionViews):
         return dest
 
     # ------------------------------------------------------------------ model and export
-    def build_model(self) -> torch.nn.Module:
-        """Backbone + head + classifier of the current round, in eval mode on the CPU."""
-        return round_ops.build_model(self)
+    def export(self, out: str | Path, config: ExportConfig | None = None, **options: bool) -> Path:
+        """Export the labeled dataset and/or the current round's model into ``out`` atomically.
 
-    def predict(self, paths: Sequence[str | Path]) -> tuple[list[str], np.ndarray]:
-        """Predicted class names and probabilities ``[n, C]`` for image files, in process."""
-        return round_ops.predict(self, paths)
+        ``options`` override fields of ``config`` (default :class:`~labeltool.config.ExportConfig`);
+        see :func:`labeltool.io.export.export_project` for what is refused."""
+        cfg = replace(config or ExportConfig(), **options)
+        return export_project(
+            self.project, Path(out), dataset=self._dataset_export if cfg.dataset else None,
+            model=self._model_export if cfg.model else None, link=cfg.link, overwrite=cfg.overwrite,
+            include_pseudo=cfg.include_pseudo,
+        )
 
-    def export(self, out: str | Path, **options: Any) -> Path:
-        """Export dataset and/or model; see :func:`labeltool.io.export.export_project`."""
-        from labeltool.io.export import export_project
+    def _dataset_export(self) -> DatasetExport:
+        images = {r.id: r for r in self.store.images() if r.status == "ok"}
+        return DatasetExport(self.label_state(), self.classes, images)
 
-        return export_project(self, Path(out), **options)
+    def _model_export(self) -> ModelExport:
+        ckpt = self.checkpoint()
+        info = {
+            "round": ckpt.round, "loss": ckpt.loss.config(), "head": ckpt.head.config(),
+            "classifier": "loss" if ckpt.loss.has_classifier else "prototypes",
+            "train_config": ckpt.meta.get("train_config"), "project": str(self.project.image_root.name),
+        }
+        return ModelExport(self.build_model(), self.backbone_spec, self.classes, info,
+                           state_dict_of(ckpt.head, ckpt.loss))
 
     @classmethod
     def open_for_app(cls, folder: str | Path, *, project_dir: str | Path | None = None, image_size: int | None = None,
                      protected: Sequence[str | Path] = ()) -> LabelingSession:
         """Open for the web app: a protected or read-only folder gets a per-user project directory,
-        and the store works from any thread (see :mod:`labeltool.ui.project_views`)."""
-        from labeltool.ui.project_views import resolve_project_dir
+        and the store works from any thread (see :mod:`labeltool.data.thread_store`)."""
+        from labeltool.data.user_dirs import resolve_project_dir
 
         pdir = resolve_project_dir(folder, project_dir, protected)
         session = cls.open(folder, project_dir=pdir, config=ProjectConfig(image_size=image_size) if image_size else None)
@@ -325,11 +337,22 @@ class LabelingSession(SessionViews):
 
     def share_store_across_threads(self) -> None:
         """Give each thread its own connection to the project database."""
-        from labeltool.ui.project_views import ThreadLocalStore
+        from labeltool.data.thread_store import ThreadLocalStore
 
         if not isinstance(self.store, ThreadLocalStore):
             self.store.close()
             self.store = ThreadLocalStore(self.project.db_path)  # type: ignore[assignment]
+
+
+def label_counts(state: LabelState, present: set[int], classes: list[str]) -> dict[str, Any]:
+    """Labeled and unlabeled counts of the ``present`` usable images, by source and by class."""
+    labels = {i: c for i, c in state.labels.items() if i in present}
+    per_class = Counter(classes[c] for c in labels.values())
+    return {
+        "labeled": len(labels), "unlabeled": len(present) - len(labels),
+        "by_source": dict(Counter(state.source[i] for i in labels)),
+        "classes": classes, "per_class": {c: per_class.get(c, 0) for c in classes},
+    }
 
 
 def _as_scanned(r: ImageRow) -> ScannedFile:

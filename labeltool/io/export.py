@@ -27,17 +27,45 @@ import re
 import secrets
 import shutil
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from labeltool.io.model_io import save_model
-from labeltool.train.head import state_dict_of
 
 if TYPE_CHECKING:
-    from labeltool.session import LabelingSession
+    from torch import Tensor
+
+    from labeltool.data.decisions import LabelState
+    from labeltool.data.project import Project
+    from labeltool.data.store import ImageRow
+    from labeltool.models.backbones import BackboneSpec
+    from labeltool.models.heads import LabelerModel
+
+
+@dataclass(frozen=True)
+class DatasetExport:
+    """The labeled images to write: the current labels, the class names ``[C]`` and the usable
+    image rows by id."""
+
+    state: LabelState
+    classes: Sequence[str]
+    images: Mapping[int, ImageRow]
+
+
+@dataclass(frozen=True)
+class ModelExport:
+    """A round's model to write: the module, its backbone spec, class names, the facts saved
+    beside it and the head + loss weights."""
+
+    model: LabelerModel
+    spec: BackboneSpec
+    classes: Sequence[str]
+    info: dict[str, Any]
+    weights: Mapping[str, Tensor]
 
 _RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f<>:"/\\|?*]')
@@ -94,27 +122,28 @@ def _place(src: Path, dest: Path, link: bool) -> None:
 
 
 def export_project(
-    session: LabelingSession,
+    project: Project,
     out: Path,
     *,
-    dataset: bool = True,
-    model: bool = True,
-    link: bool = False,
-    overwrite: bool = False,
-    include_pseudo: bool = True,
+    dataset: Callable[[], DatasetExport] | None,
+    model: Callable[[], ModelExport] | None,
+    link: bool,
+    overwrite: bool,
+    include_pseudo: bool,
 ) -> Path:
     """Export into ``out`` atomically; returns ``out``.
 
     Refuses a non-empty ``out`` unless ``overwrite``; refuses an ``out`` inside the image folder
     (it would be scanned as images), one that holds the image folder or the project directory
     (replacing it would delete them) or lies inside the project directory, and a symlinked
-    ``out``. ``include_pseudo=False`` leaves out labels accepted without review.
+    ``out``. ``include_pseudo=False`` leaves out labels accepted without review. ``dataset`` and
+    ``model`` gather what to write (called once the target is checked); None leaves it out.
     """
     out = Path(out).expanduser()
     if out.is_symlink():
         raise ValueError(f"export target {out} is a symbolic link; choose a real folder")
     out = out.resolve()
-    _check_target(out, session.project.image_root.resolve(), session.project.dir.resolve())
+    _check_target(out, project.image_root.resolve(), project.dir.resolve())
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise FileExistsError(f"export target {out} exists and is not empty; pass overwrite=True (--overwrite) to replace it")
     if not (dataset or model):
@@ -129,9 +158,9 @@ def export_project(
         raise ValueError(f"cannot write the export {out}: {e.strerror or e} ({e.filename})") from None
     try:
         if dataset:
-            _write_dataset(session, tmp / "dataset", link=link, include_pseudo=include_pseudo)
+            _write_dataset(project, dataset(), tmp / "dataset", link=link, include_pseudo=include_pseudo)
         if model:
-            _write_model(session, tmp / "model")
+            _write_model(model(), tmp / "model")
         with _locked(out.parent):
             _swap_into_place(tmp, out)
     except BaseException:
@@ -244,15 +273,14 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
         os.close(fd)
 
 
-def _write_dataset(session: LabelingSession, dest: Path, *, link: bool, include_pseudo: bool) -> pd.DataFrame:
-    state = session.label_state()
-    classes = session.classes
+def _write_dataset(project: Project, data: DatasetExport, dest: Path, *, link: bool,
+                   include_pseudo: bool) -> pd.DataFrame:
+    state, classes, images = data.state, list(data.classes), data.images
     dirnames = _unique_dirnames(classes)
-    images = {r.id: r for r in session.store.images() if r.status == "ok"}
     dest.mkdir(parents=True)
     used: set[str] = set()
     rows = []
-    root = os.path.realpath(session.project.image_root)
+    root = os.path.realpath(project.image_root)
     for image_id in sorted(state.labels):
         r = images.get(image_id)
         source = state.source[image_id]
@@ -260,7 +288,7 @@ def _write_dataset(session: LabelingSession, dest: Path, *, link: bool, include_
             continue
         label = classes[state.labels[image_id]]
         folder = dirnames[label]
-        src = session.project.image_path(r.relpath)
+        src = project.image_path(r.relpath)
         if not os.path.realpath(src).startswith(root.rstrip(os.sep) + os.sep):
             raise ValueError(f"image {r.relpath!r} now points outside the image folder {root}; rescan the folder")
         name = safe_filename(os.path.basename(r.relpath))
@@ -284,14 +312,6 @@ def _write_dataset(session: LabelingSession, dest: Path, *, link: bool, include_
     return df
 
 
-def _write_model(session: LabelingSession, dest: Path) -> None:
+def _write_model(data: ModelExport, dest: Path) -> None:
     dest.mkdir(parents=True)
-    ckpt = session.checkpoint()
-    model = session.build_model()
-    spec = session.backbone_spec
-    info = {
-        "round": ckpt.round, "loss": ckpt.loss.config(), "head": ckpt.head.config(),
-        "classifier": "loss" if ckpt.loss.has_classifier else "prototypes",
-        "train_config": ckpt.meta.get("train_config"), "project": str(session.project.image_root.name),
-    }
-    save_model(dest, model, spec, session.classes, info, state_dict_of(ckpt.head, ckpt.loss))
+    save_model(dest, data.model, data.spec, list(data.classes), data.info, dict(data.weights))

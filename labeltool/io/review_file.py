@@ -10,25 +10,27 @@ from __future__ import annotations
 
 import csv
 import unicodedata
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from labeltool.data.scan import RelpathIndex
-
-if TYPE_CHECKING:
-    from labeltool.session import LabelingSession
 
 _ACTIONS = {"accept", "reject", "assign", "unlabel"}
 
 
-def read_decisions(session: LabelingSession, path: Path) -> list[dict[str, Any]]:
-    """Parse and validate ``path``; returns decision rows for :meth:`LabelingSession.record`."""
+def read_decisions(path: Path, image_ids: Mapping[str, int], classes: Sequence[str],
+                   round_id: int | None) -> list[dict[str, Any]]:
+    """Parse and validate ``path``; returns decision rows for :meth:`LabelingSession.record`.
+
+    ``image_ids`` maps the relative path of each usable image to its id, ``classes`` are the
+    class names by id and ``round_id`` the newest finished round (the rows are recorded in it).
+    """
     if not path.is_file():
         raise FileNotFoundError(f"decisions file {path} does not exist")
-    by_path = RelpathIndex({r.relpath: r.id for r in session.store.images() if r.status == "ok"})
-    cid = {c: i for i, c in enumerate(session.classes)}
-    last = session.store.last_finished_round()  # a killed or failed round is never current
-    rnd = last.id if last else None
+    by_path = RelpathIndex(dict(image_ids))
+    cid = {c: i for i, c in enumerate(classes)}
+    rnd = round_id
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)

@@ -9,17 +9,32 @@ from __future__ import annotations
 
 import csv
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from labeltool.config import SuggestConfig, TrainConfig
+from labeltool.data.decisions import LabelState
 from labeltool.data.scan import RelpathIndex
+from labeltool.data.store import ImageRow
 from labeltool.eval.metrics import label_accuracy
+from labeltool.suggest.propose import Suggestion
 
-if TYPE_CHECKING:
-    from labeltool.session import LabelingSession
+
+class LabelingLoop(Protocol):
+    """What a self-training run needs of a project (``LabelingSession`` provides it)."""
+
+    @property
+    def classes(self) -> list[str]: ...
+    def image_rows(self) -> dict[int, ImageRow]: ...
+    def add_class(self, name: str) -> int: ...
+    def train_round(self, config: TrainConfig) -> dict[str, Any]: ...
+    def propose(self, config: SuggestConfig) -> list[Suggestion]: ...
+    def record(self, rows: Sequence[dict[str, Any]]) -> list[int]: ...
+    def label_state(self) -> LabelState: ...
+    def stats(self) -> dict[str, Any]: ...
+    def annotate_round(self, round_id: int, extra: dict[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -60,9 +75,9 @@ def read_oracle(path: str | Path) -> dict[str, str]:
     return out
 
 
-def oracle_ids(session: LabelingSession, oracle: Mapping[str, str]) -> dict[int, int]:
+def oracle_ids(session: LabelingLoop, oracle: Mapping[str, str]) -> dict[int, int]:
     """Image id → true class id for the oracle rows that name a known image (new classes are added)."""
-    by_path = RelpathIndex({r.relpath: r.id for r in session.store.images()})
+    by_path = RelpathIndex({r.relpath: r.id for r in session.image_rows().values()})
     found = {image_id: lab for p, lab in oracle.items() if (image_id := by_path.find(p)) is not None}
     unknown_classes = sorted(set(found.values()) - set(session.classes))
     for name in unknown_classes:
@@ -72,7 +87,7 @@ def oracle_ids(session: LabelingSession, oracle: Mapping[str, str]) -> dict[int,
 
 
 def run_selftrain(
-    session: LabelingSession,
+    session: LabelingLoop,
     rounds: int,
     train_config: TrainConfig,
     suggest_config: SuggestConfig,
@@ -136,7 +151,7 @@ def run_selftrain(
             loo_1nn_accuracy=metrics.get("loo_1nn_accuracy"), train_seconds=metrics["train_seconds"],
             round_seconds=metrics["round_seconds"],
         )
-        session.store.update_round_metrics(metrics["round"], {"selftrain": asdict(report)})
+        session.annotate_round(metrics["round"], {"selftrain": asdict(report)})
         reports.append(report)
         if on_round:
             on_round(report)

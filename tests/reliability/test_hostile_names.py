@@ -12,7 +12,6 @@ from PIL import Image
 
 from labeltool.cli import main
 from labeltool.config import ProjectConfig
-from labeltool.io.export import export_project
 from labeltool.session import LabelingSession
 
 REFUSED = ["", "   ", ".", "..", "a/b", "/etc/passwd", "../../outside", "..\\win", "C:\\x", "nul\x00byte",
@@ -55,7 +54,7 @@ def test_typed_names_are_mapped_safely_on_export(session: LabelingSession, tmp_p
     for image, name in zip(free, MAPPED, strict=False):
         session.assign(image, name)
     assert len(free) >= len(MAPPED)
-    out = export_project(session, tmp_path / "out", model=False)
+    out = session.export(tmp_path / "out", model=False)
     dataset = (out / "dataset").resolve()
     folders = {p.name for p in dataset.iterdir() if p.is_dir()}
     assert folders == {"cat", "dog", *MAPPED.values()}
@@ -96,11 +95,11 @@ def test_project_dir_and_export_target_cannot_be_class_folders(session: Labeling
             LabelingSession.open(root, project_dir=pdir)
     for target in (root / "cat", root / "new", root / ".labeltool" / "x", root):
         with pytest.raises(ValueError, match="inside the image folder"):
-            export_project(session, target, model=False, overwrite=True)
+            session.export(target, model=False, overwrite=True)
     with pytest.raises(ValueError, match="holds the image folder"):
-        export_project(session, tmp_path, model=False, overwrite=True)
+        session.export(tmp_path, model=False, overwrite=True)
     link = tmp_path / "link"
     link.symlink_to(root / "cat", target_is_directory=True)
     with pytest.raises(ValueError, match="symbolic link"):
-        export_project(session, link, model=False, overwrite=True)
+        session.export(link, model=False, overwrite=True)
     assert sorted(p.name for p in (root / "cat").iterdir()) == ["0.png", "1.png"]

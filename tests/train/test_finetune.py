@@ -191,15 +191,14 @@ def test_finetune_round_end_to_end(tiny: LabelingSession, tmp_path: Path) -> Non
     cur = tiny.current_round()
     assert cur.checkpoint.finetuned and cur.embeddings.shape == (22, 64)
     base = tiny.pool().features
-    from labeltool.rounds.finetune_round import finetuned_pool
-
-    ft_pool = finetuned_pool(tiny, cur.checkpoint.load_backbone(tiny.backbone()), key)
+    pool = tiny.pool()
+    ft_pool = tiny.features_under(cur.checkpoint.load_backbone(tiny.backbone()), key, pool)
     assert isinstance(ft_pool.features.matrix, np.memmap)
     assert not np.allclose(np.asarray(ft_pool.features), np.asarray(base))  # other features than the base cache
 
     rows = tiny.propose(SuggestConfig(batch_size=4))
     assert len(rows) == 4
-    sample = [tiny.project.image_path(r) for r in ft_pool.relpaths[:5]]
+    sample = [tiny.project.image_path(pool.relpaths[i]) for i in ft_pool.keep[:5]]
     names, probs = tiny.predict(sample)
     out = tiny.export(tmp_path / "out", dataset=False)
     pred = load_model(out).predict(sample)

@@ -1,0 +1,246 @@
+"""Rounds, as methods of :class:`labeltool.session.LabelingSession`: load the pool and the
+previous round, run the pure :func:`labeltool.rounds.step.step`, save its checkpoint and record
+it; restore the newest round after a reopen; propose and list pending suggestions; assemble
+the round's model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from labeltool.config import SuggestConfig, TrainConfig
+from labeltool.data.features import FeatureCache
+from labeltool.data.pool import Pool, RowView
+from labeltool.data.store import StoredSuggestion
+from labeltool.errors import EmptyPoolError, NoRoundError, StaleFeaturesError
+from labeltool.eval.review import review_stats
+from labeltool.models.extract import extract_to_cache, pick_device
+from labeltool.models.heads import LabelerModel
+from labeltool.rounds.current import RoundEmbedding, pending_suggestions
+from labeltool.rounds.model import assemble_model, predict_files
+from labeltool.rounds.step import (
+    FinetuneImages,
+    PoolFeatures,
+    RoundInputs,
+    RoundResult,
+    RoundState,
+    continues,
+    embed_pool,
+    require_two_classes,
+    step,
+)
+from labeltool.suggest.propose import Suggestion, propose
+from labeltool.train.checkpoints import (
+    BACKBONE_KEY,
+    Checkpoint,
+    backbone_file_name,
+    latest_round,
+    load_checkpoint,
+    save_checkpoint,
+)
+from labeltool.train.finetune import backbone_state
+
+if TYPE_CHECKING:
+    from labeltool.data.decisions import LabelState
+    from labeltool.data.project import Project
+    from labeltool.data.store import Store
+    from labeltool.models.backbones import Backbone, BackboneSpec
+
+StepProgress = Callable[[int, int, float], None]
+
+
+class SessionRounds:
+    """Mixin of :class:`~labeltool.session.LabelingSession`: training rounds and their products."""
+
+    project: Project
+    store: Store
+    _current: RoundEmbedding | None
+
+    if TYPE_CHECKING:  # provided by LabelingSession
+        @property
+        def classes(self) -> list[str]: ...
+        @property
+        def backbone_spec(self) -> BackboneSpec: ...
+        def pool(self) -> Pool: ...
+        def label_state(self) -> LabelState: ...
+        def backbone(self, with_classifier: bool = False) -> Backbone: ...
+
+    # ------------------------------------------------------------------ training
+    def train_round(self, config: TrainConfig, progress: StepProgress | None = None,
+                    *, continue_training: bool = True) -> dict[str, Any]:
+        """Train on seed + accepted labels, embed the pool, checkpoint and record the round.
+
+        With ``config.mode == "finetune"`` the backbone's last stages are fine-tuned on the images
+        too and the pool is re-embedded with it. Returns the round's metrics (including ``round``)."""
+        pool = self.pool()
+        if len(pool) == 0:
+            raise EmptyPoolError(self._no_pool_message())
+        labels = pool.labels(self.label_state().labels)
+        require_two_classes(labels)
+        prev = self._previous_checkpoint() if continue_training else None
+        prev_state = None if prev is None else RoundState(prev.head, prev.loss, prev.load_optimizer_state(),
+                                                          prev.finetuned)
+        inputs = RoundInputs(pool.ids, pool.features, labels, self.classes)
+        go_on = continues(config, prev_state, int(pool.features.shape[1]), len(self.classes))
+        spec = self.backbone_spec
+        record: dict[str, Any] = {"train": config.to_json(), "backbone": spec.to_json()}
+        images = None
+        if config.mode == "finetune":
+            start_from = f"round-{prev.round}" if prev is not None and prev.finetuned else "pretrained"
+            record.update({"mode": "finetune", "continued_from": go_on, "backbone_from": start_from})
+            rid = self.store.start_round(record)
+            images = self._finetune_images(pool, prev, start_from, self._round_feature_key(rid),
+                                           config.finetune_config().device)
+        else:
+            record.update({"feature_key": spec.cache_key(), "continued_from": go_on})
+            rid = self.store.start_round(record)
+        result = step(inputs, config, prev_state, images=images, progress=progress)
+        ckpt = self._save_round(rid, config, result)
+        metrics = {**result.metrics, "round": rid, **result.facts}
+        if result.backbone is not None:
+            metrics["feature_key"] = ckpt.meta["feature_key"]
+        metrics["review"] = review_stats(self.store.decisions())
+        self.store.finish_round(rid, metrics)
+        self._current = RoundEmbedding(rid, ckpt, result.ids, result.embeddings, result.probs)
+        return metrics
+
+    def _previous_checkpoint(self) -> Checkpoint | None:
+        """The newest round's checkpoint, or None when there is none or it no longer fits the pool."""
+        try:
+            return self.current_round().checkpoint
+        except (NoRoundError, StaleFeaturesError):
+            return None
+
+    def _save_round(self, rid: int, config: TrainConfig, result: RoundResult) -> Checkpoint:
+        """Checkpoint a round's head, loss, moments (and fine-tuned backbone)."""
+        spec, state = self.backbone_spec, result.state
+        meta: dict[str, Any] = {
+            "train_config": config.to_json(), "backbone": spec.to_json(), "classes": self.classes,
+            "feature_key": spec.cache_key(), "n_labeled": int((result.labels >= 0).sum()),
+        }
+        opt = dict(state.optimizer_state or {})
+        directory = self.project.checkpoints_dir
+        if result.backbone is None:
+            save_checkpoint(directory, rid, state.head, state.loss, meta, optimizer_state=opt)
+            return Checkpoint(rid, state.head, state.loss, meta, optimizer_state=opt)
+        meta.update({"feature_key": self._round_feature_key(rid), "backbone_from": result.facts["backbone_from"]})
+        save_checkpoint(directory, rid, state.head, state.loss, meta, backbone_state(result.backbone),
+                        optimizer_state=opt)
+        meta[BACKBONE_KEY] = backbone_file_name(rid)
+        return Checkpoint(rid, state.head, state.loss, meta, backbone=result.backbone,
+                          backbone_file=directory / meta[BACKBONE_KEY], optimizer_state=opt)
+
+    # ------------------------------------------------------------------ fine-tune features
+    def _round_feature_key(self, round_id: int) -> str:
+        """Cache key of the features extracted by round ``round_id``'s fine-tuned backbone."""
+        return f"{self.backbone_spec.cache_key()}-ft-round{round_id}"
+
+    def _finetune_images(self, pool: Pool, prev: Checkpoint | None, start_from: str, key: str,
+                         device: str) -> FinetuneImages:
+        start = prev.load_backbone(self.backbone()) if prev is not None and prev.finetuned else self.backbone()
+        start_key = prev.meta["feature_key"] if prev is not None and prev.finetuned else None
+
+        def features(backbone: Backbone, which: str) -> PoolFeatures:
+            return self.features_under(backbone, key if which == "tuned" else str(start_key), pool, device)
+
+        paths = [self.project.image_path(r) for r in pool.relpaths]
+        return FinetuneImages(start, start_from, paths, features)
+
+    def features_under(self, backbone: Backbone, key: str, pool: Pool, device: str = "auto") -> PoolFeatures:
+        """The pool's features ``[M, F]`` from the per-round cache ``key``, extracting (with
+        ``backbone``) the rows it lacks. Images that fail to decode now are left out."""
+        cache = FeatureCache(self.project.embeddings_dir, key, int(pool.features.shape[1]))
+        if cache.missing(pool.hashes):
+            items = [(h, self.project.image_path(r)) for h, r in zip(pool.hashes, pool.relpaths, strict=True)]
+            extract_to_cache(backbone, cache, items, batch_size=self.project.config.embed_batch_size,
+                             device=pick_device(device))
+            backbone.cpu()
+        keep = np.array([i for i, h in enumerate(pool.hashes) if h in cache], dtype=np.int64)
+        hashes = [pool.hashes[i] for i in keep]
+        return PoolFeatures(keep, RowView(cache.matrix(), cache.rows_for(hashes)))
+
+    # ------------------------------------------------------------------ the newest round
+    def current_round(self) -> RoundEmbedding:
+        """Embedding of the pool under the newest trained round (restored from its checkpoint; a
+        fine-tune round reads its own feature cache, recomputed if it is missing)."""
+        if self._current is None:
+            rid = latest_round(self.project.checkpoints_dir)
+            if rid is None:
+                raise NoRoundError()
+            self._current = self._restore(load_checkpoint(self.project.checkpoints_dir, rid))
+        return self._current
+
+    def _restore(self, ckpt: Checkpoint) -> RoundEmbedding:
+        """Re-embed the pool with a restored checkpoint (after reopening a project)."""
+        pool = self.pool()
+        state = RoundState(ckpt.head, ckpt.loss, None, ckpt.finetuned)
+        if ckpt.finetuned:
+            tuned = self.features_under(ckpt.load_backbone(self.backbone()), ckpt.meta["feature_key"], pool)
+            emb, probs = embed_pool(state, tuned.features)
+            return RoundEmbedding(ckpt.round, ckpt, pool.ids[tuned.keep], emb, probs)
+        if ckpt.head.in_dim != pool.features.shape[1]:
+            raise StaleFeaturesError("the saved round was trained on other features; train a new round")
+        emb, probs = embed_pool(state, pool.features)
+        return RoundEmbedding(ckpt.round, ckpt, pool.ids, emb, probs)
+
+    def checkpoint(self) -> Checkpoint:
+        """The newest round's checkpoint (``NoRoundError`` before the first round)."""
+        return self.current_round().checkpoint
+
+    # ------------------------------------------------------------------ suggestions
+    def propose(self, config: SuggestConfig) -> list[Suggestion]:
+        """Suggestions for the unlabeled pool under the current round (stored with the round)."""
+        cur = self.current_round()
+        state = self.label_state()
+        known = {r.id for r in self.store.images() if r.status == "ok"}
+        keep = np.array([int(i) in known for i in cur.ids], dtype=bool)
+        ids, emb = cur.ids[keep], cur.embeddings[keep]
+        probs = cur.probs[keep] if cur.probs is not None else None
+        if config.source in ("softmax",) and probs is None:
+            raise ValueError(f"loss {cur.checkpoint.loss.name!r} has no classifier; use source 'knn' or 'walk'")
+        labels = np.fromiter((state.labels.get(int(i), -1) for i in ids), dtype=np.int64, count=len(ids))
+        rows = propose(emb, labels, ids, config, rejected=state.rejected, probs=probs, num_classes=len(self.classes))
+        self.store.save_suggestions(cur.round, [
+            StoredSuggestion(cur.round, s.image_id, s.class_id, s.confidence, s.source, s.rank, s.distance, s.evidence)
+            for s in rows
+        ])
+        return rows
+
+    def pending_suggestions(self, round_id: int | None = None) -> list[Suggestion]:
+        """Stored suggestions of a round (default: newest) that no decision has settled yet."""
+        if round_id is None:
+            last = self.store.last_finished_round()
+            if last is None:
+                return []
+            round_id = last.id
+        state = self.label_state()
+        return pending_suggestions(self.store.suggestions(round_id), state.labels, state.rejected)
+
+    # ------------------------------------------------------------------ the round's model
+    def build_model(self) -> LabelerModel:
+        """Backbone + head + classifier of the current round, in eval mode on the CPU."""
+        cur = self.current_round()
+        labels = cur.labels(self.label_state().labels)
+        return assemble_model(cur.checkpoint, self.backbone(), cur.embeddings, labels, len(self.classes))
+
+    def predict(self, paths: Sequence[str | Path]) -> tuple[list[str], np.ndarray]:
+        """Predicted class names and probabilities ``[n, C]`` for image files, in process."""
+        return predict_files(self.build_model(), self.backbone_spec, paths, self.classes)
+
+    def _no_pool_message(self) -> str:
+        """Why there is nothing to train on: no usable image at all, or images not embedded yet."""
+        rows = self.store.images()
+        usable = sum(1 for r in rows if r.status == "ok" and r.present)
+        if usable:
+            return f"no embedded images; run embed first ({usable} images are waiting)"
+        where = self.project.image_root
+        skipped = sum(1 for r in rows if r.present and r.status != "ok")
+        if skipped:
+            return (f"no embedded images: none of the {skipped} files found in {where} could be read as an image "
+                    "(`labeltool status` lists each one and why)")
+        return (f"no embedded images: {where} holds no images; put a few into one sub-folder per class (the seed) "
+                "and the rest anywhere below it, then run init (or rescan) again")
