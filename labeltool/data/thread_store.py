@@ -1,0 +1,41 @@
+"""A :class:`~labeltool.data.store.Store` usable from every thread of a web server."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from labeltool.data.store import Store
+
+__all__ = ["ThreadLocalStore"]
+
+
+class ThreadLocalStore:
+    """A :class:`Store` per thread on the same database.
+
+    A web server answers each page run on its own thread, and an SQLite connection may only be
+    used by the thread that made it; this proxy opens one connection per thread and forwards
+    every attribute to it. Writes stay durable and serialised by SQLite itself.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+
+    def _store(self) -> Store:
+        store = getattr(self._local, "store", None)
+        if store is None:
+            store = Store(self.path)
+            self._local.store = store
+        return store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store(), name)
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their thread ends)."""
+        store = getattr(self._local, "store", None)
+        if store is not None:
+            store.close()
+            self._local.store = None
