@@ -1,94 +1,206 @@
 """What the app shows of a session, as methods of :class:`labeltool.session.LabelingSession`:
-settings choices, the review queue, precision estimates, figures, the projection, exports.
+settings controls and the configs they make, the review page, a round run from the app,
+precision estimates, figures, the projection, exports.
 
 Each method gathers the session's own data and hands it to a pure function of
-:mod:`labeltool.ui` (or returns it as is); nothing here writes.
+:mod:`labeltool.ui` (or returns it as is); only :meth:`SessionViews.run_app_round` writes, through
+the session's own round methods. The modules of :mod:`labeltool.ui` are imported on first use,
+so the command line never loads the plotting stack.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from labeltool.config import TrainConfig
+from labeltool.config import SuggestConfig, TrainConfig
+from labeltool.errors import NoRoundError, StaleFeaturesError
 
 if TYPE_CHECKING:
+    from labeltool.data.decisions import LabelState
+    from labeltool.data.features import FeatureCache
+    from labeltool.data.pool import Pool
     from labeltool.data.project import Project
     from labeltool.data.store import Store
+    from labeltool.models.backbones import BackboneSpec
+    from labeltool.rounds.current import RoundEmbedding
     from labeltool.suggest.propose import Suggestion
+    from labeltool.ui.cards import Card
+    from labeltool.ui.figures import Projection
+    from labeltool.ui.messages import Attempt
+    from labeltool.ui.pages import PageText, ReviewPage, RoundOutcome, TrainProgress
+    from labeltool.ui.queue import Disputed, PrecisionEstimate
+    from labeltool.ui.settings import Control, LossInfo
 
 
 class SessionViews:
-    """Mixin of :class:`~labeltool.session.LabelingSession` for the app (read-only views)."""
+    """Mixin of :class:`~labeltool.session.LabelingSession` for the app."""
 
     project: Project
     store: Store
 
-    def loss_catalog(self) -> dict[str, Any]:
+    if TYPE_CHECKING:  # provided by LabelingSession
+        @property
+        def classes(self) -> list[str]: ...
+        @property
+        def backbone_spec(self) -> BackboneSpec: ...
+        def label_state(self) -> LabelState: ...
+        def current_round(self) -> RoundEmbedding: ...
+        def pending_suggestions(self, round_id: int | None = None) -> list[Suggestion]: ...
+        def feature_cache(self) -> FeatureCache: ...
+        def pool(self) -> Pool: ...
+        def stats(self) -> dict[str, Any]: ...
+        def train_round(self, config: TrainConfig, progress: Callable[[int, int, float], None] | None = None,
+                        *, continue_training: bool = True) -> dict[str, Any]: ...
+        def propose(self, config: SuggestConfig) -> list[Suggestion]: ...
+
+    # ------------------------------------------------------------------ app state and text
+    @staticmethod
+    def app_state(argv: Sequence[str], default_folder: str | Path) -> dict[str, Any]:
+        """The app's starting state from its command line (see :mod:`labeltool.ui.app_state`)."""
+        from labeltool.ui.app_state import app_state
+
+        return app_state(argv, default_folder)
+
+    @staticmethod
+    def attempt(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Attempt:
+        """Call ``fn``; an error meant for the user comes back as a message (see :mod:`labeltool.ui.messages`)."""
+        from labeltool.ui.messages import attempt
+
+        return attempt(fn, *args, **kwargs)
+
+    @property
+    def text(self) -> PageText:
+        """The lines of text the pages show for this project's classes."""
+        from labeltool.ui.pages import PageText
+
+        return PageText(tuple(self.classes))
+
+    def dispute_cards(self, disputed: Sequence[Disputed]) -> list[Card]:
+        """Cards of the disputed labels the Dataset page shows (the most contested first)."""
+        from labeltool.ui.cards import dispute_card
+        from labeltool.ui.pages import DISPUTED_SHOWN
+
+        return [dispute_card(d, self.classes) for d in disputed[:DISPUTED_SHOWN]]
+
+    @staticmethod
+    def selected_image(event: Any) -> int | None:
+        """The image id of the first point selected in the Explore chart (None: no selection)."""
+        from labeltool.ui.pages import selected_image
+
+        return selected_image(event)
+
+    # ------------------------------------------------------------------ settings
+    def loss_catalog(self) -> dict[str, LossInfo]:
         """Registered losses with their hyperparameters: name → LossInfo."""
-        from labeltool.ui.project_views import loss_catalog
+        from labeltool.ui.settings import loss_catalog
 
         return loss_catalog()
 
     def setting_choices(self) -> dict[str, tuple[str, ...]]:
         """Valid suggestion sources, kNN confidence modes and training modes."""
-        from labeltool.ui.project_views import setting_choices
+        from labeltool.ui.settings import setting_choices
 
         return setting_choices()
+
+    def loss_control(self) -> Control:
+        """The loss choice of the sidebar."""
+        from labeltool.ui.settings import loss_control
+
+        return loss_control(list(self.loss_catalog()))
+
+    def train_controls(self, loss: str) -> tuple[Control, ...]:
+        """The hyperparameters of ``loss``, then the training settings (see :mod:`labeltool.ui.settings`)."""
+        from labeltool.ui.settings import hyper_controls, train_controls
+
+        return hyper_controls(loss) + train_controls(self.default_embedding_dim())
+
+    def suggest_controls(self, loss: str) -> tuple[Control, ...]:
+        """The suggestion settings usable with ``loss`` (sources that need a classifier only with one)."""
+        from labeltool.ui.settings import suggest_controls
+
+        return suggest_controls(self.loss_catalog()[loss].has_classifier)
+
+    def page_controls(self, page: str) -> tuple[Control, ...]:
+        """The controls of the ``review``, ``explore``, ``dataset`` or ``export`` page."""
+        from labeltool.ui import pages
+
+        makers: dict[str, Callable[[], tuple[Control, ...]]] = {
+            "review": lambda: pages.review_controls(self.classes), "explore": pages.explore_controls,
+            "dataset": pages.dataset_controls, "export": pages.export_controls,
+        }
+        if page not in makers:
+            raise ValueError(f"no controls for page {page!r}; valid: {sorted(makers)}")
+        return makers[page]()
+
+    def train_config_from(self, loss: str, values: Mapping[str, Any]) -> TrainConfig:
+        """The training config of the sidebar's values (``ValueError`` when one is invalid)."""
+        from labeltool.ui.settings import train_config_from
+
+        return train_config_from(loss, values)
+
+    def suggest_config_from(self, values: Mapping[str, Any]) -> SuggestConfig:
+        """The suggestion config of the sidebar's values (``ValueError`` when one is invalid)."""
+        from labeltool.ui.settings import suggest_config_from
+
+        return suggest_config_from(values)
 
     def default_embedding_dim(self) -> int:
         """The embedding dimension a round uses when none is given."""
         return TrainConfig().resolved_dim(len(self.classes))
 
     def embedding_dim_warning(self, embedding_dim: int | None) -> str | None:
-        """The C-1 warning for ``embedding_dim`` (None = the default) with this project's classes."""
+        """The C-1 warning for ``embedding_dim`` (0 or None = the default) with this project's classes."""
         from labeltool.train.head import dimension_warning
 
         return dimension_warning(embedding_dim or self.default_embedding_dim(), len(self.classes))
 
-    def missing_features(self) -> int:
-        """Usable images still to embed."""
-        from labeltool.ui import project_views as app_project
-
-        return app_project.missing_features(self)
-
+    # ------------------------------------------------------------------ Review and Train
     def review_queue(self, class_id: int | None = None, order: str = "high first") -> list[Suggestion]:
         """Pending suggestions of the newest round, filtered by class and sorted."""
         from labeltool.ui.queue import filter_sort
 
         return filter_sort(self.pending_suggestions(), class_id, order)
 
-    def batch_precision(self, suggestions: Sequence[Suggestion]) -> Any:
+    def review_page(self, values: Mapping[str, Any], page_number: int) -> ReviewPage:
+        """Page ``page_number`` (1-based, clamped) of the queue under the Review controls' ``values``."""
+        from labeltool.ui.pages import review_page
+
+        return review_page(self.pending_suggestions(), self.classes, values, page_number,
+                           labeled=len(self.label_state().labels), precision=self.batch_precision)
+
+    def batch_precision(self, suggestions: Sequence[Suggestion]) -> PrecisionEstimate:
         """Estimated precision of a batch: a PrecisionEstimate (value, basis)."""
-        from labeltool.ui import project_views as app_project
+        from labeltool.ui.project_views import batch_precision
 
-        return app_project.batch_precision(self, suggestions)
+        return batch_precision(self.store, suggestions)
 
-    def disputed_labels(self, k: int = 5, min_share: float = 0.6, space: str = "embedding") -> list[Any]:
-        """Labeled images whose neighbours vote for another class, in the learned ``embedding`` or
-        the ``backbone`` features (which never saw the labels)."""
-        from labeltool.ui import project_views as app_project
+    def train_progress(self) -> TrainProgress:
+        """A fresh loss trace for a round's progress display."""
+        from labeltool.ui.pages import TrainProgress
 
-        return app_project.disputed(self, k, min_share, space)
+        return TrainProgress()
 
-    def projection(self, start_umap: bool = True) -> Any:
-        """2-D projection of the current embedding (cached UMAP, else PCA while UMAP runs)."""
-        from labeltool.ui.project_views import current_projection
+    def run_app_round(self, train: TrainConfig, suggest: SuggestConfig, *,
+                      progress: Callable[[int, int, float], None] | None = None, continue_training: bool = True,
+                      start_umap: bool = False, on_proposing: Callable[[], None] | None = None) -> RoundOutcome:
+        """Train a round, propose its batch and (``start_umap``) start its UMAP in the background."""
+        from labeltool.ui.pages import RoundOutcome
 
-        return current_projection(self, start_umap=start_umap)
-
-    def explore_figure(self, proj: Any, color_by: str = "label") -> Any:
-        """WebGL scatter of a projection coloured by label, source or confidence."""
-        from labeltool.ui.project_views import explore_figure
-
-        return explore_figure(self, proj, color_by)
+        metrics = self.train_round(train, progress=progress, continue_training=continue_training)
+        if on_proposing is not None:
+            on_proposing()
+        rows = self.propose(suggest)
+        if start_umap:
+            self.projection(start_umap=True)
+        return RoundOutcome(metrics, rows)
 
     def rounds_figure(self) -> Any:
         """Round history chart (None before the first round)."""
         from labeltool.ui.project_views import rounds_figure
 
-        return rounds_figure(self)
+        return rounds_figure(self.store.rounds())
 
     def rounds_table(self) -> Any:
         """Round history as a DataFrame."""
@@ -96,27 +208,75 @@ class SessionViews:
 
         return rounds_frame(self.store.rounds())
 
+    # ------------------------------------------------------------------ Dataset and Explore
+    def missing_features(self) -> int:
+        """Usable images still to embed."""
+        from labeltool.ui.project_views import missing_features
+
+        cache = self.feature_cache()
+        cache.refresh()
+        return missing_features(self.store.images(), cache)
+
+    def disputed_labels(self, k: int = 5, min_share: float = 0.6, space: str = "embedding") -> list[Disputed]:
+        """Labeled images whose neighbours vote for another class, in the learned ``embedding`` or
+        the ``backbone`` features (which never saw the labels)."""
+        from labeltool.ui.project_views import dispute_arrays, disputed
+
+        ids, vectors = dispute_arrays(space, self._round_or_none() if space == "embedding" else None, self.pool())
+        return disputed(ids, vectors, self.label_state().labels, k, min_share)
+
     def class_counts_figure(self) -> Any:
         """Labeled images per class, with pending suggestions stacked."""
         from labeltool.ui.project_views import class_counts_figure
 
-        return class_counts_figure(self)
+        return class_counts_figure(self.stats()["per_class"], self.pending_suggestions(), self.classes)
+
+    def projection(self, start_umap: bool = True) -> Projection:
+        """2-D projection of the current embedding (cached UMAP, else PCA while UMAP runs)."""
+        from labeltool.ui.project_views import current_projection
+
+        return current_projection(self.project.cache_dir, self._round_or_none(), self.pool(),
+                                  self.backbone_spec.cache_key(), start_umap=start_umap)
+
+    def explore_figure(self, proj: Projection, color_by: str = "label") -> Any:
+        """WebGL scatter of a projection coloured by label, source or confidence."""
+        from labeltool.ui.project_views import explore_figure, explore_frame
+
+        frame = explore_frame(proj, self.label_state(), self.classes, self.pending_suggestions(),
+                              self._round_or_none())
+        return explore_figure(frame, proj, color_by)
 
     def image_info(self, image_id: int) -> dict[str, Any]:
         """Path, label and pending suggestion of one image."""
-        from labeltool.ui import project_views as app_project
+        from labeltool.ui.project_views import image_info
 
-        return app_project.image_info(self, image_id)
+        return image_info(image_id, self.store.image(image_id), self.label_state(), self.classes,
+                          self.pending_suggestions())
 
+    def _round_or_none(self) -> RoundEmbedding | None:
+        """The newest round's embedding of the pool; None before the first round, or when the saved
+        round was trained on other features than the cache holds now."""
+        try:
+            return self.current_round()
+        except (NoRoundError, StaleFeaturesError):
+            return None
+
+    # ------------------------------------------------------------------ export
     def default_export_dir(self, base: str | Path | None = None) -> Path:
         """A fresh ``models/<folder>-round<N>`` export folder."""
-        from labeltool.ui import project_views as app_project
+        from labeltool.ui.project_views import default_export_dir
 
-        return app_project.default_export_dir(self, base)
+        rounds = self.store.rounds()
+        return default_export_dir(self.project.image_root, rounds[-1].id if rounds else None, base)
+
+    def export_options(self, values: Mapping[str, Any]) -> dict[str, bool]:
+        """Keyword arguments of :meth:`export` from the Export page's control values."""
+        from labeltool.ui.pages import export_options
+
+        return export_options(values)
 
     def export_summary(self, out: str | Path) -> dict[str, Any]:
         """What an export folder holds, with the manifest's bytes for download."""
-        from labeltool.ui import project_views as app_project
+        from labeltool.ui.project_views import export_summary
 
-        return app_project.export_summary(out)
-
+        return export_summary(out)

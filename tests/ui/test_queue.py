@@ -12,6 +12,8 @@ import pytest
 
 from labeltool.data.decisions import Decision
 from labeltool.data.store import StoredSuggestion
+from labeltool.data.thread_store import ThreadLocalStore
+from labeltool.data.user_dirs import resolve_project_dir
 from labeltool.suggest.propose import Suggestion
 from labeltool.ui.figures import (
     pca_2d,
@@ -22,7 +24,6 @@ from labeltool.ui.figures import (
     save_projection,
     scatter_figure,
 )
-from labeltool.ui.project_views import ThreadLocalStore, resolve_project_dir
 from labeltool.ui.queue import batch_precision, disputed_labels, filter_sort, page_of, reviewed_outcomes
 
 
