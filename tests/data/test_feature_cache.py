@@ -49,3 +49,18 @@ def test_dimension_mismatch_and_bad_values(tmp_path: Path) -> None:
         FeatureCache(tmp_path, "k", 3)
     with pytest.raises(KeyError, match="run embed"):
         c.gather([_h(42)])
+
+
+def test_feature_cache_ignores_an_index_line_cut_short(tmp_path: Path) -> None:
+    """A crash mid-line could leave ``<sha> 12`` for ``<sha> 123``: wrong features, silently."""
+    cache = FeatureCache(tmp_path, "k", 4)
+    cache.append([_h(i) for i in range(20)], np.arange(80, dtype=np.float32).reshape(20, 4))
+    with open(cache.index_path, "a") as fh:
+        fh.write(f"{_h(99)} 1")  # meant "... 19\n"; the crash came first
+    cache = FeatureCache(tmp_path, "k", 4)
+    assert _h(99) not in cache and len(cache) == 20
+    cache.append([_h(100)], np.full((1, 4), 7.0))  # the next append must not glue onto that line
+    again = FeatureCache(tmp_path, "k", 4)
+    assert _h(99) not in again and len(again) == 21
+    np.testing.assert_array_equal(again.gather([_h(100)]), np.full((1, 4), 7.0))
+    np.testing.assert_array_equal(again.gather([_h(3)]), [[12, 13, 14, 15]])
