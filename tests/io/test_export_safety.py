@@ -13,7 +13,7 @@ import pytest
 
 from labeltool.cli import main
 from labeltool.config import ProjectConfig
-from labeltool.io.export import export_project, remove_stale_partials, safe_filename
+from labeltool.io.export import remove_stale_partials, safe_filename
 from labeltool.session import LabelingSession
 
 
@@ -23,7 +23,7 @@ def test_export_file_name_collisions_never_overwrite(tiny_session: LabelingSessi
     ids = {r.relpath: r.id for r in s.store.images()}
     assert ids == {"bag/a-3.png": 1, "bag/a.png": 2, "unlabeled/a.png": 3}
     s.assign(3, "bag")
-    out = export_project(s, tmp_path / "out", model=False)
+    out = s.export(tmp_path / "out", model=False)
     files = sorted(p.name for p in (out / "dataset" / "bag").iterdir())
     assert files == ["a-3-2.png", "a-3.png", "a.png"]
     man = pd.read_parquet(out / "dataset" / "manifest.parquet")
@@ -40,7 +40,7 @@ def test_export_refuses_a_target_holding_the_images_or_the_project(tiny_session:
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     for target, why in ((tmp_path, "holds the image folder"), (s.project.dir, "inside the image folder")):
         with pytest.raises(ValueError, match=why):
-            export_project(s, target, model=False, overwrite=True)
+            s.export(target, model=False, overwrite=True)
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
     s.close()
     outside = tmp_path / "elsewhere" / "proj"
@@ -48,7 +48,7 @@ def test_export_refuses_a_target_holding_the_images_or_the_project(tiny_session:
         for target, why in ((outside, "inside the project directory"), (outside / "x", "inside the project"),
                             (outside.parent, "holds the project directory")):
             with pytest.raises(ValueError, match=why):
-                export_project(s2, target, model=False, overwrite=True)
+                s2.export(target, model=False, overwrite=True)
         assert (outside / "project.sqlite").exists()
 
 
@@ -68,7 +68,7 @@ def test_stale_partial_exports_are_removed_running_ones_kept(tiny_session: Label
     fd = os.open(running, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX)  # as a live export holds it
     try:
-        export_project(s, out, model=False)
+        s.export(out, model=False)
         left = sorted(p.name for p in out.parent.iterdir())
         assert left == [".ds.partial-notes", ".ds.partial-runn1ng0", "ds"]
     finally:
@@ -85,11 +85,11 @@ def test_export_replaces_atomically_and_never_follows_links_out(tiny_session: La
     outside.mkdir()
     (outside / "keep.txt").write_text("mine")
     out = tmp_path / "out"
-    export_project(s, out, model=False)
+    s.export(out, model=False)
     (out / "dataset" / "link").symlink_to(outside, target_is_directory=True)  # planted in the old export
     (out / "dataset" / "file_link.txt").symlink_to(outside / "keep.txt")
     inode = out.stat().st_ino
-    export_project(s, out, model=False, overwrite=True)
+    s.export(out, model=False, overwrite=True)
     assert out.stat().st_ino != inode and (out / "dataset" / "manifest.csv").is_file()
     assert (outside / "keep.txt").read_text() == "mine"  # the old export's links were not followed
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "photos", "precious"]
@@ -98,7 +98,7 @@ def test_export_replaces_atomically_and_never_follows_links_out(tiny_session: La
     src.unlink()
     src.symlink_to(outside / "keep.txt")
     with pytest.raises(ValueError, match="points outside the image folder"):
-        export_project(s, tmp_path / "out2", model=False)
+        s.export(tmp_path / "out2", model=False)
     assert not (tmp_path / "out2").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "photos", "precious"]
     s.close()
@@ -132,7 +132,7 @@ def test_export_folder_gets_the_usual_permissions(tiny_session: LabelingSession,
     s = tiny_session
     umask = os.umask(0o022)
     try:
-        out = export_project(s, tmp_path / "shared", model=False)
+        out = s.export(tmp_path / "shared", model=False)
     finally:
         os.umask(umask)
     assert stat.S_IMODE(out.stat().st_mode) == 0o755

@@ -8,7 +8,6 @@ import pytest
 
 from labeltool.cli import main
 from labeltool.data.store import Store
-from labeltool.io.review_file import read_decisions
 from labeltool.session import LabelingSession
 
 
@@ -36,6 +35,6 @@ def test_review_csv_decisions_name_the_last_finished_round(tiny_session: Labelin
     s.store.start_round({})  # killed
     f = tmp_path / "d.csv"
     f.write_text("path,action,label\nunlabeled/a.png,assign,bag\n")
-    s.record(read_decisions(s, f))
+    s.record(s.decisions_from_file(f))
     assert [d.round for d in s.store.decisions()] == [done]
     s.close()
