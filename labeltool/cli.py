@@ -7,14 +7,17 @@ import csv
 import json
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from labeltool.config import ProjectConfig, SuggestConfig, TrainConfig
+from labeltool.config import TRAIN_MODES, FinetuneConfig, ProjectConfig, SuggestConfig, TrainConfig
 from labeltool.losses import get_loss_class, list_losses
-from labeltool.models.backbones import DEFAULT_BACKBONE, list_backbones
+from labeltool.models.backbones import list_backbones
 from labeltool.session import LabelingSession
+from labeltool.suggest.knn_scores import KNN_CONFIDENCES
+from labeltool.suggest.registry import list_sources
+from labeltool.ui.settings import capped_min_steps
 
 
 def _shown(name: object, keep_newlines: bool = False) -> str:
@@ -65,7 +68,8 @@ def _parse_params(items: Sequence[str], loss: str) -> dict[str, Any]:
 def train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         loss=args.loss, loss_params=_parse_params(args.param, args.loss), embedding_dim=args.dim,
-        epochs=args.epochs, max_steps=args.max_steps, min_steps=min(TrainConfig().min_steps, args.max_steps), lr=args.lr, seed=args.seed, device=args.device, mode=args.mode,
+        epochs=args.epochs, max_steps=args.max_steps, min_steps=capped_min_steps(args.max_steps), lr=args.lr,
+        seed=args.seed, device=args.device, mode=args.mode,
         finetune={"stages": args.stages} if args.mode == "finetune" else None,
     )
 
@@ -187,94 +191,115 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- parser
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="labeltool",
-        description="Label an image folder semi-supervised, headless: embed, train, suggest, review, export.",
-        epilog="Every command takes the image folder first; `labeltool COMMAND --help` lists its options.")
-    sub = p.add_subparsers(dest="command", required=True)
+TRAIN, SUGGEST, PROJECT, FINETUNE = TrainConfig(), SuggestConfig(), ProjectConfig(), FinetuneConfig()
 
-    def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("path", help="the image folder")
-        sp.add_argument("--project-dir", help="where the project lives (default PATH/.labeltool)")
 
-    def training(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--loss", default="cross_entropy", choices=list_losses())
-        sp.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="loss hyperparameter")
-        sp.add_argument("--dim", type=int, default=None, help="embedding dimension (default max(C-1, 64))")
-        sp.add_argument("--epochs", type=int, default=TrainConfig().epochs)
-        sp.add_argument("--max-steps", type=int, default=TrainConfig().max_steps, help="head mode: steps per round at most")
-        sp.add_argument("--lr", type=float, default=1e-3)
-        sp.add_argument("--seed", type=int, default=0)
-        sp.add_argument("--device", default="auto")
-        sp.add_argument("--mode", default="head", choices=["head", "finetune"],
-                        help="head: train a head on cached features; finetune: also train the backbone on images")
-        sp.add_argument("--stages", default="2", help="finetune mode: backbone stages to train (a number, or 0/all)")
+def _default_first(choices: Sequence[str], default: str) -> list[str]:
+    """``choices`` with ``default`` moved to the front (the order ``--help`` lists them in)."""
+    return [default, *(c for c in choices if c != default)]
 
-    def suggesting(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--source", default="knn", choices=["knn", "walk", "softmax", "knn+walk"])
-        sp.add_argument("--confidence", default="vote", choices=["vote", "1nn"])
-        sp.add_argument("--k", type=int, default=10)
-        sp.add_argument("--batch", type=int, default=100)
-        sp.add_argument("--percent", type=float, default=None, help="propose this %% of the unlabeled pool")
-        sp.add_argument("--stratified", action="store_true", help="equal quota per predicted class")
-        sp.add_argument("--min-confidence", type=float, default=0.0)
 
-    sp = sub.add_parser("init", help="scan the folder and create the project")
-    common(sp)
-    sp.add_argument("--backbone", default=DEFAULT_BACKBONE, help=f"one of {list_backbones()} or timm:<arch>")
-    sp.add_argument("--image-size", type=int, default=None)
-    sp.add_argument("--checkpoint", default=None, help="local weights file for timm:<arch>")
-    sp.set_defaults(func=cmd_init)
+def _common(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("path", help="the image folder")
+    sp.add_argument("--project-dir", help="where the project lives (default PATH/.labeltool)")
 
-    sp = sub.add_parser("embed", help="compute and cache backbone features")
-    common(sp)
-    sp.add_argument("--device", default="auto")
+
+def _training(sp: argparse.ArgumentParser) -> None:
+    """Options of a training round; defaults from TrainConfig and FinetuneConfig."""
+    sp.add_argument("--loss", default=TRAIN.loss, choices=list_losses())
+    sp.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="loss hyperparameter")
+    sp.add_argument("--dim", type=int, default=TRAIN.embedding_dim, help="embedding dimension (default max(C-1, 64))")
+    sp.add_argument("--epochs", type=int, default=TRAIN.epochs)
+    sp.add_argument("--max-steps", type=int, default=TRAIN.max_steps, help="head mode: steps per round at most")
+    sp.add_argument("--lr", type=float, default=TRAIN.lr)
+    sp.add_argument("--seed", type=int, default=TRAIN.seed)
+    sp.add_argument("--device", default=TRAIN.device)
+    sp.add_argument("--mode", default=TRAIN.mode, choices=list(TRAIN_MODES),
+                    help="head: train a head on cached features; finetune: also train the backbone on images")
+    sp.add_argument("--stages", default=str(FINETUNE.stages),
+                    help="finetune mode: backbone stages to train (a number, or 0/all)")
+
+
+def _suggesting(sp: argparse.ArgumentParser) -> None:
+    """Options of a suggestion batch; defaults from SuggestConfig, sources from their registry."""
+    sp.add_argument("--source", default=SUGGEST.source, choices=list_sources())
+    sp.add_argument("--confidence", default=SUGGEST.confidence, choices=_default_first(KNN_CONFIDENCES, SUGGEST.confidence))
+    sp.add_argument("--k", type=int, default=SUGGEST.k)
+    sp.add_argument("--batch", type=int, default=SUGGEST.batch_size)
+    sp.add_argument("--percent", type=float, default=SUGGEST.percent, help="propose this %% of the unlabeled pool")
+    sp.add_argument("--stratified", action="store_true", help="equal quota per predicted class")
+    sp.add_argument("--min-confidence", type=float, default=SUGGEST.min_confidence)
+
+
+def _init_options(sp: argparse.ArgumentParser) -> None:
+    """Options of a new project; defaults from ProjectConfig and the backbone registry."""
+    sp.add_argument("--backbone", default=PROJECT.backbone, help=f"one of {list_backbones()} or timm:<arch>")
+    sp.add_argument("--image-size", type=int, default=PROJECT.image_size)
+    sp.add_argument("--checkpoint", default=PROJECT.checkpoint, help="local weights file for timm:<arch>")
+
+
+def _embed_options(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--device", default=TRAIN.device)
     sp.add_argument("--workers", type=int, default=None, help="image decoding processes")
-    sp.set_defaults(func=cmd_embed)
 
-    sp = sub.add_parser("train", help="train a round on the labeled images")
-    common(sp)
-    training(sp)
+
+def _train_options(sp: argparse.ArgumentParser) -> None:
+    _training(sp)
     sp.add_argument("--fresh", action="store_true", help="start from a new head instead of the last round's")
-    sp.set_defaults(func=cmd_train)
 
-    sp = sub.add_parser("suggest", help="propose labels for unlabeled images (CSV on stdout)")
-    common(sp)
-    suggesting(sp)
-    sp.set_defaults(func=cmd_suggest)
 
-    sp = sub.add_parser("review", help="record decisions")
-    common(sp)
+def _review_options(sp: argparse.ArgumentParser) -> None:
     g = sp.add_mutually_exclusive_group(required=True)
     g.add_argument("--accept-top", type=int, help="accept the N most confident pending suggestions")
     g.add_argument("--decisions", help="CSV with columns path,action,label[,correct]")
     g.add_argument("--undo", action="store_true", help="undo the last batch of decisions")
-    sp.set_defaults(func=cmd_review)
 
-    sp = sub.add_parser("selftrain", help="headless rounds with a simulated reviewer")
-    common(sp)
-    training(sp)
-    suggesting(sp)
+
+def _selftrain_options(sp: argparse.ArgumentParser) -> None:
+    _training(sp)
+    _suggesting(sp)
     sp.add_argument("--rounds", type=int, default=5)
     sp.add_argument("--oracle", help="CSV path,label of ground truth (simulated reviewer)")
     sp.add_argument("--reviewer", default="correct", choices=["correct", "reject", "none"])
-    sp.set_defaults(func=cmd_selftrain)
 
-    sp = sub.add_parser("status", help="project summary")
-    common(sp)
+
+def _status_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--json", action="store_true")
-    sp.set_defaults(func=cmd_status)
 
-    sp = sub.add_parser("export", help="export dataset and model")
-    common(sp)
+
+def _export_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("out", nargs="?", default=None, help="output folder (default for --model-only: models/...)")
     sp.add_argument("--model-only", action="store_true")
     sp.add_argument("--dataset-only", action="store_true")
     sp.add_argument("--link", action="store_true", help="hard-link images instead of copying")
     sp.add_argument("--overwrite", action="store_true")
     sp.add_argument("--no-pseudo", action="store_true", help="leave out labels accepted without review")
-    sp.set_defaults(func=cmd_export)
+
+
+# name, help, options, handler: one row per command, in the order --help lists them
+COMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]], ...] = (
+    ("init", "scan the folder and create the project", _init_options, cmd_init),
+    ("embed", "compute and cache backbone features", _embed_options, cmd_embed),
+    ("train", "train a round on the labeled images", _train_options, cmd_train),
+    ("suggest", "propose labels for unlabeled images (CSV on stdout)", _suggesting, cmd_suggest),
+    ("review", "record decisions", _review_options, cmd_review),
+    ("selftrain", "headless rounds with a simulated reviewer", _selftrain_options, cmd_selftrain),
+    ("status", "project summary", _status_options, cmd_status),
+    ("export", "export dataset and model", _export_options, cmd_export),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="labeltool",
+        description="Label an image folder semi-supervised, headless: embed, train, suggest, review, export.",
+        epilog="Every command takes the image folder first; `labeltool COMMAND --help` lists its options.")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, help_, options, handler in COMMANDS:
+        sp = sub.add_parser(name, help=help_)
+        _common(sp)
+        options(sp)
+        sp.set_defaults(func=handler)
     return p
 
 
