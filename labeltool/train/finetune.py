@@ -172,13 +172,7 @@ def finetune(
 
     Shapes: images ``[B, 3, S, S]`` → backbone ``[B, F]`` → head ``[B, D]`` → loss (scalar).
     """
-    labels = np.array([int(y) for _, y in labeled], dtype=np.int64)
-    if len(np.unique(labels)) < 2:
-        raise ValueError("fine-tuning needs labeled images of at least 2 classes")
-    if labels.min() < 0 or labels.max() >= loss.num_classes:
-        raise ValueError(f"labels must lie in [0, {loss.num_classes}) for this loss")
-    if backbone.spec.feature_dim and head.in_dim != backbone.spec.feature_dim:
-        raise ValueError(f"head takes {head.in_dim}-d features, the backbone gives {backbone.spec.feature_dim}")
+    labels = _checked_labels(backbone, head, loss, labeled)
     device = pick_device(config.device)
     amp = resolve_amp(config.amp, device)
     seed = 0 if config.seed is None else int(config.seed)
@@ -186,21 +180,62 @@ def finetune(
     rng = np.random.default_rng(seed)
     backbone, head, loss = copy.deepcopy(backbone), copy.deepcopy(head), copy.deepcopy(loss)
     trainable = unfreeze_last_stages(backbone, config.stages)
-
-    spec = backbone.spec
     unl = list(unlabeled) if loss.uses_unlabeled and config.unlabeled_batch > 0 else []
-    tf = train_transform(spec, config.crop_scale) if config.augment else make_preprocess(spec)
-    dataset = ImageLabelDataset([p for p, _ in labeled] + unl, list(labels) + [-1] * len(unl), tf, spec.input_size)
     p = min(config.classes_per_batch, len(np.unique(labels)))
     steps = int(config.steps or config.epochs * max(1, math.ceil(len(labels) / (p * config.samples_per_class))))
-    batches = StepBatches(labels, len(unl), config, steps, rng)
+    loader = _loader(backbone.spec, [q for q, _ in labeled], labels, unl, config, steps, rng, seed, device)
+    run = _start_run(backbone, head, loss, config, amp, device, optimizer_state)
+    t0 = time.perf_counter()
+    history, images = run.train(loader, steps, progress)
+    if run.cuda:
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if run.cuda else None
+    backbone = backbone.to(memory_format=torch.contiguous_format).cpu().eval().requires_grad_(False)
+    return FinetuneResult(
+        backbone=backbone, head=head.cpu().eval(), loss=loss.cpu().eval(), losses=history, steps=steps,
+        seconds=seconds, device=str(device), amp=_amp_name(amp),
+        images=images, images_per_second=images / seconds if seconds > 0 else 0.0, trainable=trainable,
+        trainable_params=sum(q.numel() for q in run.backbone_params),
+        peak_memory_mb=peak, optimizer_state=adam_moments(run.opt, run.named),
+    )
+
+
+def _checked_labels(backbone: Backbone, head: ProjectionHead, loss: EmbeddingLoss,
+                    labeled: Sequence[tuple[Path, int]]) -> np.ndarray:
+    """The classes ``[L]`` of ``labeled``, checked against the loss and the head's input size."""
+    labels = np.array([int(y) for _, y in labeled], dtype=np.int64)
+    if len(np.unique(labels)) < 2:
+        raise ValueError("fine-tuning needs labeled images of at least 2 classes")
+    if labels.min() < 0 or labels.max() >= loss.num_classes:
+        raise ValueError(f"labels must lie in [0, {loss.num_classes}) for this loss")
+    if backbone.spec.feature_dim and head.in_dim != backbone.spec.feature_dim:
+        raise ValueError(f"head takes {head.in_dim}-d features, the backbone gives {backbone.spec.feature_dim}")
+    return labels
+
+
+def _loader(spec: BackboneSpec, paths: Sequence[Path], labels: np.ndarray, unlabeled: Sequence[Path],
+            config: FinetuneConfig, steps: int, rng: np.random.Generator, seed: int,
+            device: torch.device) -> DataLoader[tuple[Tensor, int, bool]]:
+    """``steps`` batches ``(images [B, 3, S, S], labels [B], ok [B])``: labeled ``paths`` with
+    ``labels`` (augmented when ``config.augment``), then ``unlabeled`` ones labeled -1."""
+    tf = train_transform(spec, config.crop_scale) if config.augment else make_preprocess(spec)
+    dataset = ImageLabelDataset(list(paths) + list(unlabeled), list(labels) + [-1] * len(unlabeled), tf,
+                                spec.input_size)
+    batches = StepBatches(labels, len(unlabeled), config, steps, rng)
     workers = _workers(config, device)
-    loader = DataLoader(
+    return DataLoader(
         dataset, batch_sampler=batches, num_workers=workers, collate_fn=_collate, pin_memory=device.type == "cuda",
         generator=torch.Generator().manual_seed(seed), persistent_workers=False,
         prefetch_factor=4 if workers else None,
     )
 
+
+def _start_run(backbone: Backbone, head: ProjectionHead, loss: EmbeddingLoss, config: FinetuneConfig,
+               amp: torch.dtype | None, device: torch.device,
+               optimizer_state: Mapping[str, Tensor] | None) -> _Run:
+    """Move the modules to ``device`` (channels_last on CUDA) and build their optimizer, resuming
+    ``optimizer_state`` when it matches."""
     cuda = device.type == "cuda"
     backbone.to(device)
     if cuda:
@@ -217,51 +252,70 @@ def finetune(
     named = named_trainables(("backbone", backbone), ("head", head), ("loss", loss))
     if optimizer_state and not restore_adam_moments(opt, named, optimizer_state):
         warnings.warn("the saved optimizer state does not match the trained modules (other stages?); "
-                      "fine-tuning with a fresh optimizer", stacklevel=2)
+                      "fine-tuning with a fresh optimizer", stacklevel=3)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
-    set_train_mode(backbone)
-    head.train()
-    loss.train()
-    history: list[float] = []
-    images = 0
-    t0 = time.perf_counter()
-    for step, (x, y, ok) in enumerate(loader):
+    return _Run(backbone, head, loss, opt, scaler, named, bb_params, hl_params, device, amp, config.max_grad_norm)
+
+
+@dataclass
+class _Run:
+    """The modules of one fine-tuning run on their device, with their optimizer and AMP settings."""
+
+    backbone: Backbone
+    head: ProjectionHead
+    loss: EmbeddingLoss
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    named: list[tuple[str, nn.Parameter]]
+    backbone_params: list[nn.Parameter]  # the trained ones
+    head_loss_params: list[nn.Parameter]
+    device: torch.device
+    amp: torch.dtype | None
+    max_grad_norm: float | None
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def train(self, loader: DataLoader[tuple[Tensor, int, bool]], steps: int,
+              progress: StepProgress | None) -> tuple[list[float], int]:
+        """One step per batch of ``loader``; ``(per-step losses, images trained on)``."""
+        set_train_mode(self.backbone)
+        self.head.train()
+        self.loss.train()
+        history: list[float] = []
+        images = 0
+        for step, (x, y, ok) in enumerate(loader):
+            history.append(self.step(x, y, ok, step))
+            images += int(ok.sum())
+            if progress and (step % 10 == 0 or step == steps - 1):
+                progress(step + 1, steps, history[-1])
+        return history, images
+
+    def step(self, x: Tensor, y: Tensor, ok: Tensor, step: int) -> float:
+        """One optimiser step on images ``[B, 3, S, S]`` and labels ``[B]`` (rows with ``ok``
+        ``[B]`` False failed to decode and are left out); the step's loss."""
         if not bool(ok.all()):
             x, y = x[ok], y[ok]
-        x = x.to(device, non_blocking=True)
-        if cuda:
+        x = x.to(self.device, non_blocking=True)
+        if self.cuda:
             x = x.contiguous(memory_format=torch.channels_last)
-        y = y.to(device, non_blocking=True)
-        ctx = torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+        y = y.to(self.device, non_blocking=True)
+        ctx = torch.autocast(self.device.type, dtype=self.amp) if self.amp is not None else contextlib.nullcontext()
         with ctx:
-            value = loss(head(backbone(x)), y)
+            value = self.loss(self.head(self.backbone(x)), y)
         if not torch.isfinite(value):
             raise FloatingPointError(
-                f"loss {loss.name} became {value.item()} at fine-tune step {step}; lower the learning rates"
+                f"loss {self.loss.name} became {value.item()} at fine-tune step {step}; lower the learning rates"
             )
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(value).backward()
-        if config.max_grad_norm is not None:
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(bb_params + hl_params, config.max_grad_norm)
-        scaler.step(opt)
-        scaler.update()
-        images += int(y.shape[0])
-        history.append(float(value.detach()))
-        if progress and (step % 10 == 0 or step == steps - 1):
-            progress(step + 1, steps, history[-1])
-    if cuda:
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - t0
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None
-    backbone = backbone.to(memory_format=torch.contiguous_format).cpu().eval().requires_grad_(False)
-    return FinetuneResult(
-        backbone=backbone, head=head.cpu().eval(), loss=loss.cpu().eval(), losses=history, steps=steps,
-        seconds=seconds, device=str(device), amp=_amp_name(amp),
-        images=images, images_per_second=images / seconds if seconds > 0 else 0.0, trainable=trainable,
-        trainable_params=sum(q.numel() for q in bb_params),
-        peak_memory_mb=peak, optimizer_state=adam_moments(opt, named),
-    )
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(value).backward()
+        if self.max_grad_norm is not None:
+            self.scaler.unscale_(self.opt)
+            torch.nn.utils.clip_grad_norm_(self.backbone_params + self.head_loss_params, self.max_grad_norm)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        return float(value.detach())
 
 
 def backbone_state(backbone: nn.Module) -> dict[str, Tensor]:

@@ -75,6 +75,27 @@ def train_head(
     when they take at most ``resident_bytes``; a larger pool is gathered batch by batch.
     """
     labels = np.asarray(labels, dtype=np.int64)
+    labeled = _labeled_rows(features, labels, num_classes)
+    device = pick_device(config.device)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    head, loss, continued = _start_modules(features.shape[1], num_classes, config, init)
+    head, loss = head.to(device), loss.to(device)
+    named = named_trainables(("head", head), ("loss", loss))
+    opt = make_optimizer([p for _, p in named], config.lr, config.weight_decay)
+    if continued and optimizer_state and not restore_adam_moments(opt, named, optimizer_state):
+        warnings.warn("the saved optimizer state does not match the head; continuing with a fresh optimizer",
+                      stacklevel=2)
+    batches = HeadBatches(features, labels, labeled, loss.uses_unlabeled, config, rng, device, resident_bytes)
+    steps = step_count(len(labeled), batches.sampler.batch_size, config)
+    t0 = time.perf_counter()
+    history = _run_steps(head, loss, opt, batches, steps, progress, config.loss)
+    moments = adam_moments(opt, named)
+    return TrainResult(head.cpu(), loss.cpu(), history, steps, time.perf_counter() - t0, str(device), moments)
+
+
+def _labeled_rows(features: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Indices of the labeled rows of ``labels`` ``[N]``, after checking them against ``features`` ``[N, F]``."""
     if features.ndim != 2 or features.shape[0] != labels.shape[0]:
         raise ValueError(f"features [N, F] and labels [N] disagree: {features.shape} vs {labels.shape}")
     labeled = np.flatnonzero(labels >= 0)
@@ -82,58 +103,53 @@ def train_head(
         raise ValueError("training needs labeled images of at least 2 classes")
     if labels.max() >= num_classes:
         raise ValueError(f"label {labels.max()} out of range for {num_classes} classes")
-    device = pick_device(config.device)
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
+    return labeled
+
+
+def _start_modules(
+    in_dim: int, num_classes: int, config: TrainConfig, init: tuple[ProjectionHead, EmbeddingLoss] | None,
+) -> tuple[ProjectionHead, EmbeddingLoss, bool]:
+    """``(head, loss, continued)``: ``init`` when it fits these features, classes and loss, else fresh ones."""
     dim = config.resolved_dim(num_classes)
     if (msg := dimension_warning(dim, num_classes)) is not None:
-        warnings.warn(msg, stacklevel=2)
-    continued = False
+        warnings.warn(msg, stacklevel=3)
     if init is not None:
         head, loss = init
-        continued = head.in_dim == features.shape[1] and loss.num_classes == num_classes and loss.name == config.loss
-    if not continued:
-        head, loss = _fresh(features.shape[1], dim, num_classes, config)
-    head, loss = head.to(device), loss.to(device)
-    named = named_trainables(("head", head), ("loss", loss))
-    opt = make_optimizer([p for _, p in named], config.lr, config.weight_decay)
-    if continued and optimizer_state and not restore_adam_moments(opt, named, optimizer_state):
-        warnings.warn("the saved optimizer state does not match the head; continuing with a fresh optimizer",
-                      stacklevel=2)
+        if head.in_dim == in_dim and loss.num_classes == num_classes and loss.name == config.loss:
+            return head, loss, True
+    head, loss = _fresh(in_dim, dim, num_classes, config)
+    return head, loss, False
 
-    x_lab = torch.as_tensor(np.asarray(features[labeled], dtype=np.float32), device=device)
-    y_lab = torch.as_tensor(labels[labeled], device=device)
-    sampler = BalancedSampler(labels[labeled], config.classes_per_batch, config.samples_per_class, rng)
-    unlabeled = np.flatnonzero(labels < 0) if loss.uses_unlabeled else np.zeros(0, dtype=np.int64)
-    draw_unlabeled = UnlabeledBatches(features, unlabeled, config.unlabeled_batch, rng, device, resident_bytes)
-    per_epoch = max(1, math.ceil(len(labeled) / sampler.batch_size))
-    steps = int(min(max(config.epochs * per_epoch, config.min_steps), config.max_steps))
+
+def step_count(n_labeled: int, batch_size: int, config: TrainConfig) -> int:
+    """Training steps: ``epochs`` passes over the labeled rows, within ``[min_steps, max_steps]``."""
+    per_epoch = max(1, math.ceil(n_labeled / batch_size))
+    return int(min(max(config.epochs * per_epoch, config.min_steps), config.max_steps))
+
+
+def _run_steps(head: ProjectionHead, loss: EmbeddingLoss, opt: torch.optim.Optimizer, batches: HeadBatches,
+               steps: int, progress: StepProgress | None, loss_name: str) -> list[float]:
+    """Run ``steps`` optimiser steps (train mode, back in eval mode after); the per-step losses."""
     head.train()
     loss.train()
-    trace = torch.zeros(steps, device=device)  # per-step loss, read back in blocks (no sync per step)
+    trace = torch.zeros(steps, device=batches.device)  # per-step loss, read back in blocks (no sync per step)
     history: list[float] = []
     every = 10 if progress else 50
-    t0 = time.perf_counter()
     for start in range(0, steps, every):
-        block = _draw_block(sampler, draw_unlabeled, min(every, steps - start), device)
+        block = _draw_block(batches.sampler, batches.unlabeled, min(every, steps - start), batches.device)
         for step, (ix, iu) in enumerate(block, start):
-            x, y = x_lab[ix], y_lab[ix]
-            if iu is not None:
-                xu = draw_unlabeled.rows(iu)
-                x = torch.cat([x, xu])
-                y = torch.cat([y, torch.full((len(xu),), -1, dtype=torch.int64, device=device)])
+            x, y = batches.gather(ix, iu)
             value = loss(head(x), y)
             opt.zero_grad(set_to_none=True)
             value.backward()
             opt.step()
             trace[step] = value.detach()
-        _read_back(trace[: start + len(block)], history, config.loss)
+        _read_back(trace[: start + len(block)], history, loss_name)
         if progress:
             progress(start + len(block), steps, history[-1])
     head.eval()
     loss.eval()
-    moments = adam_moments(opt, named)
-    return TrainResult(head.cpu(), loss.cpu(), history, steps, time.perf_counter() - t0, str(device), moments)
+    return history
 
 
 def make_optimizer(params: list[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -172,6 +188,31 @@ class UnlabeledBatches:
         if self.resident is not None:
             return self.resident[ix].float()
         return torch.as_tensor(np.asarray(self.features[np.asarray(ix)], dtype=np.float32), device=self.device)
+
+
+class HeadBatches:
+    """The rows a head trains on: labeled features ``[L, F]`` and labels ``[L]`` on ``device``, a
+    class-balanced :class:`BalancedSampler` over them, and the unlabeled pool (empty unless
+    ``with_unlabeled``) as :class:`UnlabeledBatches`."""
+
+    def __init__(self, features: np.ndarray, labels: np.ndarray, labeled: np.ndarray, with_unlabeled: bool,
+                 config: TrainConfig, rng: np.random.Generator, device: torch.device, resident_bytes: int) -> None:
+        self.device = device
+        self.x_lab = torch.as_tensor(np.asarray(features[labeled], dtype=np.float32), device=device)
+        self.y_lab = torch.as_tensor(labels[labeled], device=device)
+        self.sampler = BalancedSampler(labels[labeled], config.classes_per_batch, config.samples_per_class, rng)
+        unlabeled = np.flatnonzero(labels < 0) if with_unlabeled else np.zeros(0, dtype=np.int64)
+        self.unlabeled = UnlabeledBatches(features, unlabeled, config.unlabeled_batch, rng, device, resident_bytes)
+
+    def gather(self, ix: Tensor, iu: Tensor | np.ndarray | None) -> tuple[Tensor, Tensor]:
+        """One step's batch ``([B, F], [B])``: labeled rows ``ix``, then unlabeled rows ``iu`` labeled -1."""
+        x, y = self.x_lab[ix], self.y_lab[ix]
+        if iu is None:
+            return x, y
+        xu = self.unlabeled.rows(iu)
+        x = torch.cat([x, xu])
+        y = torch.cat([y, torch.full((len(xu),), -1, dtype=torch.int64, device=self.device)])
+        return x, y
 
 
 def _draw_block(sampler: BalancedSampler, unlabeled: UnlabeledBatches, n: int,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from labeltool.config import TrainConfig
-from labeltool.train.head import embed_features, train_head
+from labeltool.train.head import HeadBatches, embed_features, step_count, train_head
 from labeltool.train.sampling import BalancedSampler, CyclingSampler
 
 
@@ -89,3 +90,27 @@ def test_same_seed_same_head() -> None:
     cfg = TrainConfig(loss="contrastive", epochs=2, min_steps=1, device="cpu", hidden_dim=32)
     a, b = train_head(x, labels, 3, cfg), train_head(x, labels, 3, cfg)
     assert a.losses == b.losses
+
+
+def test_step_count_is_epochs_of_batches_within_the_bounds() -> None:
+    cfg = TrainConfig(epochs=3, min_steps=5, max_steps=40)
+    assert step_count(100, 16, cfg) == 21  # 3 epochs of ceil(100 / 16) = 7 batches
+    assert step_count(10, 16, cfg) == 5  # at least min_steps
+    assert step_count(1000, 16, cfg) == 40  # at most max_steps
+
+
+def test_head_batches_put_unlabeled_rows_after_the_labeled_ones() -> None:
+    x, labels = _toy(n=60, labeled_per_class=4)
+    labeled = np.flatnonzero(labels >= 0)
+    cfg = TrainConfig(classes_per_batch=3, samples_per_class=2, unlabeled_batch=5)
+    rng = np.random.default_rng(0)
+    with_u = HeadBatches(x, labels, labeled, True, cfg, rng, torch.device("cpu"), 1 << 20)
+    ix = torch.as_tensor(with_u.sampler())
+    iu = with_u.unlabeled.draw()
+    xb, yb = with_u.gather(ix, torch.as_tensor(iu))
+    assert xb.shape == (6 + 5, x.shape[1]) and xb.dtype == torch.float32
+    assert (yb[:6] >= 0).all() and (yb[6:] == -1).all()
+    np.testing.assert_array_equal(xb[:6].numpy(), x[labeled[ix.numpy()]].astype(np.float32))
+    np.testing.assert_array_equal(xb[6:].numpy(), x[np.flatnonzero(labels < 0)[iu]].astype(np.float32))
+    without = HeadBatches(x, labels, labeled, False, cfg, rng, torch.device("cpu"), 1 << 20)
+    assert len(without.unlabeled) == 0 and without.gather(ix, None)[1].tolist() == yb[:6].tolist()
