@@ -34,6 +34,7 @@ from labeltool.rounds.step import (
     step,
 )
 from labeltool.suggest.propose import Suggestion, propose
+from labeltool.suggest.registry import list_sources, source_info
 from labeltool.train.checkpoints import (
     BACKBONE_KEY,
     Checkpoint,
@@ -200,8 +201,10 @@ class SessionRounds:
         keep = np.array([int(i) in known for i in cur.ids], dtype=bool)
         ids, emb = cur.ids[keep], cur.embeddings[keep]
         probs = cur.probs[keep] if cur.probs is not None else None
-        if config.source in ("softmax",) and probs is None:
-            raise ValueError(f"loss {cur.checkpoint.loss.name!r} has no classifier; use source 'knn' or 'walk'")
+        if source_info(config.source).needs_probs and probs is None:
+            usable = [s for s in list_sources() if not source_info(s).needs_probs]
+            raise ValueError(f"loss {cur.checkpoint.loss.name!r} has no classifier; use a source "
+                             f"that does not need one: {', '.join(usable)}")
         labels = np.fromiter((state.labels.get(int(i), -1) for i in ids), dtype=np.int64, count=len(ids))
         rows = propose(emb, labels, ids, config, rejected=state.rejected, probs=probs, num_classes=len(self.classes))
         self.store.save_suggestions(cur.round, [

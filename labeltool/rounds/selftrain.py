@@ -111,35 +111,9 @@ def run_selftrain(
     for _ in range(rounds):
         metrics = session.train_round(train_config)
         suggestions = session.propose(suggest_config)
-        accepted = corrected = rejected = 0
-        if truth is None or reviewer == "none":
-            session.record([
-                {"image_id": s.image_id, "class_id": s.class_id, "action": "pseudo", "round": metrics["round"],
-                 "confidence": s.confidence}
-                for s in suggestions
-            ])
-            accepted = len(suggestions)
-            if truth is not None:
-                right = sum(1 for s in suggestions if truth.get(s.image_id) == s.class_id)
-                rejected = len(suggestions) - right  # counted as wrong, though accepted unreviewed
-        else:
-            rows: list[dict[str, Any]] = []
-            for s in suggestions:
-                true = truth.get(s.image_id)
-                base = {"image_id": s.image_id, "round": metrics["round"], "confidence": s.confidence}
-                if true is None:
-                    continue  # the oracle does not know this image: leave it for later
-                if true == s.class_id:
-                    rows.append({**base, "class_id": s.class_id, "action": "accept"})
-                    accepted += 1
-                else:
-                    rows.append({**base, "class_id": s.class_id, "action": "reject"})
-                    rejected += 1
-                    if reviewer == "correct":
-                        rows.append({**base, "class_id": true, "action": "relabel"})
-                        corrected += 1
-            if rows:
-                session.record(rows)
+        rows, (accepted, corrected, rejected) = simulated_review(suggestions, truth, reviewer, metrics["round"])
+        if rows:
+            session.record(rows)
         state = session.label_state()
         acc = label_accuracy(state.labels, truth)["accuracy"] if truth is not None else None
         stats = session.stats()
@@ -158,3 +132,32 @@ def run_selftrain(
         if not suggestions or stats["unlabeled"] == 0:
             break
     return reports
+
+
+def simulated_review(
+    suggestions: Sequence[Suggestion], truth: Mapping[int, int] | None, reviewer: str, round_id: int,
+) -> tuple[list[dict[str, Any]], tuple[int, int, int]]:
+    """The decision rows a simulated reviewer records for a batch, and its (accepted, corrected,
+    rejected) counts. Without ``truth``, or with ``reviewer="none"``, every suggestion is taken
+    unreviewed as a ``pseudo`` label (the wrong ones counted as rejected when ``truth`` is known)."""
+    if truth is None or reviewer == "none":
+        rows = [{"image_id": s.image_id, "class_id": s.class_id, "action": "pseudo", "round": round_id,
+                 "confidence": s.confidence} for s in suggestions]
+        wrong = sum(1 for s in suggestions if truth.get(s.image_id) != s.class_id) if truth is not None else 0
+        return rows, (len(suggestions), 0, wrong)
+    rows, accepted, corrected, rejected = [], 0, 0, 0
+    for s in suggestions:
+        true = truth.get(s.image_id)
+        if true is None:
+            continue  # the oracle does not know this image: leave it for later
+        base = {"image_id": s.image_id, "round": round_id, "confidence": s.confidence}
+        if true == s.class_id:
+            rows.append({**base, "class_id": s.class_id, "action": "accept"})
+            accepted += 1
+            continue
+        rows.append({**base, "class_id": s.class_id, "action": "reject"})
+        rejected += 1
+        if reviewer == "correct":
+            rows.append({**base, "class_id": true, "action": "relabel"})
+            corrected += 1
+    return rows, (accepted, corrected, rejected)

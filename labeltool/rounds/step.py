@@ -165,15 +165,17 @@ def step(
     rejected: Iterable[tuple[int, int]] = (),
     progress: StepProgress | None = None,
     with_metrics: bool = True,
+    knn_backend: str = "auto",
 ) -> RoundResult:
     """Run one round: train (continuing ``previous`` where it fits), embed, score, propose.
 
     ``images`` is required for ``config.mode == "finetune"``. ``suggest_config`` adds
     suggestions (``rejected`` pairs ``(image_id, class_id)`` are never proposed);
-    ``with_metrics=False`` skips the round metrics (leave-one-out 1-NN, compactness).
+    ``with_metrics=False`` skips the round metrics (leave-one-out 1-NN, compactness);
+    ``knn_backend`` picks the suggestions' kNN search (:func:`labeltool.suggest.knn.knn_search`).
     """
     t0 = time.perf_counter()
-    labels = np.asarray(inputs.labels, dtype=np.int64)
+    labels = np.array(inputs.labels, dtype=np.int64)  # a copy: the caller may relabel its array
     require_two_classes(labels)
     if config.mode == "finetune":
         if images is None:
@@ -184,7 +186,7 @@ def step(
     if with_metrics:
         result.metrics = round_metrics(result.embeddings, result.labels, result.state.loss, inputs.classes)
     if suggest_config is not None:
-        result.suggestions = suggest(result, suggest_config, rejected)
+        result.suggestions = suggest(result, suggest_config, rejected, knn_backend)
     result.facts["round_seconds"] = round(time.perf_counter() - t0, 3)
     return result
 
