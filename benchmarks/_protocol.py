@@ -28,8 +28,8 @@ from _features import FeatureSet, load_features
 from labeltool.config import SuggestConfig, TrainConfig
 from labeltool.eval.metrics import knn_accuracy
 from labeltool.losses import EmbeddingLoss
-from labeltool.suggest.propose import propose
-from labeltool.train.head import TrainResult, class_probabilities, embed_features, train_head
+from labeltool.rounds.step import RoundInputs, RoundResult, RoundState, step, suggest
+from labeltool.train.head import class_probabilities, embed_features
 
 MODES = ("head", "finetune")
 
@@ -63,15 +63,29 @@ def suggest_config(variant: str, percent: float, normalize: bool) -> SuggestConf
 
 @dataclass
 class Fit:
-    """What one training call left: the loss module and the embeddings of train ``[N, D]`` and
-    test ``[M, D]`` images it gives, with timing facts for the record."""
+    """What one training call left: the round (its state, and the embedding ``[N, D]`` and class
+    probabilities of the train images) and the embedding of the test images ``[M, D]``, with
+    timing facts for the record."""
 
-    loss: EmbeddingLoss
-    emb_train: np.ndarray
+    result: RoundResult
     emb_test: np.ndarray
-    steps: int
-    device: str
     facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def loss(self) -> EmbeddingLoss:
+        return self.result.state.loss
+
+    @property
+    def emb_train(self) -> np.ndarray:
+        return self.result.embeddings
+
+    @property
+    def steps(self) -> int:
+        return int(self.result.facts["steps"])
+
+    @property
+    def device(self) -> str:
+        return str(self.result.facts["device"])
 
 
 class Learner(Protocol):
@@ -92,23 +106,23 @@ class HeadLearner:
 
     def __init__(self, fs: FeatureSet, cfg: TrainConfig) -> None:
         self.fs, self.cfg = fs, cfg
-        self.state: TrainResult | None = None  # the last meta-iteration's head, loss and Adam moments
+        self.ids = np.arange(len(fs.train), dtype=np.int64)
+        self.state: RoundState | None = None  # the last meta-iteration's head, loss and Adam moments
 
-    def _fit(self, labels: np.ndarray, cfg: TrainConfig, prev: TrainResult | None) -> tuple[Fit, TrainResult]:
+    def _fit(self, labels: np.ndarray, cfg: TrainConfig, prev: RoundState | None) -> Fit:
         t = time.perf_counter()
-        init, moments = ((prev.head, prev.loss), prev.optimizer_state) if prev is not None else (None, None)
-        res = train_head(self.fs.train, labels, len(self.fs.classes), cfg, init=init, optimizer_state=moments)
-        emb_train = embed_features(res.head, self.fs.train, device=cfg.device)
-        emb_test = embed_features(res.head, self.fs.test, device=cfg.device)
-        facts = {"train_s": round(res.seconds, 2), "fit_s": round(time.perf_counter() - t, 2)}
-        return Fit(res.loss, emb_train, emb_test, res.steps, res.device, facts), res
+        res = step(RoundInputs(self.ids, self.fs.train, labels, self.fs.classes), cfg, prev, with_metrics=False)
+        emb_test = embed_features(res.state.head, self.fs.test, device=cfg.device)
+        facts = {"train_s": round(res.facts["train_seconds"], 2), "fit_s": round(time.perf_counter() - t, 2)}
+        return Fit(res, emb_test, facts)
 
     def fit(self, labels: np.ndarray, seed: int) -> Fit:
-        fit, self.state = self._fit(labels, replace(self.cfg, seed=seed), self.state)
+        fit = self._fit(labels, replace(self.cfg, seed=seed), self.state)
+        self.state = fit.result.state
         return fit
 
     def fit_all(self, labels: np.ndarray, steps: int, seed: int) -> Fit:
-        return self._fit(labels, replace(self.cfg, seed=seed, max_steps=steps, min_steps=1), None)[0]
+        return self._fit(labels, replace(self.cfg, seed=seed, max_steps=steps, min_steps=1), None)
 
     def config(self) -> dict[str, Any]:
         return {"mode": "head", "train": self.cfg.to_json()}
@@ -162,7 +176,6 @@ def run_protocol(task: dict[str, Any]) -> dict[str, Any]:
     labels = np.full(len(y), -1, dtype=np.int64)
     labels[seed_idx] = y[seed_idx]
     pseudo = np.zeros(len(y), dtype=bool)
-    ids = np.arange(len(y), dtype=np.int64)
     learner = make_learner(task, fs)
     iters: list[dict[str, Any]] = []
 
@@ -176,9 +189,7 @@ def run_protocol(task: dict[str, Any]) -> dict[str, Any]:
     scfg = suggest_config(task.get("variant", "paper"), float(task["percent"]), fit.loss.normalize_embeddings)
     for it in range(1, int(task["iterations"]) + 1):
         t = time.perf_counter()
-        probs = class_probabilities(fit.loss, fit.emb_train) if scfg.source == "softmax" else None
-        rows = propose(fit.emb_train, labels, ids, scfg, probs=probs, num_classes=c,
-                       knn_backend=task.get("knn_backend", "auto"))
+        rows = suggest(fit.result, scfg, knn_backend=task.get("knn_backend", "auto"))
         if not rows:
             break
         sel = np.array([s.image_id for s in rows], dtype=np.int64)

@@ -29,8 +29,8 @@ from PIL import Image
 from labeltool.config import FinetuneConfig, TrainConfig
 from labeltool.models.backbones import Backbone
 from labeltool.models.extract import pick_device
-from labeltool.train.finetune import FinetuneResult, finetune
-from labeltool.train.head import embed_features, train_head
+from labeltool.rounds.step import FinetuneImages, PoolFeatures, RoundInputs, RoundState, step
+from labeltool.train.head import embed_features
 
 
 def image_files(images: np.ndarray, folder: Path) -> list[Path]:
@@ -68,48 +68,52 @@ class FinetuneLearner:
         self.paths = image_files(self.images.x_train, cache / "images" / key / "train")
         self.start = make_backbone(task["init"], task["image_size"])
         self.backbone: Backbone = self.start
-        self.state: FinetuneResult | None = None  # the last meta-iteration's modules and Adam moments
+        self.ids = np.arange(len(fs.train), dtype=np.int64)
+        self.state: RoundState | None = None  # the last meta-iteration's head, loss and Adam moments
 
-    def _fit(self, backbone: Backbone, prev: FinetuneResult | None, labels: np.ndarray,
-             ft: FinetuneConfig, head_cfg: TrainConfig) -> tuple[Fit, FinetuneResult]:
-        facts: dict[str, Any] = {}
+    def _fit(self, backbone: Backbone, prev: RoundState | None, labels: np.ndarray,
+             ft: FinetuneConfig, head_cfg: TrainConfig) -> Fit:
         t = time.perf_counter()
-        if prev is None:  # a head trained on the starting backbone's features first
-            warm = train_head(self.fs.train, labels, len(self.fs.classes), head_cfg)
-            head, loss, moments = warm.head, warm.loss, None
-            facts["head_warmup_s"] = round(warm.seconds, 2)
-        else:
-            head, loss, moments = prev.head, prev.loss, prev.optimizer_state
-        lab = np.flatnonzero(labels >= 0)
-        pairs = [(self.paths[i], int(labels[i])) for i in lab]
-        unl = [self.paths[i] for i in np.flatnonzero(labels < 0)]
-        res = finetune(backbone, head, loss, pairs, unl, ft, optimizer_state=moments)
+        config = replace(head_cfg, mode="finetune", finetune=ft.to_json())
+        start_from = "pretrained" if backbone is self.start else "previous"
+        images = FinetuneImages(backbone, start_from, self.paths, self._features)
+        res = step(RoundInputs(self.ids, self.fs.train, labels, self.fs.classes), config, prev, images=images,
+                   with_metrics=False)
         t1 = time.perf_counter()
-        train = extract(self.images.x_train, res.backbone, self.device)
+        assert res.backbone is not None
         test = extract(self.images.x_test, res.backbone, self.device)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
+        facts: dict[str, Any] = {}
+        if prev is None:  # a head was trained on the starting backbone's features first
+            facts["head_warmup_s"] = round(res.facts["head_warmup_seconds"], 2)
         facts.update({
-            "train_s": round(res.seconds, 2), "extract_s": round(time.perf_counter() - t1, 2),
-            "ft_images_per_s": round(res.images_per_second, 1), "amp": res.amp,
-            "peak_gpu_mb": None if res.peak_memory_mb is None else round(res.peak_memory_mb, 1),
+            "train_s": round(res.facts["finetune_seconds"], 2),
+            "extract_s": round(res.facts["extract_seconds"] + time.perf_counter() - t1, 2),
+            "ft_images_per_s": round(res.facts["images_per_second"], 1), "amp": res.facts["amp"],
+            "peak_gpu_mb": res.facts["peak_gpu_memory_mb"],
         })
-        emb_train = embed_features(res.head, train, device=str(self.device))
-        emb_test = embed_features(res.head, test, device=str(self.device))
+        emb_test = embed_features(res.state.head, test, device=str(self.device))
         facts["fit_s"] = round(time.perf_counter() - t, 2)
-        return Fit(res.loss, emb_train, emb_test, res.steps, res.device, facts), res
+        return Fit(res, emb_test, facts)
+
+    def _features(self, backbone: Backbone, which: str) -> PoolFeatures:
+        """The train images' features under ``backbone`` (``which`` is always ``"tuned"`` here:
+        a previous round is always continued, so its features are never needed again)."""
+        return PoolFeatures(self.ids, extract(self.images.x_train, backbone, self.device))
 
     def fit(self, labels: np.ndarray, seed: int) -> Fit:
-        fit, self.state = self._fit(
-            self.backbone, self.state, labels, replace(self.ft, seed=seed, device=str(self.device)),
-            replace(self.cfg, seed=seed))
-        self.backbone = self.state.backbone
+        fit = self._fit(self.backbone, self.state, labels, replace(self.ft, seed=seed, device=str(self.device)),
+                        replace(self.cfg, seed=seed))
+        self.state = fit.result.state
+        assert fit.result.backbone is not None
+        self.backbone = fit.result.backbone
         return fit
 
     def fit_all(self, labels: np.ndarray, steps: int, seed: int) -> Fit:
         ft = replace(self.ft, seed=seed, device=str(self.device), steps=self.all_steps)
         head_cfg = replace(self.cfg, seed=seed, max_steps=steps, min_steps=1)
-        return self._fit(self.start, None, labels, ft, head_cfg)[0]
+        return self._fit(self.start, None, labels, ft, head_cfg)
 
     def config(self) -> dict[str, Any]:
         return {"mode": "finetune", "train": self.cfg.to_json(),

@@ -28,9 +28,9 @@ from _features import load_features
 from labeltool.config import SuggestConfig, TrainConfig
 from labeltool.losses import get_loss_class
 from labeltool.models.extract import pick_device
+from labeltool.rounds.step import RoundInputs, step
 from labeltool.suggest.knn import knn_search
 from labeltool.suggest.propose import propose
-from labeltool.train.head import class_probabilities, embed_features, train_head
 
 DEFAULT_WALK_T = SuggestConfig().walk_temperature  # the library's default
 
@@ -89,20 +89,17 @@ def make_ranker(method: str, x: np.ndarray, c: int, task: dict[str, Any], info: 
         if source == "softmax" and not get_loss_class(tcfg.loss).has_classifier:
             raise ValueError(f"method {method!r} needs a loss with a classifier; {tcfg.loss!r} has none")
         state: dict[str, Any] = {"init": None, "round": 0}
+        classes = [str(i) for i in range(c)]
 
         def rank_lt(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             from dataclasses import replace
 
             state["round"] += 1
-            prev = state["init"]
-            res = train_head(x, labels, c, replace(tcfg, seed=tcfg.seed * 1000 + state["round"]),
-                             init=(prev.head, prev.loss) if prev else None,
-                             optimizer_state=prev.optimizer_state if prev else None)
-            state["init"] = res
-            info.setdefault("train_s", []).append(round(res.seconds, 2))
-            emb = embed_features(res.head, x, device=device)
-            probs = class_probabilities(res.loss, emb) if source == "softmax" else None
-            return _from_suggestions(propose(emb, labels, ids, cfg, probs=probs, num_classes=c, knn_backend=backend))
+            res = step(RoundInputs(ids, x, labels, classes), replace(tcfg, seed=tcfg.seed * 1000 + state["round"]),
+                       state["init"], suggest_config=cfg, with_metrics=False, knn_backend=backend)
+            state["init"] = res.state
+            info.setdefault("train_s", []).append(round(res.facts["train_seconds"], 2))
+            return _from_suggestions(res.suggestions)
 
         return rank_lt
     raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
