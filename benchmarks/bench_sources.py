@@ -28,8 +28,8 @@ from _features import load_features
 
 from labeltool.config import SuggestConfig, TrainConfig
 from labeltool.losses import get_loss_class, list_losses
-from labeltool.suggest.propose import propose
-from labeltool.train.head import class_probabilities, embed_features, train_head
+from labeltool.rounds.step import RoundInputs, step, suggest
+from labeltool.suggest.registry import source_info
 
 TOPS = (5, 20, 50)
 SOURCES = ("knn vote", "knn 1nn", "walk", "knn+walk", "softmax")
@@ -65,19 +65,16 @@ def run(dataset: str, image_size: int | None, loss: str, seed: int, args: argpar
     labels[seed_idx] = y[seed_idx]
     cfg = TrainConfig(loss=loss, device=args.device, seed=seed,
                       **({"max_steps": args.max_steps} if args.max_steps else {}))
-    t = time.perf_counter()
-    res = train_head(fs.train, labels, c, cfg)
-    train_s = time.perf_counter() - t
-    emb = embed_features(res.head, fs.train, device=args.device)
-    probs = class_probabilities(res.loss, emb)
     ids = np.arange(len(y), dtype=np.int64)
+    res = step(RoundInputs(ids, fs.train, labels, fs.classes), cfg, with_metrics=False)
+    train_s = res.facts["train_seconds"]
     pool = int((labels < 0).sum())
     rows = []
     for source in SOURCES:
-        if source == "softmax" and probs is None:
+        if source_info(source_config(source).source).needs_probs and res.probs is None:
             continue
         t = time.perf_counter()
-        found = propose(emb, labels, ids, source_config(source), probs=probs, num_classes=c)
+        found = suggest(res, source_config(source))
         pred = np.array([s.class_id for s in found], dtype=np.int64)
         truth = y[np.array([s.image_id for s in found], dtype=np.int64)]
         rows.append({"dataset": dataset, "labels": len(seed_idx), "loss": loss, "seed": seed, "source": source,
