@@ -11,7 +11,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from labeltool.config import TRAIN_MODES, FinetuneConfig, ProjectConfig, SuggestConfig, TrainConfig
+from labeltool.config import (
+    REVIEWERS,
+    TRAIN_MODES,
+    FinetuneConfig,
+    ProjectConfig,
+    SelftrainConfig,
+    SuggestConfig,
+    TrainConfig,
+)
 from labeltool.losses import get_loss_class, list_losses
 from labeltool.models.backbones import list_backbones
 from labeltool.session import LabelingSession
@@ -258,9 +266,9 @@ def _review_options(sp: argparse.ArgumentParser) -> None:
 def _selftrain_options(sp: argparse.ArgumentParser) -> None:
     _training(sp)
     _suggesting(sp)
-    sp.add_argument("--rounds", type=int, default=5)
+    sp.add_argument("--rounds", type=int, default=SelftrainConfig.rounds)
     sp.add_argument("--oracle", help="CSV path,label of ground truth (simulated reviewer)")
-    sp.add_argument("--reviewer", default="correct", choices=["correct", "reject", "none"])
+    sp.add_argument("--reviewer", default=SelftrainConfig.reviewer, choices=list(REVIEWERS))
 
 
 def _status_options(sp: argparse.ArgumentParser) -> None:

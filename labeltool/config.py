@@ -22,7 +22,7 @@ from labeltool.suggest.knn_scores import KNN_CONFIDENCES
 from labeltool.suggest.registry import list_sources
 
 __all__ = [
-    "AMP_MODES", "SOURCES", "ExportConfig", "TRAIN_MODES", "FinetuneConfig", "ProjectConfig", "SuggestConfig", "TrainConfig",
+    "AMP_MODES", "REVIEWERS", "SOURCES", "ExportConfig", "SelftrainConfig", "TRAIN_MODES", "FinetuneConfig", "ProjectConfig", "SuggestConfig", "TrainConfig",
 ]
 
 TRAIN_MODES = ("head", "finetune")
@@ -290,3 +290,22 @@ class ExportConfig:
         for name in ("dataset", "model", "link", "overwrite", "include_pseudo"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+
+
+REVIEWERS: tuple[str, ...] = ("correct", "reject", "none")
+
+
+@dataclass(frozen=True)
+class SelftrainConfig:
+    """A headless self-training run: how many rounds, and how the simulated reviewer answers
+    (``correct``: accept right suggestions, relabel wrong ones with the true class; ``reject``:
+    only reject wrong ones; ``none``: accept everything unreviewed, plain self-training)."""
+
+    rounds: int = 5
+    reviewer: str = "correct"
+
+    def __post_init__(self) -> None:
+        if self.reviewer not in REVIEWERS:
+            raise ValueError(f"reviewer must be one of {', '.join(map(repr, REVIEWERS))}, got {self.reviewer!r}")
+        if not _is_int(self.rounds) or self.rounds < 1:
+            raise ValueError(f"rounds must be at least 1, got {self.rounds}")

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from labeltool.config import SuggestConfig, TrainConfig
+from labeltool.config import SelftrainConfig, SuggestConfig, TrainConfig
 from labeltool.data.decisions import LabelState
 from labeltool.data.scan import RelpathIndex
 from labeltool.data.store import ImageRow
@@ -93,7 +93,7 @@ def run_selftrain(
     suggest_config: SuggestConfig,
     *,
     oracle: Mapping[str, str] | None = None,
-    reviewer: str = "correct",
+    reviewer: str = SelftrainConfig.reviewer,
     on_round: Callable[[RoundReport], None] | None = None,
 ) -> list[RoundReport]:
     """Run ``rounds`` rounds of train → propose → review; stops early when nothing is left.
@@ -102,10 +102,7 @@ def run_selftrain(
     with the true class; ``reject`` only rejects wrong ones; ``none`` accepts everything unreviewed
     (plain self-training) and uses the oracle only to measure precision.
     """
-    if reviewer not in ("correct", "reject", "none"):
-        raise ValueError(f"reviewer must be 'correct', 'reject' or 'none', got {reviewer!r}")
-    if rounds < 1:
-        raise ValueError(f"rounds must be at least 1, got {rounds}")
+    SelftrainConfig(rounds=rounds, reviewer=reviewer)  # validates both
     truth = oracle_ids(session, oracle) if oracle is not None else None
     reports: list[RoundReport] = []
     for _ in range(rounds):
