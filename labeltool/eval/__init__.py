@@ -1,1 +1,1 @@
-"""eval"""
+"""Evaluation: round metrics, compactness, confidence calibration, review statistics."""

@@ -1,1 +1,1 @@
-"""io"""
+"""Files a user keeps: the dataset and model export, exported-model loading, decisions from a review CSV."""

@@ -1,1 +1,1 @@
-"""models"""
+"""Networks: the backbone registry (bundled weights, timm), projection heads, feature extraction, device choice."""
