@@ -22,9 +22,9 @@ sys.path.insert(0, str(REPO / "tests" / "app"))
 
 from browser_util import browser_page, running_app, wait_idle, wait_plots  # noqa: E402
 
-from labeltool.project import ProjectConfig  # noqa: E402
-from labeltool.session import LabelingSession, SuggestConfig, TrainConfig  # noqa: E402
-from labeltool.viz import UMAP_JOBS, projection_path  # noqa: E402
+from labeltool.config import ProjectConfig, SuggestConfig, TrainConfig  # noqa: E402
+from labeltool.session import LabelingSession  # noqa: E402
+from labeltool.ui.figures import UMAP_JOBS, projection_path  # noqa: E402
 
 
 def prepare(folder: Path, image_size: int, rounds: int) -> None:
