@@ -220,8 +220,8 @@ def _finetune_round(inputs: RoundInputs, labels: np.ndarray, config: TrainConfig
     else:
         head, loss, warm_seconds = _warm_head(inputs, labels, config, images)
         moments = None
-    lab = [(images.paths[i], int(labels[i])) for i in np.flatnonzero(labels >= 0)]
-    unl = [images.paths[i] for i in np.flatnonzero(labels < 0)]
+    lab = [(images.paths[int(i)], int(labels[i])) for i in np.flatnonzero(labels >= 0)]
+    unl = [images.paths[int(i)] for i in np.flatnonzero(labels < 0)]
     res = finetune(images.backbone, head, loss, lab, unl, ft, progress, optimizer_state=moments)
     t1 = time.perf_counter()
     tuned = images.features(res.backbone, "tuned")

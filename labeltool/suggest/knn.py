@@ -363,7 +363,7 @@ def _torch_searcher(base: np.ndarray, chunk_size: int) -> Searcher:
                     d = torch.addmm(qn + bnorm[None, bs : bs + b_step], qb, bb.T, alpha=-2.0)
                     cd, ci = torch.topk(d, min(k, d.shape[1]), dim=1, largest=False)
                     ci = ci + bs
-                    if run_d is not None:
+                    if run_d is not None and run_i is not None:
                         cd = torch.cat([run_d, cd], 1)
                         ci = torch.cat([run_i, ci], 1)
                         if cd.shape[1] > k:
