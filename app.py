@@ -3,7 +3,8 @@
     streamlit run app.py                                   # the bundled sample_data/
     streamlit run app.py -- --folder PATH [--project-dir DIR] [--image-size N] [--no-umap]
 
-Layout and widgets only: every computation and every write goes through LabelingSession.
+The page layout: every computation and every write goes through LabelingSession; the generic
+renderers of its view models (controls, buttons, image cards) are in app_widgets.py.
 """
 
 from __future__ import annotations
@@ -11,45 +12,27 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
+from app_widgets import CARDS, act, bump, button, control, controls, grid, show_flash, thumb
 from labeltool.session import LabelingSession, SuggestConfig, TrainConfig
 
 REPO = Path(__file__).resolve().parent
 SAMPLE = REPO / "sample_data"
 TABS = ["Review", "Train", "Explore", "Dataset", "Export"]
-CARDS = 6  # thumbnails per row
 ss = st.session_state
 
 
-# ---------------------------------------------------------------------------- state and helpers
+# ---------------------------------------------------------------------------- session calls
 def guard(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
     """Run a session call; show its error instead of a traceback (returns None then)."""
     out = LabelingSession.attempt(fn, *args, **kw)
     if out.error is not None:
         st.error(out.error)
     return out.result
-
-
-def act(fn: Callable[..., Any], *args: Any, ok: str | Callable[[Any], str | None] | None = None,
-        app: bool = False) -> None:
-    """Widget callback: run a session write and leave a message for the next run."""
-    out = LabelingSession.attempt(fn, *args)
-    text = out.error or (ok(out.result) if callable(ok) else ok)
-    ss.flash = ("error" if out.error else "success", text) if text else None
-    if out.error is None:
-        bump()
-        ss.rerun_app = app or ss.get("rerun_app", False)
-
-
-def bump() -> None:
-    """Something was written: cached counts are stale."""
-    ss.version = ss.get("version", 0) + 1
 
 
 def stats(session: LabelingSession) -> dict[str, Any]:
@@ -60,29 +43,9 @@ def stats(session: LabelingSession) -> dict[str, Any]:
     return dict(ss.stats)
 
 
-def show_flash() -> None:
-    if ss.get("flash"):
-        kind, text = ss.flash
-        (st.error if kind == "error" else st.success)(text)
-        ss.flash = None
-
-
 @st.cache_resource(show_spinner="Opening the project…", max_entries=4)
 def open_session(folder: str, project_dir: str | None, image_size: int | None) -> LabelingSession:
     return LabelingSession.open_for_app(folder, project_dir=project_dir, image_size=image_size, protected=[SAMPLE])
-
-
-def thumb(session: LabelingSession, image_id: int, caption: str | None = None) -> None:
-    """An image's cached thumbnail (its path is remembered until the next rescan)."""
-    paths = ss.setdefault("thumbs", {})
-
-    def show() -> None:
-        if image_id not in paths:
-            paths[image_id] = str(session.thumbnail(image_id))
-        st.image(paths[image_id], caption=caption, width="stretch")
-
-    if (error := LabelingSession.attempt(show).error) is not None:
-        st.caption(f"image {image_id}: {error}")
 
 
 # ---------------------------------------------------------------------------- sidebar
@@ -106,54 +69,6 @@ def sidebar_project(session: LabelingSession | None) -> None:
             ss.embed_checked, ss.thumbs = None, {}
             bump()
             st.rerun()
-
-
-def control(c: Any, disabled: bool = False) -> Any:
-    """Render one Control of the session's view models; returns its value."""
-    kw = {"key": c.key, "help": c.help, "disabled": disabled}
-    if c.kind == "bool":
-        return st.checkbox(c.label, c.default, **kw)
-    if c.kind in ("choice", "radio"):
-        widget = st.selectbox if c.kind == "choice" else partial(st.radio, horizontal=True)
-        return widget(c.label, c.choices, c.index, **kw)
-    if c.kind == "segmented":
-        return st.segmented_control(c.label, c.choices, default=c.default, **kw)
-    widget = st.slider if c.kind == "slider" else partial(st.number_input, format=c.fmt)
-    return widget(c.label, c.low, c.high, c.default, c.step, **kw)
-
-
-def controls(items: Any, values: dict[str, Any] | None = None, group: str = "main", cols: Any = None) -> dict[str, Any]:
-    """Render the shown controls of ``group`` in order (one per column of ``cols`` when given),
-    adding their values to ``values``."""
-    values = {} if values is None else values
-    slots = iter(cols) if cols is not None else None
-    for c in items:
-        if c.group == group and c.shown(values):
-            with next(slots) if slots is not None else nullcontext():
-                values[c.key] = control(c, disabled=not c.enabled(values))
-    return values
-
-
-def button(session: LabelingSession, b: Any) -> None:
-    """Render one Button: it calls its session method, or updates the app state."""
-    kw = {"key": b.key, "icon": b.icon, "help": b.help, "disabled": b.disabled, "type": "primary" if b.primary else "secondary"}
-    if b.state is not None:
-        st.button(b.label, on_click=ss.update, kwargs=dict(b.state), **kw)
-    else:
-        st.button(b.label, on_click=act, args=(getattr(session, b.action), *b.args),
-                  kwargs={"ok": b.message, "app": b.refresh}, **kw)
-
-
-def grid(session: LabelingSession, cards: Any) -> None:
-    """Image cards, CARDS to a row."""
-    cols = st.columns(CARDS)
-    for n, card in enumerate(cards):
-        with cols[n % CARDS].container(border=True):
-            thumb(session, card.image_id)
-            st.markdown(card.text)
-            with st.container(horizontal=card.inline, gap="small"):
-                for b in card.buttons:
-                    button(session, b)
 
 
 def sidebar_settings(session: LabelingSession) -> tuple[TrainConfig | None, SuggestConfig | None]:
@@ -200,7 +115,7 @@ def relabel(session: LabelingSession, s: Any) -> None:
     choice = ss.get(f"fix_{s.image_id}")
     if choice is not None:
         ss.evidence_for = None
-        act(session.reject, s.image_id, s.class_id, session.classes.index(choice), ok=f"Image {s.image_id} → {choice}")
+        act(session, session.reject, s.image_id, s.class_id, session.classes.index(choice), ok=f"Image {s.image_id} → {choice}")
 
 
 def inspect_panel(session: LabelingSession, shown: dict[int, Any]) -> None:

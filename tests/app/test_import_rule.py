@@ -1,4 +1,5 @@
-"""House rule: labeltool/ never imports streamlit; app.py reaches labeltool only through the session."""
+"""House rules: labeltool/ never imports streamlit; app.py reaches labeltool only through the session,
+and its renderers (app_widgets.py) not at all."""
 
 from __future__ import annotations
 
@@ -32,3 +33,16 @@ def test_labeltool_never_imports_streamlit() -> None:
 def test_app_talks_only_to_the_session() -> None:
     used = {n for n in _imports(REPO / "app.py") if n == "labeltool" or n.startswith("labeltool.")}
     assert used == {"labeltool.session"}
+
+
+def test_app_widgets_import_nothing_from_labeltool() -> None:
+    """The generic renderers take the objects they are handed; only streamlit and the standard library."""
+    names = _imports(REPO / "app_widgets.py")
+    assert "streamlit" in names
+    assert {n for n in names if n == "labeltool" or n.startswith("labeltool.")} == set()
+
+
+def test_app_renderers_live_beside_the_layout() -> None:
+    """app.py imports its renderers from app_widgets and stays a page layout (under 300 lines)."""
+    assert "app_widgets" in _imports(REPO / "app.py")
+    assert len((REPO / "app.py").read_text(encoding="utf-8").splitlines()) < 300

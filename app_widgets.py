@@ -1,0 +1,193 @@
+"""Generic renderers for app.py: they turn the session's view models into Streamlit widgets.
+
+Nothing here knows the domain: a Control, Button or Card is rendered from its fields, and every call that
+may fail runs through the ``attempt`` of the session it is handed, so its error is shown, not raised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+import streamlit as st
+
+CARDS = 6  # thumbnails per row
+ss = st.session_state
+
+
+class Outcome(Protocol):
+    """What ``attempt`` returns: the call's result, or the message of its error."""
+
+    @property
+    def result(self) -> Any: ...
+    @property
+    def error(self) -> str | None: ...
+
+
+class Session(Protocol):
+    """The part of the session the renderers use; a Button's ``action`` names one of its methods."""
+
+    @staticmethod
+    def attempt(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Outcome: ...
+    def thumbnail(self, image_id: int) -> Path: ...
+
+
+class Control(Protocol):
+    """One setting: its widget ``kind`` and the fields that widget takes."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def help(self) -> str | None: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def group(self) -> str: ...
+    @property
+    def default(self) -> Any: ...
+    @property
+    def choices(self) -> Sequence[Any]: ...
+    @property
+    def index(self) -> int: ...
+    @property
+    def low(self) -> float | None: ...
+    @property
+    def high(self) -> float | None: ...
+    @property
+    def step(self) -> float | None: ...
+    @property
+    def fmt(self) -> str | None: ...
+    def shown(self, values: Mapping[str, Any]) -> bool: ...
+    def enabled(self, values: Mapping[str, Any]) -> bool: ...
+
+
+class Button(Protocol):
+    """A button that calls the session method ``action`` with ``args``, or updates the app ``state``."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def label(self) -> str: ...
+    @property
+    def icon(self) -> str | None: ...
+    @property
+    def help(self) -> str | None: ...
+    @property
+    def disabled(self) -> bool: ...
+    @property
+    def primary(self) -> bool: ...
+    @property
+    def refresh(self) -> bool: ...
+    @property
+    def state(self) -> Mapping[str, Any] | None: ...
+    @property
+    def action(self) -> str | None: ...
+    @property
+    def args(self) -> tuple[Any, ...]: ...
+    def message(self, result: Any) -> str | None: ...
+
+
+class Card(Protocol):
+    """An image card: thumbnail, markdown text and buttons (in a row when ``inline``)."""
+
+    @property
+    def image_id(self) -> int: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def inline(self) -> bool: ...
+    @property
+    def buttons(self) -> Sequence[Button]: ...
+
+
+# ---------------------------------------------------------------------------- state
+def bump() -> None:
+    """Something was written: cached counts are stale."""
+    ss.version = ss.get("version", 0) + 1
+
+
+def act(session: Session, fn: Callable[..., Any], *args: Any,
+        ok: str | Callable[[Any], str | None] | None = None, app: bool = False) -> None:
+    """Widget callback: run a session write and leave a message for the next run."""
+    out = session.attempt(fn, *args)
+    text = out.error or (ok(out.result) if callable(ok) else ok)
+    ss.flash = ("error" if out.error else "success", text) if text else None
+    if out.error is None:
+        bump()
+        ss.rerun_app = app or ss.get("rerun_app", False)
+
+
+def show_flash() -> None:
+    """The message the last callback left, shown once."""
+    if ss.get("flash"):
+        kind, text = ss.flash
+        (st.error if kind == "error" else st.success)(text)
+        ss.flash = None
+
+
+# ---------------------------------------------------------------------------- renderers
+def thumb(session: Session, image_id: int, caption: str | None = None) -> None:
+    """An image's cached thumbnail (its path is remembered until the next rescan)."""
+    paths = ss.setdefault("thumbs", {})
+
+    def show() -> None:
+        if image_id not in paths:
+            paths[image_id] = str(session.thumbnail(image_id))
+        st.image(paths[image_id], caption=caption, width="stretch")
+
+    if (error := session.attempt(show).error) is not None:
+        st.caption(f"image {image_id}: {error}")
+
+
+def control(c: Control, disabled: bool = False) -> Any:
+    """Render one Control; returns its value."""
+    kw = {"key": c.key, "help": c.help, "disabled": disabled}
+    if c.kind == "bool":
+        return st.checkbox(c.label, c.default, **kw)
+    if c.kind in ("choice", "radio"):
+        widget = st.selectbox if c.kind == "choice" else partial(st.radio, horizontal=True)
+        return widget(c.label, c.choices, c.index, **kw)
+    if c.kind == "segmented":
+        return st.segmented_control(c.label, c.choices, default=c.default, **kw)
+    widget = st.slider if c.kind == "slider" else partial(st.number_input, format=c.fmt)
+    return widget(c.label, c.low, c.high, c.default, c.step, **kw)
+
+
+def controls(items: Iterable[Control], values: dict[str, Any] | None = None, group: str = "main",
+             cols: Iterable[Any] | None = None) -> dict[str, Any]:
+    """Render the shown controls of ``group`` in order (one per column of ``cols`` when given),
+    adding their values to ``values``."""
+    values = {} if values is None else values
+    slots = iter(cols) if cols is not None else None
+    for c in items:
+        if c.group == group and c.shown(values):
+            with next(slots) if slots is not None else nullcontext():
+                values[c.key] = control(c, disabled=not c.enabled(values))
+    return values
+
+
+def button(session: Session, b: Button) -> None:
+    """Render one Button: it calls its session method, or updates the app state."""
+    kw = {"key": b.key, "icon": b.icon, "help": b.help, "disabled": b.disabled, "type": "primary" if b.primary else "secondary"}
+    if b.state is not None:
+        st.button(b.label, on_click=ss.update, kwargs=dict(b.state), **kw)
+    else:
+        st.button(b.label, on_click=act, args=(session, getattr(session, b.action), *b.args),
+                  kwargs={"ok": b.message, "app": b.refresh}, **kw)
+
+
+def grid(session: Session, cards: Iterable[Card]) -> None:
+    """Image cards, CARDS to a row."""
+    cols = st.columns(CARDS)
+    for n, card in enumerate(cards):
+        with cols[n % CARDS].container(border=True):
+            thumb(session, card.image_id)
+            st.markdown(card.text)
+            with st.container(horizontal=card.inline, gap="small"):
+                for b in card.buttons:
+                    button(session, b)
