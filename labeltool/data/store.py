@@ -14,11 +14,13 @@ import time
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from labeltool.data.decisions import ACTIONS, Decision, LabelState, replay
+from labeltool.data.rows import ImageRow, RoundRow, StoredSuggestion, image_row
+
+__all__ = ["SCHEMA_VERSION", "ImageRow", "RoundRow", "Store", "StoredSuggestion"]
 
 SCHEMA_VERSION = 1
 _POLL_MS = 20  # SQLite's busy handler tries at 1, 2, 5, 10 ms... within one such wait
@@ -78,56 +80,6 @@ BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS decisions_no_delete BEFORE DELETE ON decisions
 BEGIN SELECT RAISE(ABORT, 'decisions are append-only'); END;
 """
-
-
-@dataclass(frozen=True)
-class ImageRow:
-    """One image of the project as stored."""
-
-    id: int
-    relpath: str
-    sha256: str | None
-    size_bytes: int
-    mtime_ns: int
-    width: int | None
-    height: int | None
-    status: str
-    error: str | None
-    seed_class_id: int | None
-    present: bool
-
-
-def _image_row(r: sqlite3.Row) -> ImageRow:
-    return ImageRow(
-        id=r["id"], relpath=r["relpath"], sha256=r["sha256"], size_bytes=r["size_bytes"],
-        mtime_ns=r["mtime_ns"], width=r["width"], height=r["height"], status=r["status"],
-        error=r["error"], seed_class_id=r["seed_class_id"], present=bool(r["present"]),
-    )
-
-
-@dataclass(frozen=True)
-class RoundRow:
-    """One training round: its frozen config and the metrics recorded for it."""
-
-    id: int
-    started: float
-    finished: float | None
-    config: dict[str, Any]
-    metrics: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class StoredSuggestion:
-    """A suggestion as persisted for a round."""
-
-    round: int
-    image_id: int
-    class_id: int
-    confidence: float
-    source: str
-    rank: int
-    distance: float | None
-    evidence: tuple[int, ...]
 
 
 class Store:
@@ -280,7 +232,7 @@ class Store:
     def images(self, *, only_present: bool = True) -> list[ImageRow]:
         """All image rows ordered by id."""
         q = "SELECT * FROM images" + (" WHERE present = 1" if only_present else "") + " ORDER BY id"
-        return [_image_row(r) for r in self._conn.execute(q)]
+        return [image_row(r) for r in self._conn.execute(q)]
 
     def known_image_ids(self, image_ids: Iterable[int]) -> set[int]:
         """The subset of ``image_ids`` that exist (present or not), without loading every row."""
@@ -297,7 +249,7 @@ class Store:
         r = self._conn.execute("SELECT * FROM images WHERE id = ?", (image_id,)).fetchone()
         if r is None:
             return None
-        return _image_row(r)
+        return image_row(r)
 
     # ------------------------------------------------------------------ rounds
     def start_round(self, config: dict[str, Any]) -> int:
