@@ -12,6 +12,7 @@ optimises and checkpoints them together with the projection head.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -57,8 +58,10 @@ class HyperParam:
             return value
         try:
             num = int(value) if self.kind == "int" else float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ValueError(f"{self.name}: expected a number, got {value!r}") from None
+        if not math.isfinite(num):
+            raise ValueError(f"{self.name}: must be a finite number, got {value!r}")
         if self.kind == "int" and isinstance(value, float) and not float(value).is_integer():
             raise ValueError(f"{self.name}: expected a whole number, got {value!r}")
         if self.low is not None and num < self.low:
