@@ -110,6 +110,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
         print(f"embedded {res.computed} new image(s) on {res.device}; cached: {len(s.feature_cache())}")
         for path, why in res.failed.items():
             print(f"  failed {_shown(path)}: {_shown(why)}")
+        for note in res.notes:
+            print(f"  note: {note}", file=sys.stderr)
     return 0
 
 

@@ -256,6 +256,14 @@ def load_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
     return _decode_rgb(path, max_pixels)
 
 
+def load_image_bytes(data: bytes, name: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """:func:`load_image` of file content already read (so that it can be hashed first)."""
+    img = open_checked(io.BytesIO(data), name, max_pixels)
+    orientation = exif_orientation(img)
+    rgb = to_rgb(img)
+    return _apply_orientation(rgb.copy() if rgb is img else rgb, orientation)
+
+
 def make_thumbnail(path: str | Path, dest: str | Path, size: int = 192,
                    max_pixels: int = DEFAULT_MAX_PIXELS) -> Path:
     """Write a thumbnail of ``path`` (longest side ``size``) to ``dest`` atomically.

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from labeltool.data.decode import load_image_bytes
 from labeltool.data.features import FeatureCache
 from labeltool.data.scan import ImageDecodeError, load_image
 from labeltool.models.backbones import Backbone, make_preprocess
@@ -31,21 +34,41 @@ def pick_device(preference: str = "auto") -> torch.device:
 
 
 class _ImageFiles(Dataset[tuple[int, torch.Tensor, str]]):
-    """Decodes and preprocesses image files; a file that fails gives an empty tensor + reason."""
+    """Decodes and preprocesses image files; a file that fails gives an empty tensor + reason.
 
-    def __init__(self, paths: Sequence[Path], preprocess: Callable, size: int) -> None:
+    Each file is read once; with ``expected_hashes`` its bytes are hashed and a file whose
+    content no longer has the scanned hash fails, so features always belong to the bytes decoded.
+    """
+
+    def __init__(self, paths: Sequence[Path], preprocess: Callable, size: int,
+                 expected_hashes: Sequence[str] | None = None) -> None:
         self.paths = list(paths)
         self.preprocess = preprocess
         self.size = size
+        self.expected = None if expected_hashes is None else list(expected_hashes)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor, str]:
         try:
-            return i, self.preprocess(load_image(self.paths[i])), ""
+            return i, self.preprocess(self._decode(i)), ""
         except (ImageDecodeError, OSError, ValueError) as e:
             return i, torch.zeros(3, self.size, self.size), str(e) or type(e).__name__
+
+    def _decode(self, i: int) -> Image.Image:
+        path = self.paths[i]
+        if self.expected is None:
+            return load_image(path)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise ImageDecodeError(path, f"cannot read file ({e.strerror or e})") from None
+        sha = hashlib.sha256(data).hexdigest()
+        if sha != self.expected[i]:
+            raise ImageDecodeError(path, f"changed since it was scanned (sha256 {self.expected[i][:12]}... then, "
+                                         f"{sha[:12]}... now); rescan to pick up the new content")
+        return load_image_bytes(data, path)
 
 
 def _collate(items: list[tuple[int, torch.Tensor, str]]) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -53,13 +76,63 @@ def _collate(items: list[tuple[int, torch.Tensor, str]]) -> tuple[torch.Tensor, 
     return idx, torch.stack([x for _, x, _ in items]), [e for _, _, e in items]
 
 
+WORKER_MEMORY_BYTES = 512 * 1024**2  # one decoding process: interpreter, torch, prefetched batches
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available for new processes (``MemAvailable``), None when unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def worker_bound() -> int:
+    """Most decoding processes worth running here: one per usable CPU, fewer when memory is short."""
+    bound = usable_cpus()
+    memory = _available_memory()
+    if memory is not None:
+        bound = min(bound, memory // WORKER_MEMORY_BYTES)
+    return max(1, bound)
+
+
+def resolve_workers(requested: int | None, n_images: int, batch_size: int) -> tuple[int, str | None]:
+    """Decoding processes to use and, when ``requested`` was more than :func:`worker_bound`, a note
+    saying it was clamped. ``None`` picks a default (none for small jobs); negative is refused."""
+    if requested is None:
+        return (0 if n_images < 4 * batch_size else min(4, max(1, usable_cpus() - 1))), None
+    if requested < 0:
+        raise ValueError(f"--workers must be 0 or more, got {requested}")
+    bound = worker_bound()
+    if requested <= bound:
+        return requested, None
+    memory = _available_memory()
+    shown = "unknown" if memory is None else f"{memory / 1024**3:.1f} GiB"
+    return bound, (f"--workers {requested} is more than this machine can run ({usable_cpus()} CPUs, {shown} "
+                   f"memory available); using {bound} decoding processes")
+
+
 @dataclass
 class ExtractionResult:
-    """What an extraction run did: rows computed and the files that failed (path → reason)."""
+    """What an extraction run did: rows computed, the files that failed (path → reason) and notes
+    (e.g. a worker count that was clamped)."""
 
     computed: int
     failed: dict[str, str]
     device: str
+    notes: list[str] = field(default_factory=list)
 
 
 def iter_features(
@@ -69,17 +142,19 @@ def iter_features(
     batch_size: int = 32,
     device: torch.device | None = None,
     num_workers: int | None = None,
+    expected_hashes: Sequence[str] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
     """Yield ``(indices [b], features [b, D] float32, errors [b])`` batch by batch.
 
     ``errors[j]`` is empty when image ``indices[j]`` decoded; otherwise its features are garbage
-    and must be dropped. Uses channels_last, and fp16 autocast on CUDA.
+    and must be dropped. With ``expected_hashes`` (aligned with ``paths``) each file's bytes are
+    hashed as read and a file whose hash differs fails. ``num_workers`` is clamped to
+    :func:`worker_bound`. Uses channels_last, and fp16 autocast on CUDA.
     """
     device = device or pick_device()
-    if num_workers is None:
-        num_workers = 0 if len(paths) < 4 * batch_size else min(4, max(1, (os.cpu_count() or 2) - 1))
+    num_workers, _ = resolve_workers(num_workers, len(paths), batch_size)
     loader = DataLoader(
-        _ImageFiles(paths, make_preprocess(backbone.spec), backbone.spec.input_size),
+        _ImageFiles(paths, make_preprocess(backbone.spec), backbone.spec.input_size, expected_hashes),
         batch_size=batch_size, num_workers=num_workers, collate_fn=_collate,
         pin_memory=device.type == "cuda", persistent_workers=False,
     )
@@ -108,7 +183,10 @@ def extract_to_cache(
 ) -> ExtractionResult:
     """Compute features for ``items`` ``(sha256, path)`` not yet in ``cache`` and append them.
 
-    Each batch is written as soon as it is computed, so an interrupted run keeps its progress.
+    Each file is hashed as it is read: features are stored only under the hash of the bytes
+    they were computed from, and a file changed since its scan is reported in ``failed`` (the
+    caller rescans). Each batch is written as soon as it is computed, so an interrupted run
+    keeps its progress.
     """
     device = device or pick_device()
     todo_hashes = set(cache.missing([h for h, _ in items]))
@@ -117,12 +195,14 @@ def extract_to_cache(
         if h in todo_hashes:
             todo.append((h, p))
             todo_hashes.discard(h)
+    workers, note = resolve_workers(num_workers, len(todo), batch_size)
     failed: dict[str, str] = {}
     done = 0
     if progress:
         progress(0, len(todo))
     for idx, feats, errors in iter_features(
-        backbone, [p for _, p in todo], batch_size=batch_size, device=device, num_workers=num_workers
+        backbone, [p for _, p in todo], batch_size=batch_size, device=device, num_workers=workers,
+        expected_hashes=[h for h, _ in todo],
     ):
         keep = [j for j, e in enumerate(errors) if not e]
         for j, e in enumerate(errors):
@@ -133,4 +213,5 @@ def extract_to_cache(
         done += len(idx)
         if progress:
             progress(done, len(todo))
-    return ExtractionResult(computed=done - len(failed), failed=failed, device=str(device))
+    return ExtractionResult(computed=done - len(failed), failed=failed, device=str(device),
+                            notes=[note] if note else [])
