@@ -80,7 +80,15 @@ def test_propose_properties(problem) -> None:
     unlabeled = [i for i, y in label_of.items() if y == -1]
     rej = set(rejected)
     assert [s.rank for s in out] == list(range(len(out)))
-    keys = [(-s.confidence, s.image_id) for s in out]
+    row_of = {i: r for r, i in enumerate(ids.tolist())}
+
+    def rest(s: Suggestion) -> float:
+        """softmax's second key: the probability held by the other classes (less first)."""
+        p = np.asarray(probs[row_of[s.image_id]], dtype=np.float64).copy()
+        p[s.class_id] = 0.0
+        return float(p.sum())
+
+    keys = [(-s.confidence, rest(s) if config.source == "softmax" else 0.0, s.image_id) for s in out]
     assert keys == sorted(keys)
     assert len({s.image_id for s in out}) == len(out)
     for s in out:
