@@ -23,6 +23,16 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--disable-dev-shm-usage",
 ]
+# the options of .streamlit/config.toml, as "section.key": value (a test keeps the two the same)
+CLOSED_SERVER_OPTIONS: dict[str, object] = {
+    "server.address": "127.0.0.1",
+    "server.fileWatcherType": "none",
+    "server.runOnSave": False,
+    "server.showEmailPrompt": False,
+    "browser.gatherUsageStats": False,
+    "client.toolbarMode": "viewer",
+    "client.showErrorLinks": False,
+}
 
 
 def missing_browser() -> str | None:
@@ -42,16 +52,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def server_command(folder: Path, *, port: int, image_size: int | None = 64,
+                   extra: tuple[str, ...] = ("--no-umap",)) -> list[str]:
+    """The ``streamlit run app.py`` command line, closed as .streamlit/config.toml is (flags win over
+    that file, which streamlit reads only from the working directory)."""
+    flags = [f"--{name}={str(value).lower() if isinstance(value, bool) else value}"
+             for name, value in CLOSED_SERVER_OPTIONS.items()]
+    cmd = [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), *flags, "--server.headless=true",
+           f"--server.port={port}", "--", "--folder", str(folder), *extra]
+    if image_size:
+        cmd += ["--image-size", str(image_size)]
+    return cmd
+
+
 @contextmanager
 def running_app(folder: Path, *, image_size: int | None = 64, log: Path | None = None,
                 extra: tuple[str, ...] = ("--no-umap",), timeout: float = 90.0) -> Iterator[str]:
     """``streamlit run app.py`` on ``folder``; yields the page URL and stops the server after."""
     port = free_port()
-    cmd = [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.headless", "true",
-           "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer", "--", "--folder", str(folder), *extra]
-    if image_size:
-        cmd += ["--image-size", str(image_size)]
+    cmd = server_command(folder, port=port, image_size=image_size, extra=extra)
     out = open(log, "wb") if log else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
