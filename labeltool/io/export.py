@@ -6,6 +6,7 @@ Layout of ``OUT``::
     dataset/manifest.csv           path, label, source, round, confidence, source_path, sha256
     dataset/manifest.parquet       the same table
     model/                         see labeltool.io.model_io
+    labeltool-export.json          marks the folder as an export (see labeltool.io.export_target)
 
 Everything is written into a temporary sibling directory ``.OUT.partial-*`` and renamed into
 place at the end, so a half-written export never exists under ``OUT``; an existing ``OUT`` is
@@ -14,26 +15,36 @@ A running export holds an ``flock`` on its temporary directory; the next export 
 ``OUT`` removes the ``.OUT.partial-*`` leftovers of exports that were killed (no lock held).
 Nothing is written outside ``OUT`` and those siblings; the source images are only read, and an
 image that now resolves outside the image folder (a symlink swapped in after the scan) is refused.
+Each image's sha256 is computed from the bytes copied (or read back from the hard link) and
+compared with the one recorded at the last scan, so the manifest always describes the files:
+an image changed since the scan refuses the export, naming it. The free space is checked before
+copying, and a full disk is one :class:`~labeltool.io.disk_space.NoSpaceError` naming ``OUT``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import errno
-import fcntl
+import hashlib
 import os
 import re
 import secrets
 import shutil
 import unicodedata
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from labeltool.io.disk_space import NoSpaceError, ensure_free_space, free_bytes, is_no_space
+from labeltool.io.export_target import (
+    check_replaceable,
+    locked,
+    remove_stale_partials,
+    swap_into_place,
+    try_lock,
+    write_marker,
+)
 from labeltool.io.model_io import save_model
 
 if TYPE_CHECKING:
@@ -44,6 +55,18 @@ if TYPE_CHECKING:
     from labeltool.data.store import ImageRow
     from labeltool.models.backbones import BackboneSpec
     from labeltool.models.heads import LabelerModel
+
+
+class ChangedSinceScanError(ValueError):
+    """Images whose bytes no longer match the sha256 recorded at the last scan (``relpaths``)."""
+
+    def __init__(self, root: Path, relpaths: Sequence[str]) -> None:
+        shown = ", ".join(repr(p) for p in relpaths[:10]) + (f" and {len(relpaths) - 10} more" if len(relpaths) > 10 else "")
+        super().__init__(
+            f"export refused: {len(relpaths)} image(s) in {root} changed since the last scan, so their labels and "
+            f"manifest sha256 would be wrong: {shown}; rescan the folder (labeltool embed FOLDER rescans and "
+            "re-embeds), check their labels, then export again (nothing was written)")
+        self.relpaths = list(relpaths)
 
 
 @dataclass(frozen=True)
@@ -111,14 +134,31 @@ def _unique_dirnames(classes: list[str]) -> dict[str, str]:
     return out
 
 
-def _place(src: Path, dest: Path, link: bool) -> None:
+def _place(src: Path, dest: Path, link: bool) -> str:
+    """Hard-link (``link``, where the filesystem allows) or copy ``src`` to a new ``dest``;
+    returns the sha256 of the bytes placed (hashed as they are copied, or read back from the link)."""
     if link:
         try:
             os.link(src, dest)
-            return
         except OSError:
             pass  # other filesystem, or links not allowed: copy instead
-    shutil.copy2(src, dest)
+        else:
+            return _sha256_of(dest)
+    digest = hashlib.sha256()
+    with open(src, "rb") as fin, open(dest, "xb") as fout:
+        for chunk in iter(lambda: fin.read(1 << 20), b""):
+            digest.update(chunk)
+            fout.write(chunk)
+    shutil.copystat(src, dest)
+    return digest.hexdigest()
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def export_project(
@@ -133,7 +173,10 @@ def export_project(
 ) -> Path:
     """Export into ``out`` atomically; returns ``out``.
 
-    Refuses a non-empty ``out`` unless ``overwrite``; refuses an ``out`` inside the image folder
+    Refuses a non-empty ``out`` unless ``overwrite``, and with it unless ``out`` is a previous
+    export (:func:`~labeltool.io.export_target.check_replaceable`); refuses images changed since
+    the scan (:class:`ChangedSinceScanError`) and a disk too full (:class:`NoSpaceError`),
+    leaving nothing behind; refuses an ``out`` inside the image folder
     (it would be scanned as images), one that holds the image folder or the project directory
     (replacing it would delete them) or lies inside the project directory, and a symlinked
     ``out``. ``include_pseudo=False`` leaves out labels accepted without review. ``dataset`` and
@@ -144,32 +187,40 @@ def export_project(
         raise ValueError(f"export target {out} is a symbolic link; choose a real folder")
     out = out.resolve()
     _check_target(out, project.image_root.resolve(), project.dir.resolve())
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise FileExistsError(f"export target {out} exists and is not empty; pass overwrite=True (--overwrite) to replace it")
+    check_replaceable(out, overwrite)
     if not (dataset or model):
         raise ValueError("nothing to export: choose the dataset, the model or both")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with _locked(out.parent):
-            remove_stale_partials(out)
-            tmp = _make_partial(out)
-            lock = _try_lock(tmp)
-    except OSError as e:  # read-only or not ours: a clear refusal, not a traceback
-        raise ValueError(f"cannot write the export {out}: {e.strerror or e} ({e.filename})") from None
+    tmp, lock = _start_partial(out)
     try:
         if dataset:
-            _write_dataset(project, dataset(), tmp / "dataset", link=link, include_pseudo=include_pseudo)
+            _write_dataset(project, dataset(), tmp / "dataset", link=link, include_pseudo=include_pseudo, shown=out)
         if model:
-            _write_model(model(), tmp / "model")
-        with _locked(out.parent):
-            _swap_into_place(tmp, out)
-    except BaseException:
+            _write_model(model(), tmp / "model", shown=out)
+        write_marker(tmp, [part for part, wanted in (("dataset", dataset), ("model", model)) if wanted])
+        with locked(out.parent):
+            check_replaceable(out, overwrite)  # again: nothing of the user's came in meanwhile
+            swap_into_place(tmp, out)
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_no_space(e):
+            raise NoSpaceError(out, None, free_bytes(out.parent)) from None
         raise
     finally:
         if lock is not None:
             os.close(lock)
     return out
+
+
+def _start_partial(out: Path) -> tuple[Path, int | None]:
+    """The temporary folder of a new export beside ``out`` and the fd of its lock."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with locked(out.parent):
+            remove_stale_partials(out)
+            tmp = _make_partial(out)
+            return tmp, try_lock(tmp)
+    except OSError as e:  # read-only or not ours: a clear refusal, not a traceback
+        raise ValueError(f"cannot write the export {out}: {e.strerror or e} ({e.filename})") from None
 
 
 def _make_partial(out: Path) -> Path:
@@ -194,116 +245,54 @@ def _check_target(out: Path, root: Path, project_dir: Path) -> None:
         raise ValueError(f"export target {out} is inside the project directory {project_dir}; choose another folder")
 
 
-@contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    """Exclusive ``flock`` on a directory (serialises leftover clean-up and swaps between exports)."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _try_lock(directory: Path) -> int | None:
-    """An fd holding an exclusive ``flock`` on ``directory``, or None when someone else holds it."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def remove_stale_partials(out: Path) -> list[Path]:
-    """Remove the ``.OUT.partial-*`` leftovers of killed exports beside ``out`` (a running
-    export's folder is locked and kept); returns what was removed."""
-    pattern = re.compile(re.escape(f".{out.name}.partial-") + r"[A-Za-z0-9_]{8}(-old)?")
-    removed: list[Path] = []
-    for p in sorted(out.parent.iterdir()):
-        if not pattern.fullmatch(p.name):
-            continue
-        if p.is_symlink() or not p.is_dir():
-            p.unlink(missing_ok=True)
-        else:
-            fd = _try_lock(p)
-            if fd is None:
-                continue
-            try:
-                shutil.rmtree(p)
-            finally:
-                os.close(fd)
-        removed.append(p)
-    return removed
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
-    fn = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
-    if fn is None:
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-        return False
-    raise OSError(err, os.strerror(err), str(b))
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Move the finished export to ``out``; a replaced ``out`` ends up at ``tmp`` and is deleted."""
-    if out.exists() or out.is_symlink():
-        if not _exchange(tmp, out):
-            old = tmp.with_name(tmp.name + "-old")  # a stale leftover if killed right here
-            os.rename(out, old)
-            os.rename(tmp, out)
-            os.rename(old, tmp)
-        if tmp.is_dir() and not tmp.is_symlink():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
-    else:
-        os.rename(tmp, out)
-    fd = os.open(out.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_dataset(project: Project, data: DatasetExport, dest: Path, *, link: bool,
-                   include_pseudo: bool) -> pd.DataFrame:
-    state, classes, images = data.state, list(data.classes), data.images
-    dirnames = _unique_dirnames(classes)
+def _write_dataset(project: Project, data: DatasetExport, dest: Path, *, link: bool, include_pseudo: bool,
+                   shown: Path) -> pd.DataFrame:
+    """Place the labeled images under ``dest/<class>/`` and write the manifest. Each file's
+    sha256 is checked as it is placed: files changed since the scan are refused, all named."""
+    state, classes = data.state, list(data.classes)
+    chosen = [(i, r) for i in sorted(state.labels) if (r := data.images.get(i)) is not None
+              and (include_pseudo or state.source[i] != "pseudo")]
     dest.mkdir(parents=True)
+    if not link:
+        ensure_free_space(dest, sum(r.size_bytes for _, r in chosen), shown)
+    dirnames = _unique_dirnames(classes)
     used: set[str] = set()
-    rows = []
+    rows, changed = [], []
     root = os.path.realpath(project.image_root)
-    for image_id in sorted(state.labels):
-        r = images.get(image_id)
-        source = state.source[image_id]
-        if r is None or (source == "pseudo" and not include_pseudo):
-            continue
+    for image_id, r in chosen:
         label = classes[state.labels[image_id]]
-        folder = dirnames[label]
         src = project.image_path(r.relpath)
         if not os.path.realpath(src).startswith(root.rstrip(os.sep) + os.sep):
             raise ValueError(f"image {r.relpath!r} now points outside the image folder {root}; rescan the folder")
-        name = safe_filename(os.path.basename(r.relpath))
-        stem, ext = os.path.splitext(name)
-        n = 0
-        while f"{folder}/{name}".lower() in used:
-            n += 1
-            name = f"{stem}-{image_id}{ext}" if n == 1 else f"{stem}-{image_id}-{n}{ext}"
-        used.add(f"{folder}/{name}".lower())
-        (dest / folder).mkdir(exist_ok=True)
-        _place(src, dest / folder / name, link)
+        path = _free_name(dirnames[label], safe_filename(os.path.basename(r.relpath)), image_id, used)
+        (dest / path).parent.mkdir(exist_ok=True)
+        try:
+            placed_sha = _place(src, dest / path, link)
+        except FileNotFoundError:
+            placed_sha = None
+        if placed_sha is None or placed_sha != r.sha256:
+            changed.append(r.relpath if placed_sha else f"{r.relpath} (gone)")
         rows.append({
-            "path": f"{folder}/{name}", "label": label, "source": source, "round": state.decided_in.get(image_id),
+            "path": path, "label": label, "source": state.source[image_id], "round": state.decided_in.get(image_id),
             "confidence": state.confidence.get(image_id), "source_path": r.relpath, "sha256": r.sha256,
         })
+    if changed:
+        raise ChangedSinceScanError(project.image_root, changed)
+    return _write_manifest(rows, dest)
+
+
+def _free_name(folder: str, name: str, image_id: int, used: set[str]) -> str:
+    """``folder/name``, made unique (case-insensitively) among ``used`` with the image id."""
+    stem, ext = os.path.splitext(name)
+    n = 0
+    while f"{folder}/{name}".lower() in used:
+        n += 1
+        name = f"{stem}-{image_id}{ext}" if n == 1 else f"{stem}-{image_id}-{n}{ext}"
+    used.add(f"{folder}/{name}".lower())
+    return f"{folder}/{name}"
+
+
+def _write_manifest(rows: list[dict[str, Any]], dest: Path) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=["path", "label", "source", "round", "confidence", "source_path", "sha256"])
     df["round"] = df["round"].astype("Int64")
     df["confidence"] = df["confidence"].astype("Float64")
@@ -312,6 +301,6 @@ def _write_dataset(project: Project, data: DatasetExport, dest: Path, *, link: b
     return df
 
 
-def _write_model(data: ModelExport, dest: Path) -> None:
+def _write_model(data: ModelExport, dest: Path, shown: Path) -> None:
     dest.mkdir(parents=True)
-    save_model(dest, data.model, data.spec, list(data.classes), data.info, dict(data.weights))
+    save_model(dest, data.model, data.spec, list(data.classes), data.info, dict(data.weights), shown=shown)

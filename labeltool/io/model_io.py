@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 
 from labeltool.data.scan import load_image
+from labeltool.io.disk_space import ensure_free_space, write_file
 from labeltool.models.backbones import BackboneSpec, make_preprocess, rgb_triple
 from labeltool.models.heads import LabelerModel
 
@@ -33,16 +34,29 @@ FORMAT_VERSION = 1
 
 def save_model(
     directory: Path, model: LabelerModel, spec: BackboneSpec, classes: Sequence[str], info: dict[str, Any],
-    head_state: dict[str, torch.Tensor],
+    head_state: dict[str, torch.Tensor], *, shown: Path | None = None,
 ) -> None:
-    """Write the three model files into ``directory`` (which must exist and be empty)."""
+    """Write the three model files into ``directory`` (which must exist and be empty).
+
+    Everything is serialised in memory first, so the free space is checked before the first
+    byte is written and a full disk is a :class:`~labeltool.io.disk_space.NoSpaceError` naming
+    ``shown`` (default ``directory``), never an error inside the TorchScript writer."""
     model = model.cpu().eval()
     example = torch.zeros(2, 3, spec.input_size, spec.input_size)
     with torch.inference_mode():
         traced = torch.jit.trace(model, example, check_trace=False)
-    traced.save(str(directory / TORCHSCRIPT))
-    save_file(head_state, str(directory / HEAD_WEIGHTS))
-    meta = {
+    files = {
+        TORCHSCRIPT: bytes(traced.save_to_buffer()),
+        HEAD_WEIGHTS: safetensors_bytes(head_state),
+        MODEL_JSON: json.dumps(_model_meta(spec, classes, info), indent=2, sort_keys=True).encode(),
+    }
+    ensure_free_space(directory, sum(len(b) for b in files.values()), shown or directory)
+    for name, data in files.items():
+        write_file(directory / name, data, shown or directory)
+
+
+def _model_meta(spec: BackboneSpec, classes: Sequence[str], info: dict[str, Any]) -> dict[str, Any]:
+    return {
         "format_version": FORMAT_VERSION,
         "backbone": spec.to_json(),
         "preprocessing": {
@@ -55,7 +69,6 @@ def save_model(
         "torch_version": torch.__version__,
         **info,
     }
-    (directory / MODEL_JSON).write_text(json.dumps(meta, indent=2, sort_keys=True))
 
 
 @dataclass

@@ -54,15 +54,21 @@ def test_export_roundtrip(project: LabelingSession, tmp_path: Path, loss: str) -
 
 
 def test_export_refuses_non_empty_target_and_overwrites_atomically(project: LabelingSession, tmp_path: Path) -> None:
+    """``overwrite`` replaces a previous export (even a file added inside it), never a user's folder."""
     project.train_round(FAST)
     target = tmp_path / "out"
     target.mkdir()
     (target / "keep.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="not empty"):
         project.export(target, model=False)
+    with pytest.raises(FileExistsError, match=f"{target} is not a previous labeltool export.*'keep.txt'"):
+        project.export(target, model=False, overwrite=True)
     assert (target / "keep.txt").read_text() == "mine"
+    (target / "keep.txt").unlink()
+    project.export(target, model=False)
+    (target / "dataset" / "keep.txt").write_text("mine")
     project.export(target, model=False, overwrite=True)
-    assert not (target / "keep.txt").exists() and (target / "dataset" / "manifest.csv").exists()
+    assert not (target / "dataset" / "keep.txt").exists() and (target / "dataset" / "manifest.csv").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no temporary leftovers
 
 
