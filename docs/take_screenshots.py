@@ -4,7 +4,9 @@
 
 Copies sample_data/ to a temporary folder, runs three rounds there with a reviewer that answers
 from the sample's ground truth (so the charts have a history), computes the UMAP, then opens the
-app and photographs each tab. Needs chromium and playwright (.ci/browser_setup.sh).
+app and photographs each tab. Needs chromium and playwright (.ci/browser_setup.sh). The server
+is started closed, with the options of .streamlit/config.toml as flags (loopback only, no usage
+statistics, no outside calls, no file watcher): see ``server_command`` in tests/app/browser_util.py.
 """
 
 from __future__ import annotations

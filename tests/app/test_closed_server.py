@@ -77,8 +77,21 @@ def is_loopback(address: str) -> bool:
     return address.startswith("127.") or address in ("::1", "::ffff:127.0.0.1")
 
 
-def drive(cmd: list[str], port: int, cwd: str, timeout: float = 120.0) -> dict[str, object]:
-    """Inside the namespace: start ``cmd`` in ``cwd``, fetch its page on loopback, report what listens."""
+def render_once(url: str) -> dict[str, int]:
+    """Open ``url`` in headless Chromium until the app's first run is over (so the app itself ran)."""
+    from browser_util import browser_page, wait_idle
+
+    with browser_page() as page:
+        page.goto(url)
+        page.get_by_test_id("stMain").wait_for()
+        page.get_by_role("tab", name="Review").first.wait_for()
+        wait_idle(page)
+        return {"tabs": page.get_by_role("tab").count(), "exceptions": page.get_by_test_id("stException").count()}
+
+
+def drive(cmd: list[str], port: int, cwd: str, render: bool, timeout: float = 120.0) -> dict[str, object]:
+    """Inside the namespace: start ``cmd`` in ``cwd``, fetch its page on loopback (and render it in
+    Chromium when ``render``), report what listens."""
     loopback_up()
     proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -98,6 +111,8 @@ def drive(cmd: list[str], port: int, cwd: str, timeout: float = 120.0) -> dict[s
         with urllib.request.urlopen(url, timeout=10) as r:
             page = r.read().decode("utf-8", "replace")
         report["page_status"], report["page_is_streamlit"] = r.status, "<title>Streamlit</title>" in page
+        if render:
+            report["rendered"] = render_once(url)
         time.sleep(1.0)  # let the start-up finish printing its URLs (where the outside lookups were)
         report["listening"] = listening()
     finally:
@@ -111,13 +126,14 @@ def drive(cmd: list[str], port: int, cwd: str, timeout: float = 120.0) -> dict[s
     return report
 
 
-def run_closed(tmp_path: Path, cmd: list[str], port: int, cwd: Path = REPO) -> tuple[dict[str, object], list[str]]:
+def run_closed(tmp_path: Path, cmd: list[str], port: int, cwd: Path = REPO,
+               render: bool = False) -> tuple[dict[str, object], list[str]]:
     """Run ``drive(cmd)`` in a fresh network namespace under the guard; (report, guard log lines)."""
     assert NAMESPACE is not None
     net_log = tmp_path / "net.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(GUARD), os.environ.get("PYTHONPATH", "")]),
            "LABELTOOL_NET_LOG": str(net_log), "HOME": str(tmp_path / "home")}  # no user-level streamlit config
-    spec = json.dumps({"cmd": cmd, "port": port, "cwd": str(cwd)})
+    spec = json.dumps({"cmd": cmd, "port": port, "cwd": str(cwd), "render": render})
     done = subprocess.run([*NAMESPACE, sys.executable, __file__, spec], cwd=str(REPO), env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"driver failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
@@ -143,10 +159,16 @@ def app_args(folder: Path) -> list[str]:
 
 @needs_namespace
 def test_plain_streamlit_run_listens_on_loopback_and_calls_nowhere(app_folder: Path, tmp_path: Path) -> None:
-    """What a user types in the repository: only .streamlit/config.toml decides, no flags."""
+    """What a user types in the repository: only .streamlit/config.toml decides, no flags. Where
+    Chromium is installed the page is also rendered, so the app's own run is under the guard too."""
+    from browser_util import missing_browser
+
+    render = missing_browser() is None
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py", *app_args(app_folder)]
-    report, attempts = run_closed(tmp_path, cmd, DEFAULT_PORT)
+    report, attempts = run_closed(tmp_path, cmd, DEFAULT_PORT, render=render)
     assert_closed(report, attempts, DEFAULT_PORT)
+    if render:
+        assert report["rendered"] == {"tabs": 5, "exceptions": 0}, report
     assert "URL: http://127.0.0.1:8501" in str(report["log"]), report["log"]
 
 
@@ -184,4 +206,4 @@ def test_proc_net_addresses_are_decoded() -> None:
 
 if __name__ == "__main__":
     spec = json.loads(sys.argv[1])
-    print(json.dumps(drive(spec["cmd"], spec["port"], spec["cwd"])))
+    print(json.dumps(drive(spec["cmd"], spec["port"], spec["cwd"], spec["render"])))
