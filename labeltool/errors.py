@@ -6,7 +6,10 @@ Each subclasses the built-in type it replaced, so code that caught ``RuntimeErro
 
 from __future__ import annotations
 
-__all__ = ["EmptyPoolError", "LabeltoolError", "NoRoundError", "ProjectMismatchError", "StaleFeaturesError"]
+__all__ = [
+    "DamagedDatabaseError", "DatabaseDiskError", "DatabaseReplacedError", "EmptyPoolError", "LabeltoolError",
+    "MissingDatabaseError", "NoRoundError", "ProjectDatabaseError", "ProjectMismatchError", "StaleFeaturesError",
+]
 
 
 class LabeltoolError(Exception):
@@ -30,3 +33,23 @@ class EmptyPoolError(LabeltoolError, RuntimeError):
 
 class ProjectMismatchError(LabeltoolError, ValueError):
     """An existing project does not fit what was asked of it (another backbone, say)."""
+
+
+class ProjectDatabaseError(LabeltoolError, RuntimeError):
+    """The project database cannot be used as it is; the message names the file and what to do."""
+
+
+class DamagedDatabaseError(ProjectDatabaseError):
+    """``project.sqlite`` is not a database or fails SQLite's ``quick_check``."""
+
+
+class DatabaseReplacedError(ProjectDatabaseError):
+    """``project.sqlite`` was deleted or replaced while a session had it open (nothing was written)."""
+
+
+class MissingDatabaseError(ProjectDatabaseError):
+    """The project holds checkpoints or features but its database is gone."""
+
+
+class DatabaseDiskError(ProjectDatabaseError):
+    """The disk under the database is full or failing; the database itself is not reported damaged."""

@@ -17,8 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from labeltool.data.db_file import check_identity, explain_sqlite_error, file_identity, quick_check
 from labeltool.data.decisions import ACTIONS, Decision, LabelState, replay
 from labeltool.data.rows import ImageRow, RoundRow, StoredSuggestion, image_row
+from labeltool.errors import ProjectDatabaseError
 
 __all__ = ["SCHEMA_VERSION", "ImageRow", "RoundRow", "Store", "StoredSuggestion"]
 
@@ -87,7 +89,9 @@ class Store:
 
     UPSERT_CHUNK = 5000  # image rows per write transaction of a scan
 
-    def __init__(self, path: str | Path, *, timeout_s: float = 30.0) -> None:
+    def __init__(self, path: str | Path, *, timeout_s: float = 30.0, check: bool = True) -> None:
+        """Open (creating when missing) the database at ``path``; ``check`` runs SQLite's
+        ``quick_check`` first (a damaged file is refused, see :mod:`labeltool.data.db_file`)."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._timeout_s = timeout_s
@@ -96,15 +100,19 @@ class Store:
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
             self._conn.execute("PRAGMA journal_mode = WAL")
+            if check:
+                quick_check(self._conn, self.path)
             self._conn.execute("PRAGMA synchronous = FULL")
             self._conn.execute("PRAGMA foreign_keys = ON")
             self._conn.executescript(_SCHEMA)
             version = self.get_meta("schema_version")
-        except sqlite3.DatabaseError as e:  # not a database, damaged, read-only, or locked too long
+        except sqlite3.Error as e:  # not a database, damaged, full disk, read-only, or locked too long
             self._conn.close()
-            hint = ("another process kept it busy; try again" if "locked" in str(e) else
-                    "if it is damaged, move it away to start over (the images are not touched)")
-            raise RuntimeError(f"cannot open the project database {self.path} ({e}); {hint}") from None
+            raise explain_sqlite_error(self.path, e, "open") from None
+        except ProjectDatabaseError:
+            self._conn.close()
+            raise
+        self._identity = file_identity(self.path)
         if version is None:
             self.set_meta("schema_version", str(SCHEMA_VERSION))
         elif int(version) > SCHEMA_VERSION:
@@ -128,15 +136,30 @@ class Store:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        """An immediate write transaction (takes the write lock up front, waits when busy)."""
-        self._begin()
+        """An immediate write transaction (takes the write lock up front, waits when busy) on the
+        file this store opened: a database deleted or replaced since is refused, nothing written."""
+        try:
+            self._begin()
+        except sqlite3.OperationalError as e:
+            raise explain_sqlite_error(self.path, e, "write to") from None
+        if file_identity(self.path) != self._identity:
+            self._conn.execute("ROLLBACK")
+            check_identity(self._conn, self.path, self._identity)
         try:
             yield self._conn
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
         else:
+            self._commit()
+
+    def _commit(self) -> None:
+        try:
             self._conn.execute("COMMIT")
+        except sqlite3.OperationalError as e:  # a full disk: SQLite rolls back, nothing is half-written
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise explain_sqlite_error(self.path, e, "write to") from None
 
     def _begin(self) -> None:
         """``BEGIN IMMEDIATE``, retried every few milliseconds for up to ``timeout_s``.

@@ -26,7 +26,7 @@ class ThreadLocalStore:
     def _store(self) -> Store:
         store = getattr(self._local, "store", None)
         if store is None:
-            store = Store(self.path)
+            store = Store(self.path, check=False)  # the session checked it when it opened
             self._local.store = store
         return store
 
