@@ -55,9 +55,11 @@ def _bar(desc: str):  # noqa: ANN202 - returns a progress callback
 
 def _open(args: argparse.Namespace, *, create: bool = False, scan: bool | None = None) -> LabelingSession:
     config = None
-    if create:
+    relocate = bool(getattr(args, "relocate", False))
+    if create and not relocate:
         config = ProjectConfig(backbone=args.backbone, image_size=args.image_size, checkpoint=args.checkpoint)
-    return LabelingSession.open(args.path, project_dir=args.project_dir, config=config, create=create, scan=scan)
+    return LabelingSession.open(args.path, project_dir=args.project_dir, config=config, create=create, scan=scan,
+                                relocate=relocate)
 
 
 def _parse_params(items: Sequence[str], loss: str) -> dict[str, Any]:
@@ -246,6 +248,8 @@ def _init_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--backbone", default=PROJECT.backbone, help=f"one of {list_backbones()} or timm:<arch>")
     sp.add_argument("--image-size", type=int, default=PROJECT.image_size)
     sp.add_argument("--checkpoint", default=PROJECT.checkpoint, help="local weights file for timm:<arch>")
+    sp.add_argument("--relocate", action="store_true",
+                    help="the image folder was moved or renamed to PATH: move the project (--project-dir) to it")
 
 
 def _embed_options(sp: argparse.ArgumentParser) -> None:

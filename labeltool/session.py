@@ -74,10 +74,12 @@ class LabelingSession(SessionRounds, SessionViews):
         config: ProjectConfig | None = None,
         create: bool = True,
         scan: bool | None = None,
+        relocate: bool = False,
     ) -> LabelingSession:
         """Open (or create) the project of ``folder``. A new project is scanned right away;
-        pass ``scan=True`` to rescan an existing one."""
-        project = open_project(folder, project_dir=project_dir, config=config, create=create)
+        pass ``scan=True`` to rescan an existing one, ``relocate=True`` to move an existing
+        project (``project_dir``) to ``folder`` after its image folder was moved or renamed."""
+        project = open_project(folder, project_dir=project_dir, config=config, create=create, relocate=relocate)
         session = cls(project)
         if scan or (scan is None and not session.store.images(only_present=False)):
             session.scan()

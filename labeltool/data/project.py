@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from labeltool.config import ProjectConfig
+from labeltool.errors import MissingDatabaseError, ProjectMismatchError
 
 PROJECT_DIRNAME = ".labeltool"
 CONFIG_FILE = "project.json"
@@ -60,11 +61,15 @@ def open_project(
     project_dir: str | Path | None = None,
     config: ProjectConfig | None = None,
     create: bool = True,
+    relocate: bool = False,
 ) -> Project:
     """Open the project of ``image_root`` (creating it when ``create``).
 
     ``config`` applies only when the project is new; an existing project keeps its saved config
     (a different backbone for an existing project raises, since its features would not match).
+    A project belongs to the image folder it was created for: another folder is refused with
+    :class:`ProjectMismatchError`, unless the project lives inside ``image_root`` (it moved with
+    its folder) or ``relocate`` says the folder was moved or renamed to ``image_root``.
     """
     root = Path(image_root).expanduser().resolve()
     if not root.exists():
@@ -75,24 +80,77 @@ def open_project(
     _check_project_dir(root, pdir)
     cfg_path = pdir / CONFIG_FILE
     if cfg_path.exists():
-        try:
-            saved = ProjectConfig.from_json(json.loads(cfg_path.read_text())["config"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"project file {cfg_path} is damaged ({e}); move it away to start over") from None
+        saved, saved_root = _read_project_file(cfg_path)
         if config is not None and config.backbone != saved.backbone:
-            raise ValueError(
+            raise ProjectMismatchError(
                 f"project {pdir} uses backbone {saved.backbone!r}, not {config.backbone!r}; "
                 "use another --project-dir for a different backbone"
             )
-        return Project(root, pdir, saved)
+        if relocate and saved_root != root:
+            _write_project_file(cfg_path, root, saved)
+        else:
+            _check_image_folder(root, pdir, saved_root)
+        project = Project(root, pdir, saved)
+        _refuse_lost_database(project, f"its database {project.db_path} is missing")
+        return project
+    if relocate:
+        raise FileNotFoundError(f"no labeltool project in {pdir} to relocate; give the --project-dir it lives in")
     if not create:
         raise FileNotFoundError(f"no labeltool project in {pdir}; run 'labeltool init {root}' first")
     cfg = config or ProjectConfig()
+    _refuse_lost_database(Project(root, pdir, cfg), f"its project file {cfg_path} is missing")
     pdir.mkdir(parents=True, exist_ok=True)
+    _write_project_file(cfg_path, root, cfg)
+    return Project(root, pdir, cfg)
+
+
+def _read_project_file(cfg_path: Path) -> tuple[ProjectConfig, Path | None]:
+    """The saved config and image folder (None in a file that does not record it)."""
+    try:
+        data = json.loads(cfg_path.read_text())
+        saved = ProjectConfig.from_json(data["config"])
+        recorded = data.get("image_root")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"project file {cfg_path} is damaged ({e}); move it away to start over") from None
+    return saved, Path(recorded) if isinstance(recorded, str) else None
+
+
+def _write_project_file(cfg_path: Path, root: Path, cfg: ProjectConfig) -> None:
+    """Write ``project.json`` atomically (a temporary file renamed over it)."""
+    cfg_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = cfg_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps({"image_root": str(root), "config": asdict(cfg)}, indent=2))
     os.replace(tmp, cfg_path)
-    return Project(root, pdir, cfg)
+
+
+def _check_image_folder(root: Path, pdir: Path, saved_root: Path | None) -> None:
+    """Refuse to open the project of ``saved_root`` for another folder ``root``: its scan would
+    mark every image of ``saved_root`` as gone and fill the database with ``root``'s."""
+    if saved_root is None or saved_root == root or pdir.is_relative_to(root):
+        return  # an older project file, the same folder, or a project that moved along with its folder
+    raise ProjectMismatchError(
+        f"project {pdir} belongs to the image folder {saved_root}, not {root}. To label {root}, leave out "
+        f"--project-dir (or give a new one); if {saved_root} was moved or renamed to {root}, move the project "
+        f"with: labeltool init {root} --project-dir {pdir} --relocate"
+    )
+
+
+def _refuse_lost_database(project: Project, what: str) -> None:
+    """Refuse to start an empty database in a project directory that holds earlier work (its
+    checkpoints or features): a new database would count rounds from 1 again and overwrite them."""
+    if project.db_path.exists():
+        return
+    found = [d.name for d in (project.checkpoints_dir, project.embeddings_dir)
+             if d.is_dir() and any(f.is_file() for f in d.iterdir())]
+    if not found:
+        return
+    copies = sorted(project.dir.glob(f"{project.db_path.name}.detached-*"))
+    spare = f" (or the copy {copies[-1]})" if copies else ""
+    raise MissingDatabaseError(
+        f"project {project.dir} holds {' and '.join(found)} from earlier work, but {what}; opening it would "
+        f"start an empty project and overwrite that work. Restore {project.db_path} from a backup{spare}, "
+        f"or move {project.dir} away to start over (the images are not touched)"
+    )
 
 
 def _check_project_dir(root: Path, pdir: Path) -> None:
