@@ -201,7 +201,7 @@ class LabelingSession(SessionRounds, SessionViews):
             **label_counts(self.label_state(), {r.id for r in ok}, self.classes),
             "embedded": sum(1 for r in ok if r.sha256 in cache), "backbone": spec.name, "input_size": spec.input_size,
             "device": "cuda" if torch.cuda.is_available() else "cpu",
-            "rounds": len(rounds), "last_round": rounds[-1].metrics if rounds else None,
+            "rounds": sum(1 for r in rounds if r.finished is not None), "last_round": rounds[-1].metrics if rounds else None,
         }
 
     # ------------------------------------------------------------------ decisions

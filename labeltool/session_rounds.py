@@ -6,6 +6,8 @@ the round's model.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,7 +102,12 @@ class SessionRounds:
             record.update({"feature_key": spec.cache_key(), "continued_from": go_on})
             rid = self.store.start_round(record)
         result = step(inputs, config, prev_state, images=images, progress=progress)
-        ckpt = self._save_round(rid, config, result)
+        try:
+            ckpt = self._save_round(rid, config, result)
+        except OSError as e:  # e.g. a full disk: the round stays unfinished, and says why
+            with contextlib.suppress(OSError, sqlite3.Error):
+                self.store.update_round_metrics(rid, {"failed": str(e)})
+            raise
         metrics = {**result.metrics, "round": rid, **result.facts}
         if result.backbone is not None:
             metrics["feature_key"] = ckpt.meta["feature_key"]
