@@ -20,6 +20,7 @@ from labeltool.config import (
     SuggestConfig,
     TrainConfig,
 )
+from labeltool.data.undo import command_line_actor
 from labeltool.losses import get_loss_class, list_losses
 from labeltool.models.backbones import list_backbones
 from labeltool.session import LabelingSession
@@ -58,8 +59,10 @@ def _open(args: argparse.Namespace, *, create: bool = False, scan: bool | None =
     relocate = bool(getattr(args, "relocate", False))
     if create and not relocate:
         config = ProjectConfig(backbone=args.backbone, image_size=args.image_size, checkpoint=args.checkpoint)
-    return LabelingSession.open(args.path, project_dir=args.project_dir, config=config, create=create, scan=scan,
-                                relocate=relocate)
+    session = LabelingSession.open(args.path, project_dir=args.project_dir, config=config, create=create, scan=scan,
+                                   relocate=relocate)
+    session.actor = command_line_actor()  # each command is a process: undo follows the user, not the process
+    return session
 
 
 def _parse_params(items: Sequence[str], loss: str) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from labeltool.data.pool import Pool, RowView
 from labeltool.data.project import Project, open_project
 from labeltool.data.scan import ScannedFile, scan_folder
 from labeltool.data.store import ImageRow, Store
-from labeltool.data.undo import undo_rows
+from labeltool.data.undo import new_actor
 from labeltool.io.export import DatasetExport, ModelExport, export_project
 from labeltool.io.review_file import read_decisions
 from labeltool.models.backbones import Backbone, create_backbone, get_spec
@@ -60,6 +60,7 @@ class LabelingSession(SessionRounds, SessionViews):
     def __init__(self, project: Project) -> None:
         self.project = project
         self.store = Store(project.db_path)
+        self.actor = new_actor()  # stored with each decision; undo takes back only this actor's
         self._backbone: Backbone | None = None
         self._cache: FeatureCache | None = None
         self._current: RoundEmbedding | None = None
@@ -212,7 +213,7 @@ class LabelingSession(SessionRounds, SessionViews):
             {"image_id": s.image_id, "class_id": s.class_id, "action": "accept", "round": rnd,
              "confidence": s.confidence}
             for s in suggestions
-        ])
+        ], self.actor)
 
     def reject(self, image_id: int, class_id: int, correct_class: int | None = None) -> list[int]:
         """Reject (image, class); with ``correct_class`` the image is labeled with it."""
@@ -221,31 +222,32 @@ class LabelingSession(SessionRounds, SessionViews):
                                        "round": self._round_id()}]
         if correct_class is not None:
             rows.append({"image_id": image_id, "class_id": correct_class, "action": "relabel", "round": self._round_id()})
-        return self.store.add_decisions(rows)
+        return self.store.add_decisions(rows, self.actor)
 
     def reject_many(self, pairs: Sequence[tuple[int, int]]) -> list[int]:
         """Reject several (image, class) pairs as one batch."""
         self._check_ids([i for i, _ in pairs], [c for _, c in pairs])
         return self.store.add_decisions([
             {"image_id": i, "class_id": c, "action": "reject", "round": self._round_id()} for i, c in pairs
-        ])
+        ], self.actor)
 
     def assign(self, image_id: int, class_name: str) -> list[int]:
         """Label an image by hand (creates the class if it is new)."""
         cid = self.add_class(class_name)
         self._check_ids([image_id], [cid])
         return self.store.add_decisions([{"image_id": image_id, "class_id": cid, "action": "assign",
-                                          "round": self._round_id()}])
+                                          "round": self._round_id()}], self.actor)
 
     def unlabel(self, image_id: int) -> list[int]:
         """Send an image back to the unlabeled pool."""
         self._check_ids([image_id], [])
-        return self.store.add_decisions([{"image_id": image_id, "action": "unlabel", "round": self._round_id()}])
+        return self.store.add_decisions([{"image_id": image_id, "action": "unlabel", "round": self._round_id()}],
+                                        self.actor)
 
     def record(self, rows: Sequence[dict[str, Any]]) -> list[int]:
         """Append raw decision rows as one batch (validated ids)."""
         self._check_ids([r["image_id"] for r in rows], [r["class_id"] for r in rows if r.get("class_id") is not None])
-        return self.store.add_decisions(rows)
+        return self.store.add_decisions(rows, self.actor)
 
     def annotate_round(self, round_id: int, extra: dict[str, Any]) -> None:
         """Add entries to a finished round's stored metrics (e.g. a self-training report)."""
@@ -258,12 +260,11 @@ class LabelingSession(SessionRounds, SessionViews):
         return read_decisions(Path(path), usable, self.classes, self._round_id())
 
     def undo(self) -> list[int]:
-        """Undo the newest batch that is still in force (a click, or a whole accepted batch).
+        """Undo this session's newest batch that is still in force (a click, or a whole accepted
+        batch); batches recorded by other sessions or processes are left alone, those of projects
+        older than actor ids count as anyone's (see :mod:`labeltool.data.undo`).
         Returns the ids of the decisions undone (empty when there is nothing to undo)."""
-        target, rows = undo_rows(self.store.decisions())
-        if rows:
-            self.store.add_decisions(rows)
-        return target
+        return self.store.undo_last_batch(self.actor)
 
     def _round_id(self) -> int | None:
         """The newest round that finished (a killed or failed round is never current)."""

@@ -17,14 +17,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from labeltool.data import decision_queries
 from labeltool.data.db_file import check_identity, explain_sqlite_error, file_identity, quick_check
-from labeltool.data.decisions import ACTIONS, Decision, LabelState, replay
+from labeltool.data.decisions import ACTIONS, Decision, LabelState
 from labeltool.data.rows import ImageRow, RoundRow, StoredSuggestion, image_row
 from labeltool.errors import ProjectDatabaseError
 
 __all__ = ["SCHEMA_VERSION", "ImageRow", "RoundRow", "Store", "StoredSuggestion"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: decisions carry their actor (see decision_queries.upgrade)
 _POLL_MS = 20  # SQLite's busy handler tries at 1, 2, 5, 10 ms... within one such wait
 
 _SCHEMA = """
@@ -74,7 +75,8 @@ CREATE TABLE IF NOT EXISTS decisions (
     batch INTEGER NOT NULL,
     undoes INTEGER REFERENCES decisions(id),
     confidence REAL,
-    ts REAL NOT NULL
+    ts REAL NOT NULL,
+    actor TEXT
 );
 CREATE INDEX IF NOT EXISTS decisions_image ON decisions(image_id);
 CREATE TRIGGER IF NOT EXISTS decisions_no_update BEFORE UPDATE ON decisions
@@ -120,6 +122,9 @@ class Store:
                 f"{self.path} was written by a newer labeltool (schema {version} > {SCHEMA_VERSION}); "
                 "upgrade labeltool to open it"
             )
+        if decision_queries.needs_upgrade(self._conn):
+            with self._tx() as c:
+                decision_queries.upgrade(c, SCHEMA_VERSION)
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
@@ -341,8 +346,8 @@ class Store:
         ]
 
     # ------------------------------------------------------------------ decisions
-    def add_decisions(self, rows: Sequence[dict[str, Any]]) -> list[int]:
-        """Append decisions as one batch (one transaction); returns their ids.
+    def add_decisions(self, rows: Sequence[dict[str, Any]], actor: str | None = None) -> list[int]:
+        """Append decisions as one batch (one transaction) written by ``actor``; returns their ids.
 
         Each row: ``image_id``, ``action`` (see :data:`labeltool.data.decisions.ACTIONS`), optional
         ``class_id``, ``round``, ``undoes``, ``confidence``. All rows share one new batch number.
@@ -350,34 +355,33 @@ class Store:
         for r in rows:
             if r["action"] not in ACTIONS:
                 raise ValueError(f"unknown decision action {r['action']!r}; valid: {sorted(ACTIONS)}")
-        now = time.time()
-        ids: list[int] = []
         with self._tx() as c:
-            batch = int(c.execute("SELECT COALESCE(MAX(batch), 0) + 1 FROM decisions").fetchone()[0])
-            for r in rows:
-                cur = c.execute(
-                    """INSERT INTO decisions(image_id, class_id, action, round, batch, undoes, confidence, ts)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
-                    (r["image_id"], r.get("class_id"), r["action"], r.get("round"), batch, r.get("undoes"),
-                     r.get("confidence"), now),
-                )
-                ids.append(int(cur.lastrowid or 0))
-        return ids
+            return decision_queries.insert_batch(c, rows, actor)
+
+    def undo_last_batch(self, actor: str) -> list[int]:
+        """Cancel the in-force decisions of ``actor``'s newest batch that still has one (rows
+        without an actor, from older projects, count as anyone's), in one transaction so two
+        undos never take back the same batch; returns the ids undone ([] if nothing)."""
+        with self._tx() as c:
+            target = decision_queries.newest_batch_in_force(c, actor)
+            decision_queries.insert_batch(c, decision_queries.undo_rows_for(target), actor)
+        return [i for i, _ in target]
 
     def decisions(self) -> list[Decision]:
         """The whole decision log, oldest first."""
         return [
             Decision(r["id"], r["image_id"], r["class_id"], r["action"], r["round"], r["batch"], r["undoes"],
-                     r["confidence"], r["ts"])
+                     r["confidence"], r["ts"], r["actor"])
             for r in self._conn.execute("SELECT * FROM decisions ORDER BY id")
         ]
 
     def label_state(self) -> LabelState:
-        """Current labels and rejections, replayed from seeds and the decision log."""
+        """Current labels and rejections from seeds and the decision log (computed in SQL, the same
+        as :func:`labeltool.data.decisions.replay` of :meth:`decisions`)."""
         seeds = {
             int(r[0]): int(r[1])
             for r in self._conn.execute(
                 "SELECT id, seed_class_id FROM images WHERE seed_class_id IS NOT NULL AND status = 'ok'"
             )
         }
-        return replay(seeds, self.decisions())
+        return decision_queries.label_state(self._conn, seeds)
