@@ -51,5 +51,6 @@ class MissingDatabaseError(ProjectDatabaseError):
     """The project holds checkpoints or features but its database is gone."""
 
 
-class DatabaseDiskError(ProjectDatabaseError):
-    """The disk under the database is full or failing; the database itself is not reported damaged."""
+class DatabaseDiskError(ProjectDatabaseError, OSError):
+    """The disk under the database is full, failing or read-only; the database itself is not
+    reported damaged. An ``OSError`` too, like the other errors of a full disk."""

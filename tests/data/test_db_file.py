@@ -150,15 +150,44 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 def test_status_on_a_full_disk(small_disk: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = _tiny_project(small_disk / "photos")
-    with (small_disk / "filler").open("wb", buffering=0) as f:
+    filler = _fill(small_disk)
+    assert main(["status", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "is full" in err and "free at least 1 MiB" in err and str(root / ".labeltool") in err
+    assert "move it away" not in err and "it is damaged" not in err
+    filler.unlink()
+    assert main(["status", str(root)]) == 0  # the database was fine all along
+
+
+def test_a_full_disk_on_write_is_an_os_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Callers that handle a full disk catch ``OSError``; the database's full disk is one too."""
+    monkeypatch.setattr(db_file, "free_bytes", lambda _d: 0)
+    err = explain_sqlite_error(tmp_path / "p.sqlite", _sqlite_error("full", 13, "SQLITE_FULL"), "write to")
+    assert isinstance(err, OSError) and isinstance(err, RuntimeError)
+    assert "this change was not saved" in str(err)
+
+
+def _fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    with filler.open("wb", buffering=0) as f:
         try:
             while True:
                 f.write(b"\0" * 65536)
         except OSError:
             pass
-    assert main(["status", str(root)]) == 2
-    err = capsys.readouterr().err
-    assert "is full" in err and "free at least 1 MiB" in err and str(root / ".labeltool") in err
-    assert "move it away" not in err and "it is damaged" not in err
-    (small_disk / "filler").unlink()
-    assert main(["status", str(root)]) == 0  # the database was fine all along
+    return filler
+
+
+def test_a_write_on_a_full_disk_is_refused_and_loses_nothing(small_disk: Path) -> None:
+    db = small_disk / "project.sqlite"
+    s = Store(db)
+    s.ensure_classes(["cat"])
+    filler = _fill(small_disk)
+    with pytest.raises(DatabaseDiskError, match="is full") as e:
+        s.set_meta("note", "x" * 500_000)
+    assert isinstance(e.value, OSError) and "this change was not saved" in str(e.value)
+    filler.unlink()
+    s.ensure_classes(["dog"])  # the same session goes on once there is room
+    s.close()
+    with Store(db) as again:
+        assert again.classes() == ["cat", "dog"] and again.get_meta("note") is None and again.integrity_ok()
