@@ -185,9 +185,14 @@ class SessionViews:
     def run_app_round(self, train: TrainConfig, suggest: SuggestConfig, *,
                       progress: Callable[[int, int, float], None] | None = None, continue_training: bool = True,
                       start_umap: bool = False, on_proposing: Callable[[], None] | None = None) -> RoundOutcome:
-        """Train a round, propose its batch and (``start_umap``) start its UMAP in the background."""
+        """Train a round, propose its batch and (``start_umap``) start its UMAP in the background.
+
+        A UMAP still computing for an earlier round is stopped first, so the round never competes
+        with it for the CPU."""
+        from labeltool.ui.figures import UMAP_JOBS
         from labeltool.ui.pages import RoundOutcome
 
+        UMAP_JOBS.cancel_all()
         metrics = self.train_round(train, progress=progress, continue_training=continue_training)
         if on_proposing is not None:
             on_proposing()

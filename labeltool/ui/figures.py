@@ -1,17 +1,20 @@
 """2-D projections of an embedding and the app's plotly figures (no streamlit here).
 
 UMAP (umap-learn, imported on first use) is slow the first time (numba compiles), so it runs
-once per round in a background thread and is cached on disk under the project's ``cache/``;
+once per round in a background process (stopped when the next round starts) and is cached on disk under the project's ``cache/``;
 until it is ready a PCA projection (milliseconds) stands in. Figures use WebGL (``scattergl``)
 and draw a deterministic sample when the pool is large.
 """
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -98,42 +101,81 @@ def load_projection(path: Path, ids: np.ndarray) -> np.ndarray | None:
     return xy
 
 
-class _Jobs:
-    """Background UMAP computations, one per cache file."""
+def _error_path(path: Path) -> Path:
+    return path.with_name(path.name + ".error.txt")
 
-    def __init__(self) -> None:
+
+def _projection_job(path: str, ids: np.ndarray, x: np.ndarray, seed: int, nice: int,
+                    compute: Callable[..., np.ndarray]) -> None:
+    """Body of a background projection process: one thread, lower priority, ``compute(x, seed=)``
+    ``[N, 2]`` (or its error) to disk."""
+    os.environ["NUMBA_NUM_THREADS"] = "1"
+    os.environ["OMP_NUM_THREADS"] = "1"
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(nice)
+    try:
+        save_projection(Path(path), ids, compute(x, seed=seed))
+    except Exception as e:  # noqa: BLE001 - reported through status(), the view falls back to PCA
+        _error_path(Path(path)).write_text(f"failed: {e}", encoding="utf-8")
+
+
+class _Jobs:
+    """Background UMAP computations, one per cache file.
+
+    Each runs in its own process (spawned, one thread, ``nice`` 10), so a training round never
+    competes with it for the interpreter, and :meth:`cancel_all` stops them when a round starts:
+    the projection of the previous round is stale by then anyway.
+    """
+
+    def __init__(self, nice: int = 10, compute: Callable[..., np.ndarray] = umap_2d) -> None:
         self.lock = threading.Lock()
-        self.running: dict[Path, threading.Thread] = {}
-        self.errors: dict[Path, str] = {}
+        self.running: dict[Path, BaseProcess] = {}
+        self.nice, self.compute = nice, compute
 
     def status(self, path: Path) -> str | None:
+        """``"running"``, an error text, or None (never started, cancelled, or done)."""
         with self.lock:
-            if path in self.running and self.running[path].is_alive():
+            proc = self.running.get(path)
+            if proc is not None and proc.is_alive():
                 return "running"
-            return self.errors.get(path)
+        err = _error_path(path)
+        return err.read_text(encoding="utf-8") if err.is_file() else None
 
     def start(self, path: Path, ids: np.ndarray, x: np.ndarray, seed: int) -> bool:
+        """Start the UMAP of ``x`` ``[N, D]`` into ``path``; False when one is already running there."""
         with self.lock:
-            if path in self.running and self.running[path].is_alive():
+            proc = self.running.get(path)
+            if proc is not None and proc.is_alive():
                 return False
-            self.errors.pop(path, None)
+            _error_path(path).unlink(missing_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             ids, x = np.array(ids, copy=True), np.array(x, dtype=np.float32, copy=True)
-            t = threading.Thread(target=self._run, args=(path, ids, x, seed), name="labeltool-umap", daemon=True)
-            self.running[path] = t
-            t.start()
+            ctx = multiprocessing.get_context("spawn")
+            proc = ctx.Process(target=_projection_job, args=(str(path), ids, x, seed, self.nice, self.compute),
+                               name="labeltool-umap", daemon=True)
+            proc.start()
+            self.running[path] = proc
             return True
 
-    def _run(self, path: Path, ids: np.ndarray, x: np.ndarray, seed: int) -> None:
-        try:
-            save_projection(path, ids, umap_2d(x, seed=seed))
-        except Exception as e:  # noqa: BLE001 - reported through status(), the view falls back to PCA
-            with self.lock:
-                self.errors[path] = f"failed: {e}"
-
     def wait(self, path: Path, timeout: float | None = None) -> None:
-        t = self.running.get(path)
-        if t is not None:
-            t.join(timeout)
+        """Block until the job writing ``path`` ends (or ``timeout`` seconds pass)."""
+        with self.lock:
+            proc = self.running.get(path)
+        if proc is not None:
+            proc.join(timeout)
+
+    def cancel_all(self) -> int:
+        """Stop every running job (their files are not written); returns how many were stopped."""
+        with self.lock:
+            alive = [(path, p) for path, p in self.running.items() if p.is_alive()]
+            self.running.clear()
+        for _, proc in alive:
+            proc.terminate()
+        for path, proc in alive:
+            proc.join(5)
+            for tmp in path.parent.glob(path.name + ".tmp-*"):  # a write the stop cut short
+                tmp.unlink(missing_ok=True)
+        return len(alive)
 
 
 UMAP_JOBS = _Jobs()
