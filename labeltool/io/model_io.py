@@ -11,7 +11,9 @@ Folder layout::
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,7 @@ def save_model(
     ``shown`` (default ``directory``), never an error inside the TorchScript writer."""
     model = model.cpu().eval()
     example = torch.zeros(2, 3, spec.input_size, spec.input_size)
-    with torch.inference_mode():
+    with torch.inference_mode(), _quiet_torchscript():
         traced = torch.jit.trace(model, example, check_trace=False)
     files = {
         TORCHSCRIPT: bytes(traced.save_to_buffer()),
@@ -53,6 +55,14 @@ def save_model(
     ensure_free_space(directory, sum(len(b) for b in files.values()), shown or directory)
     for name, data in files.items():
         write_file(directory / name, data, shown or directory)
+
+
+@contextmanager
+def _quiet_torchscript() -> Iterator[None]:
+    """Hide torch's notices that TorchScript is deprecated (the exported format stays TorchScript)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+        yield
 
 
 def _model_meta(spec: BackboneSpec, classes: Sequence[str], info: dict[str, Any]) -> dict[str, Any]:
@@ -100,7 +110,8 @@ class ExportedModel:
             name=b["name"], description="", input_size=int(b["input_size"]), mean=rgb_triple(b["mean"]),
             std=rgb_triple(b["std"]), feature_dim=int(b.get("feature_dim", 0)), license=b.get("license", ""),
         )
-        self.module = torch.jit.load(str(self.dir / TORCHSCRIPT), map_location="cpu").eval()
+        with _quiet_torchscript():
+            self.module = torch.jit.load(str(self.dir / TORCHSCRIPT), map_location="cpu").eval()
         self._preprocess = make_preprocess(self.spec)
 
     def preprocess(self, images: Sequence[str | Path | Image.Image | np.ndarray]) -> torch.Tensor:
