@@ -40,8 +40,8 @@ def file_identity(path: Path) -> FileIdentity | None:
 
 def _recovery_hint(path: Path) -> str:
     return (f"restore {path.name} from a backup, or save what is still readable with "
-            f"`sqlite3 {path} .recover | sqlite3 {path}.recovered` and put that file in its place; "
-            "moving it away starts the project over (the images are not touched)")
+            f"`sqlite3 {path} .recover | sqlite3 {path}.recovered` and put that file in its place, "
+            "or move it away to start the project over (the images are not touched)")
 
 
 def quick_check(conn: sqlite3.Connection, path: Path) -> None:
