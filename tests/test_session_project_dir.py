@@ -80,14 +80,18 @@ def test_a_lost_database_is_not_replaced_by_an_empty_one(tmp_path: Path) -> None
     root = _folder(tmp_path / "photos")
     with LabelingSession.open(root, config=ProjectConfig(image_size=64)) as s:
         project = s.project
-    project.checkpoints_dir.mkdir()
-    (project.checkpoints_dir / "round-1.json").write_text("{}")
     for name in ("project.sqlite", "project.sqlite-wal", "project.sqlite-shm"):
         (project.dir / name).unlink(missing_ok=True)
+    project.embeddings_dir.mkdir(exist_ok=True)
+    (project.embeddings_dir / "key.json").write_text("{}")  # an empty cache's description is no work
+    LabelingSession.open(root).close()
+    project.db_path.unlink()
+    project.checkpoints_dir.mkdir()
+    (project.checkpoints_dir / "round-1.safetensors").write_bytes(b"weights")
     with pytest.raises(MissingDatabaseError, match="checkpoints") as e:
         LabelingSession.open(root)
     assert str(project.db_path) in str(e.value) and "backup" in str(e.value)
     (project.dir / "project.json").unlink()
     with pytest.raises(MissingDatabaseError, match="project.json is missing"):
         LabelingSession.open(root, config=ProjectConfig(image_size=64))
-    assert not project.db_path.exists() and (project.checkpoints_dir / "round-1.json").read_text() == "{}"
+    assert not project.db_path.exists() and (project.checkpoints_dir / "round-1.safetensors").read_bytes() == b"weights"

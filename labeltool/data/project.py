@@ -140,8 +140,7 @@ def _refuse_lost_database(project: Project, what: str) -> None:
     checkpoints or features): a new database would count rounds from 1 again and overwrite them."""
     if project.db_path.exists():
         return
-    found = [d.name for d in (project.checkpoints_dir, project.embeddings_dir)
-             if d.is_dir() and any(f.is_file() for f in d.iterdir())]
+    found = [d.name for d in (project.checkpoints_dir, project.embeddings_dir) if _holds_work(d)]
     if not found:
         return
     copies = sorted(project.dir.glob(f"{project.db_path.name}.detached-*"))
@@ -151,6 +150,14 @@ def _refuse_lost_database(project: Project, what: str) -> None:
         f"start an empty project and overwrite that work. Restore {project.db_path} from a backup{spare}, "
         f"or move {project.dir} away to start over (the images are not touched)"
     )
+
+
+def _holds_work(directory: Path) -> bool:
+    """``directory`` holds a non-empty file other than a ``.json`` description (an empty feature
+    cache writes only its description)."""
+    if not directory.is_dir():
+        return False
+    return any(f.is_file() and f.suffix != ".json" and f.stat().st_size > 0 for f in directory.iterdir())
 
 
 def _check_project_dir(root: Path, pdir: Path) -> None:
