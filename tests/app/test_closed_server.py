@@ -86,7 +86,9 @@ def render_once(url: str) -> dict[str, int]:
         page.get_by_test_id("stMain").wait_for()
         page.get_by_role("tab", name="Review").first.wait_for()
         wait_idle(page)
-        return {"tabs": page.get_by_role("tab").count(), "exceptions": page.get_by_test_id("stException").count()}
+        return {"tabs": page.get_by_role("tab").count(), "exceptions": page.get_by_test_id("stException").count(),
+                "deploy_buttons": page.get_by_test_id("stAppDeployButton").count()
+                + page.get_by_role("button", name="Deploy").count()}
 
 
 def drive(cmd: list[str], port: int, cwd: str, render: bool, timeout: float = 120.0) -> dict[str, object]:
@@ -168,7 +170,7 @@ def test_plain_streamlit_run_listens_on_loopback_and_calls_nowhere(app_folder: P
     report, attempts = run_closed(tmp_path, cmd, DEFAULT_PORT, render=render)
     assert_closed(report, attempts, DEFAULT_PORT)
     if render:
-        assert report["rendered"] == {"tabs": 5, "exceptions": 0}, report
+        assert report["rendered"] == {"tabs": 5, "exceptions": 0, "deploy_buttons": 0}, report
     assert "URL: http://127.0.0.1:8501" in str(report["log"]), report["log"]
 
 
