@@ -6,7 +6,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from labeltool.data.db_file import file_identity
 from labeltool.data.store import Store
+from labeltool.errors import DatabaseReplacedError
 
 __all__ = ["ThreadLocalStore"]
 
@@ -22,11 +24,18 @@ class ThreadLocalStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._local = threading.local()
+        self._identity = file_identity(self.path)  # every thread's connection must reach this file
 
     def _store(self) -> Store:
         store = getattr(self._local, "store", None)
         if store is None:
+            if self._identity is not None and file_identity(self.path) != self._identity:  # before a new file
+                raise DatabaseReplacedError(
+                    f"the project database {self.path} was deleted or replaced while the app had it open; "
+                    "nothing was written. Put it back (or keep the new one) and open the project again"
+                )
             store = Store(self.path, check=False)  # the session checked it when it opened
+            self._identity = self._identity or file_identity(self.path)
             self._local.store = store
         return store
 
