@@ -2,7 +2,8 @@
 
 ``decisions`` holds up to millions of rows; reading them all into Python took seconds per
 ``status`` and per undo. These queries go through the indexes of the table (``decisions_batch``,
-``decisions_actor_batch``, ``decisions_undoes``, ``decisions_state``, created by :func:`upgrade`), and their
+``decisions_actor_batch``, ``decisions_undoes``, ``decisions_state``, created by :func:`upgrade`)
+and the table ``decision_groups`` (:mod:`labeltool.data.label_groups`), and their
 results are the same as :func:`labeltool.data.decisions.replay` and
 :func:`labeltool.data.undo.undo_rows` give for the whole log (tests compare them).
 """
@@ -16,17 +17,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from labeltool.data.decisions import LabelState, LastEvent, cancelled_by, state_from_events
+from labeltool.data.label_groups import NO_CLASS, TABLE, newest_per_group
 
 __all__ = ["insert_batch", "label_state", "newest_batch_in_force"]
 
 _NO_BATCH = 2**62
-
-# the newest in-force decision per (image, class, action): one pass over decisions_state
-_EVENTS = """
-SELECT image_id, class_id, action, MAX(id) FROM decisions
-WHERE action != 'undo' AND id NOT IN (SELECT value FROM json_each(?))
-GROUP BY image_id, class_id, action
-"""
 
 # every undo below the given decision ids, down the chains of undo-of-undo
 _UNDO_CHAINS = """
@@ -48,13 +43,11 @@ _BATCH_ROWS = ("SELECT id, image_id FROM decisions WHERE batch = ? AND action !=
 
 def label_state(conn: sqlite3.Connection, seeds: Mapping[int, int]) -> LabelState:
     """Labels and rejections from seed labels (image id → class id) and the log, as
-    :func:`~labeltool.data.decisions.replay` gives them: a pass over the undos to know what is
-    cancelled, then one pass over the index ``decisions_state`` (no sort, no row read) for the
-    newest decision per (image, class, action); rows are read only for the labels that stand."""
-    undos = conn.execute("SELECT id, undoes FROM decisions WHERE action = 'undo'").fetchall()
-    cancelled = cancelled_by((int(u), None if t is None else int(t)) for u, t in undos)
-    events = [LastEvent(int(r[0]), None if r[1] is None else int(r[1]), str(r[2]), int(r[3]))
-              for r in conn.execute(_EVENTS, (json.dumps(sorted(cancelled)),))]
+    :func:`~labeltool.data.decisions.replay` gives them, from the newest in-force decision per
+    (image, class, action) (:mod:`labeltool.data.label_groups`); decision rows are read only for
+    the labels that stand."""
+    events = (LastEvent(image_id, None if class_key == NO_CLASS else class_key, action, last_id)
+              for (image_id, class_key, action), last_id in newest_per_group(conn).items())
     return state_from_events(seeds, events, lambda ids: _round_and_confidence(conn, ids))
 
 
@@ -121,22 +114,23 @@ _INDEXES = (
     "CREATE INDEX IF NOT EXISTS decisions_state ON decisions(image_id, class_id, action)",
 )
 
-_INDEX_NAMES = tuple(statement.split()[5] for statement in _INDEXES)
+_NAMES = (*(statement.split()[5] for statement in _INDEXES), "decision_groups")
 
 
 def needs_upgrade(conn: sqlite3.Connection) -> bool:
-    """Whether ``decisions`` lacks the ``actor`` column or one of its indexes (a project written
-    before decisions carried their actor, schema 1)."""
+    """Whether ``decisions`` lacks the ``actor`` column, one of its indexes or the table
+    ``decision_groups`` (a project written before decisions carried their actor, schema 1)."""
     columns = {r[1] for r in conn.execute("PRAGMA table_info(decisions)")}
-    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    return "actor" not in columns or not set(_INDEX_NAMES) <= indexes
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    return "actor" not in columns or not set(_NAMES) <= names
 
 
 def upgrade(conn: sqlite3.Connection, schema_version: int) -> None:
-    """Add the ``actor`` column (NULL for every existing row: undone by anyone's undo) and the
-    indexes, and record ``schema_version``; inside the caller's write transaction, idempotent."""
+    """Add the ``actor`` column (NULL for every existing row: undone by anyone's undo), the
+    indexes and ``decision_groups`` (filled by the first read), and record ``schema_version``;
+    inside the caller's write transaction, idempotent."""
     if "actor" not in {r[1] for r in conn.execute("PRAGMA table_info(decisions)")}:
         conn.execute("ALTER TABLE decisions ADD COLUMN actor TEXT")
-    for statement in _INDEXES:
+    for statement in (*_INDEXES, TABLE):
         conn.execute(statement)
     conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(schema_version),))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from labeltool.data import label_groups
 from labeltool.data.decision_queries import newest_batch_in_force
 from labeltool.data.decisions import Decision, replay, state_from_events
 from labeltool.data.store import Store
@@ -43,7 +44,10 @@ def _random_batch(rng: random.Random, ids: list[int]) -> list[dict[str, object]]
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_sql_state_and_undo_target_match_the_whole_log_replay(tmp_path: Path, seed: int) -> None:
+def test_sql_state_and_undo_target_match_the_whole_log_replay(tmp_path: Path, seed: int,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    if seed % 3 == 2:  # the one-pass rebuild instead of folding the new decisions
+        monkeypatch.setattr(label_groups, "REBUILD_BACKLOG", 4)
     rng = random.Random(seed)
     seeds = {i: rng.randrange(N_CLASSES) for i in range(1, N_IMAGES + 1) if rng.random() < 0.4}
     with _store(tmp_path, seeds) as store:
@@ -71,3 +75,33 @@ def test_an_unactored_log_undoes_like_before() -> None:
     """Without actors (logs of older projects) per-actor undo is the old global undo."""
     log = [Decision(1, 10, 0, "accept", 1, 1, None, None, 0.0), Decision(2, 11, 0, "accept", 1, 2, None, None, 0.0)]
     assert undo_rows(log, "anyone") == undo_rows(log) == ([2], [{"image_id": 11, "action": "undo", "undoes": 2}])
+
+
+def _assign(store: Store, image_id: int, class_id: int, actor: str) -> list[int]:
+    return store.add_decisions([{"image_id": image_id, "class_id": class_id, "action": "assign"}], actor)
+
+
+def test_the_group_table_follows_other_writers_and_is_saved(tmp_path: Path) -> None:
+    with _store(tmp_path, {1: 0}) as reader, Store(tmp_path / "p.sqlite") as writer:
+        assert reader.label_state().labels == {1: 0}
+        _assign(writer, 2, 1, "w")
+        assert reader.label_state().labels == {1: 0, 2: 1}  # folded from the other connection's row
+        writer.undo_last_batch("w")
+        assert reader.label_state().labels == {1: 0}
+        upto = reader.get_meta("decision_groups_upto")
+        assert upto == str(max(d.id for d in writer.decisions()))
+        rows = reader._conn.execute("SELECT image_id, class_key, action, last_id FROM decision_groups").fetchall()
+        assert [tuple(r) for r in rows] == []  # the undone assign left no group in force
+
+
+def test_a_busy_database_is_answered_without_saving(tmp_path: Path) -> None:
+    with _store(tmp_path, {}) as store, Store(tmp_path / "p.sqlite") as other:
+        _assign(store, 3, 2, "a")
+        other._conn.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        try:
+            assert store.label_state().labels == {3: 2}
+        finally:
+            other._conn.execute("ROLLBACK")
+        assert store.get_meta("decision_groups_upto") is None
+        assert store.label_state().labels == {3: 2}
+        assert store.get_meta("decision_groups_upto") is not None
