@@ -79,3 +79,16 @@ def test_a_worker_count_within_the_bound_is_kept_and_negative_is_refused(tmp_pat
     assert res.notes == [] and res.computed == 1
     with pytest.raises(ValueError, match="--workers must be 0 or more"):
         extract_to_cache(backbone, cache, [(sha, path)], device=pick_device("cpu"), num_workers=-1)
+
+
+def test_embed_rescans_a_file_edited_mid_run_and_then_caches_its_new_content(project) -> None:  # type: ignore[no-untyped-def]
+    path = project.project.image_root / "unlabeled" / "edited-late.png"
+    path.parent.mkdir(exist_ok=True)
+    old_hash = _image(path, (250, 250, 0))
+    project.scan()
+    new_hash = _image(path, (0, 250, 250))  # edited after the scan, before the extraction
+    res = project.embed(device="cpu", rescan=False)
+    assert list(res.failed) == [str(path)] and old_hash not in project.feature_cache()
+    row = next(r for r in project.store.images() if r.relpath == "unlabeled/edited-late.png")
+    assert row.sha256 == new_hash  # the session rescanned the failed file
+    assert project.embed(device="cpu", rescan=False).computed == 1 and new_hash in project.feature_cache()
