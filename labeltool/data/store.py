@@ -376,8 +376,9 @@ class Store:
         ]
 
     def label_state(self) -> LabelState:
-        """Current labels and rejections from seeds and the decision log (computed in SQL, the same
-        as :func:`labeltool.data.decisions.replay` of :meth:`decisions`)."""
+        """Current labels and rejections from seeds and the decision log, the same as
+        :func:`labeltool.data.decisions.replay` of :meth:`decisions`, read from the per-group table
+        of :mod:`labeltool.data.label_groups` (its cost follows the project, not the log)."""
         seeds = {
             int(r[0]): int(r[1])
             for r in self._conn.execute(
