@@ -2,7 +2,7 @@
 
     python benchmarks/bench_undo.py                                  # 10^4, 10^5, 10^6 (minutes)
     python benchmarks/bench_undo.py --sizes 10000 --images 200       # smoke
-    PYTHONPATH=/path/to/older/labeltool python benchmarks/bench_undo.py --sizes 10000 100000 --name undo_before
+    python benchmarks/bench_undo.py --code /path/to/older/checkout --sizes 10000 100000 --name undo_before
 
 Each size gets a fresh project over ``--images`` tiny PNGs in 4 class folders (a quarter of them
 seeds), scanned by the labeltool found on ``sys.path``. The log is then filled with SQL in bulk:
@@ -108,8 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     ap.add_argument("--images", type=int, default=2000, help="images in the project (default 2000)")
     ap.add_argument("--name", default="undo", help="result file name (default undo)")
+    ap.add_argument("--code", type=Path, help="a checkout whose labeltool to time (default: this one)")
     args = ap.parse_args(argv)
+    if args.code is not None:  # ahead of this checkout, which _common put first on sys.path
+        sys.path.insert(0, str(args.code.resolve()))
     import labeltool
+
+    print(f"labeltool from {Path(labeltool.__file__).parent}", flush=True)
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-undo-") as tmp:
