@@ -16,22 +16,12 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from labeltool.data.decisions import LabelState, LastEvent, cancelled_by, state_from_events
-from labeltool.data.label_groups import NO_CLASS, TABLE, newest_per_group
+from labeltool.data.decisions import LabelState, LastEvent, state_from_events
+from labeltool.data.label_groups import NO_CLASS, TABLE, cancelled_among, newest_per_group
 
 __all__ = ["insert_batch", "label_state", "newest_batch_in_force"]
 
 _NO_BATCH = 2**62
-
-# every undo below the given decision ids, down the chains of undo-of-undo
-_UNDO_CHAINS = """
-WITH RECURSIVE chain(id, undoes) AS (
-    SELECT id, undoes FROM decisions WHERE action = 'undo' AND undoes IN (SELECT value FROM json_each(?))
-    UNION
-    SELECT d.id, d.undoes FROM decisions d JOIN chain ON d.undoes = chain.id WHERE d.action = 'undo'
-)
-SELECT id, undoes FROM chain
-"""
 
 _OWN_BATCH_BELOW = ("SELECT batch FROM decisions WHERE actor = ? AND action != 'undo' AND batch < ? "
                     "ORDER BY batch DESC LIMIT 1")
@@ -69,8 +59,7 @@ def newest_batch_in_force(conn: sqlite3.Connection, actor: str) -> list[tuple[in
         if batch is None:
             return []
         rows = [(int(r[0]), int(r[1])) for r in conn.execute(_BATCH_ROWS, (batch, actor))]
-        chains = conn.execute(_UNDO_CHAINS, (json.dumps([i for i, _ in rows]),)).fetchall()
-        cancelled = cancelled_by((int(u), None if t is None else int(t)) for u, t in chains)
+        cancelled = cancelled_among(conn, [i for i, _ in rows])
         live = [(i, image) for i, image in rows if i not in cancelled]
         if live:
             return live

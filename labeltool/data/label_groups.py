@@ -5,7 +5,8 @@ That table is all the label state needs of the log (see
 (images x classes x actions), not by the log. It records up to which decision id it is folded
 (meta ``decision_groups_upto``); a read folds the decisions added since, by any process: a new
 decision raises its group's newest id, a new undo (or redo) recomputes the groups of the decisions
-it changes, newest first down that group's index entries. A backlog over :data:`REBUILD_BACKLOG`
+it changes, newest first down that group's index entries (each checked through the undo chains
+below it, not the whole log's undos). A backlog over :data:`REBUILD_BACKLOG`
 (a project upgraded from schema 1, rows added in bulk) is one pass over the index
 ``decisions_state`` instead. The result is saved when the write lock is free at once; a read-only
 or busy database is answered all the same, just not saved.
@@ -35,6 +36,15 @@ _SCAN = """
 SELECT image_id, COALESCE(class_id, -1), action, MAX(id) FROM decisions
 WHERE action != 'undo' AND id NOT IN (SELECT value FROM json_each(?))
 GROUP BY image_id, class_id, action
+"""
+# every undo below the given decision ids, down the chains of undo-of-undo
+_UNDO_CHAINS = """
+WITH RECURSIVE chain(id, undoes) AS (
+    SELECT id, undoes FROM decisions WHERE action = 'undo' AND undoes IN (SELECT value FROM json_each(?))
+    UNION
+    SELECT d.id, d.undoes FROM decisions d JOIN chain ON d.undoes = chain.id WHERE d.action = 'undo'
+)
+SELECT id, undoes FROM chain
 """
 _GROUP_NEWEST_FIRST = ("SELECT id FROM decisions WHERE image_id = ? AND class_id IS ? AND action = ? "
                        "ORDER BY id DESC")
@@ -79,6 +89,12 @@ def _cancelled(conn: sqlite3.Connection) -> set[int]:
     return cancelled_by((int(u), None if t is None else int(t)) for u, t in undos)
 
 
+def cancelled_among(conn: sqlite3.Connection, ids: list[int]) -> set[int]:
+    """Which of ``ids`` an in-force undo cancels, from the undo chains below them alone."""
+    chains = conn.execute(_UNDO_CHAINS, (json.dumps(ids),)).fetchall()
+    return cancelled_by((int(u), None if t is None else int(t)) for u, t in chains)
+
+
 def _scan(conn: sqlite3.Connection) -> dict[GroupKey, int]:
     shown = json.dumps(sorted(_cancelled(conn)))
     return {(int(r[0]), int(r[1]), str(r[2])): int(r[3]) for r in conn.execute(_SCAN, (shown,))}
@@ -98,16 +114,14 @@ def _fold(conn: sqlite3.Connection, groups: dict[GroupKey, int], new: Iterable[s
         if did > groups.get(key, 0):
             groups[key] = did
             changed.add(key)
-    if undone:
-        cancelled = _cancelled(conn)
-        for key in _groups_below(conn, undone):
-            newest = next((int(r[0]) for r in conn.execute(_GROUP_NEWEST_FIRST, _key_params(key))
-                           if int(r[0]) not in cancelled), None)
-            if newest is None:
-                groups.pop(key, None)
-            else:
-                groups[key] = newest
-            changed.add(key)
+    for key in _groups_below(conn, undone):
+        newest = next((i for (i,) in conn.execute(_GROUP_NEWEST_FIRST, _key_params(key)).fetchall()
+                       if i not in cancelled_among(conn, [i])), None)
+        if newest is None:
+            groups.pop(key, None)
+        else:
+            groups[key] = newest
+        changed.add(key)
     return changed
 
 

@@ -9,6 +9,7 @@ from PIL import Image
 
 from labeltool.cli import main
 from labeltool.data import decision_queries as queries
+from labeltool.data import label_groups
 from labeltool.data.decisions import Decision
 from labeltool.data.store import Store
 from labeltool.data.undo import ACTOR_ENV, command_line_actor, undo_rows
@@ -88,9 +89,9 @@ def test_undo_reads_indexes_not_the_log(tmp_path: Path, monkeypatch: pytest.Monk
         assert store.undo_last_batch("me") == mine
         plans = {q: " ".join(str(tuple(r)) for r in store._conn.execute(f"EXPLAIN QUERY PLAN {q}", p))
                  for q, p in ((queries._OWN_BATCH_BELOW, ("me", 9)), (queries._ANYONES_BATCH_BELOW, (9,)),
-                              (queries._BATCH_ROWS, (1, "me")), (queries._UNDO_CHAINS, ("[1]",)))}
+                              (queries._BATCH_ROWS, (1, "me")), (label_groups._UNDO_CHAINS, ("[1]",)))}
         assert "decisions_actor_batch" in plans[queries._OWN_BATCH_BELOW]
         assert "decisions_actor_batch" in plans[queries._ANYONES_BATCH_BELOW]
         assert "decisions_batch" in plans[queries._BATCH_ROWS]
-        assert "decisions_undoes" in plans[queries._UNDO_CHAINS]
+        assert "decisions_undoes" in plans[label_groups._UNDO_CHAINS]
         assert all("SCAN decisions" not in p or "INDEX" in p for p in plans.values()), plans
