@@ -99,9 +99,24 @@ def open_project(
         raise FileNotFoundError(f"no labeltool project in {pdir}; run 'labeltool init {root}' first")
     cfg = config or ProjectConfig()
     _refuse_lost_database(Project(root, pdir, cfg), f"its project file {cfg_path} is missing")
-    pdir.mkdir(parents=True, exist_ok=True)
-    _write_project_file(cfg_path, root, cfg)
+    try:
+        pdir.mkdir(parents=True, exist_ok=True)
+        _write_project_file(cfg_path, root, cfg)
+    except OSError as e:
+        raise _unwritable_project_dir(pdir, e, default=project_dir is None) from None
     return Project(root, pdir, cfg)
+
+
+def _unwritable_project_dir(pdir: Path, e: OSError, *, default: bool) -> OSError:
+    """The error for a project directory that cannot be created: with the default location
+    (inside the image folder), say how to put the project elsewhere."""
+    why = e.strerror or str(e)
+    if default:
+        return PermissionError(
+            f"cannot create the project in {pdir} ({why}): the image folder cannot be written to; "
+            "give the project another place with --project-dir DIR (your images are only read)"
+        )
+    return PermissionError(f"cannot create the project directory {pdir} ({why}); choose a folder you can write to")
 
 
 def _read_project_file(cfg_path: Path) -> tuple[ProjectConfig, Path | None]:
