@@ -12,7 +12,7 @@ import pytest
 from labeltool.data.project import open_project
 from labeltool.session import LabelingSession
 
-from sample_helpers import SAMPLE
+from sample_helpers import SAMPLE, mount
 
 
 def _folder(tmp_path: Path) -> Path:
@@ -44,11 +44,9 @@ def test_an_unwritable_image_folder_says_to_use_project_dir(tmp_path: Path, monk
 def test_a_read_only_mount_is_refused_and_project_dir_works(tmp_path: Path) -> None:
     root, mnt = _folder(tmp_path), tmp_path / "ro"
     mnt.mkdir()
-    if subprocess.run(["mount", "--bind", str(root), str(mnt)], capture_output=True).returncode != 0:
-        pytest.skip("cannot bind-mount here (needs root)")
+    mount("--bind", str(root), str(mnt))
     try:
-        if subprocess.run(["mount", "-o", "remount,bind,ro", str(mnt)], capture_output=True).returncode != 0:
-            pytest.skip("cannot remount read-only here")
+        mount("-o", "remount,bind,ro", str(mnt))
         with pytest.raises(PermissionError, match="--project-dir"):
             LabelingSession.open(mnt)
         with LabelingSession.open(mnt, project_dir=tmp_path / "proj") as s:

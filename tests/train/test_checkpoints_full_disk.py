@@ -25,22 +25,14 @@ from labeltool.train import checkpoints
 from labeltool.train.checkpoints import CheckpointWriteError, latest_round, save_checkpoint
 from labeltool.train.head import new_head_and_loss
 
-
-def _mount_tmpfs(where: Path, size: str) -> bool:
-    where.mkdir(parents=True, exist_ok=True)
-    try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                              capture_output=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
+from sample_helpers import mount
 
 
 @contextmanager
 def _full_tmpfs_at(where: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs mounted at ``where`` and filled up (skips where tmpfs cannot be mounted)."""
-    if not _mount_tmpfs(where, "1m"):
-        pytest.skip("cannot mount a tmpfs here (needs root); the simulated tests cover the same cases")
+    """A 1 MiB tmpfs mounted at ``where`` and filled up (see :func:`sample_helpers.mount`)."""
+    where.mkdir(parents=True, exist_ok=True)
+    mount("-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where))
     try:
         with open(where / "filler", "wb") as fh:
             try:
