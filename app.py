@@ -17,9 +17,10 @@ from typing import Any
 
 import streamlit as st
 
-from app_widgets import CARDS, act, bump, button, control, controls, grid, show_flash, thumb
+from app_widgets import act, bump, button, control, controls, grid, kept, show_flash, stats, tab_button, thumb
 from labeltool.session import LabelingSession, SuggestConfig, TrainConfig
 
+HOLD = LabelingSession.review_hold_key()
 REPO = Path(__file__).resolve().parent
 SAMPLE = REPO / "sample_data"
 TABS = ["Review", "Train", "Explore", "Dataset", "Export"]
@@ -33,14 +34,6 @@ def guard(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
     if out.error is not None:
         st.error(out.error)
     return out.result
-
-
-def stats(session: LabelingSession) -> dict[str, Any]:
-    """Project counts, recomputed only after a write (a full count reads every image row)."""
-    key = (ss.folder, ss.get("version", 0))
-    if ss.get("stats_key") != key:
-        ss.stats, ss.stats_key = session.stats(), key
-    return dict(ss.stats)
 
 
 @st.cache_resource(show_spinner="Opening the project…", max_entries=4)
@@ -90,13 +83,17 @@ def sidebar_settings(session: LabelingSession) -> tuple[TrainConfig | None, Sugg
 
 # ---------------------------------------------------------------------------- Review
 @st.fragment
-def review_page(session: LabelingSession) -> None:
-    if ss.pop("rerun_app", False):  # a batch action: refresh the sidebar counts too
+def review_page(session: LabelingSession, tcfg: TrainConfig | None, scfg: SuggestConfig | None) -> None:
+    if ss.pop("rerun_app", False):  # a decision: refresh the sidebar counts too
         st.rerun(scope="app")
-    show_flash()
+    show_flash(session, session.undo_button("undo_flash"))
     cols = st.columns([2, 2, 1, 1])
-    view = session.review_page(controls(session.page_controls("review"), cols=cols), ss.get("page_input", 1))
-    if ss.get("page_input", 1) != view.page + 1:
+    values = controls(session.page_controls("review"), cols=cols)
+    # the page keeps its cards in place while they are decided one by one, until it is laid out again
+    key = (tuple(sorted(values.items())), ss.get("page_input", 1), stats(session)["rounds"])
+    view = session.review_page(values, ss.get("page_input", 1), layout=kept(HOLD, key))
+    ss[HOLD] = (key, view.layout) if ss.get("page_input", 1) == view.page + 1 else None
+    if ss[HOLD] is None:
         ss.page_input = view.page + 1
     cols[3].number_input("Page", 1, view.pages, key="page_input")
     for col, (label, value, help_) in zip(st.columns(3), view.metrics, strict=True):
@@ -104,40 +101,58 @@ def review_page(session: LabelingSession) -> None:
     for col, b in zip(st.columns([1, 1, 1, 2]), view.buttons, strict=False):
         with col:
             button(session, b)
-    if not view.waiting:
-        st.info("No suggestions waiting. Run a round in the **Train** tab to get the next batch.")
+    if not view.cards:
+        nothing_left(session, tcfg, scfg, filtered=values.get("filter_class") not in (None, "all classes"))
         return
-    inspect_panel(session, {s.image_id: s for s in view.shown})
+    if ss.evidence_for is not None and (s := {s.image_id: s for s in view.shown}.get(ss.evidence_for)) is not None:
+        evidence_dialog(session, s)
     grid(session, view.cards)
+
+
+def nothing_left(session: LabelingSession, tcfg: TrainConfig | None, scfg: SuggestConfig | None, filtered: bool) -> None:
+    """The empty Review page: run the first round from here, or the project is done: go to Export."""
+    s = stats(session)
+    st.info(session.text.nothing_to_review(s["rounds"], filtered, s["unlabeled"]))
+    if filtered:
+        return
+    if s["rounds"] == 0:
+        if st.button("Run the first round", type="primary", key="first_round", disabled=tcfg is None or scfg is None,
+                     help="Train on the seed labels and propose the first batch to review"):
+            run_round(session, tcfg, scfg)
+        return
+    with st.container(horizontal=True):
+        tab_button("Go to Export", "Export", primary=True)
+        tab_button("Go to Train", "Train")
 
 
 def relabel(session: LabelingSession, s: Any) -> None:
     choice = ss.get(f"fix_{s.image_id}")
     if choice is not None:
         ss.evidence_for = None
-        act(session, session.reject, s.image_id, s.class_id, session.classes.index(choice), ok=f"Image {s.image_id} → {choice}")
+        act(session, session.reject, s.image_id, s.class_id, session.classes.index(choice), app=True,
+            ok=f"`{session.file_name(s.image_id)}` → **{choice}**")
 
 
-def inspect_panel(session: LabelingSession, shown: dict[int, Any]) -> None:
-    """One suggestion up close: its evidence, and a class to assign instead."""
-    s = shown.get(ss.evidence_for) if ss.evidence_for is not None else None
-    if s is None:
-        return
-    with st.container(border=True):
-        head, fix, close = st.columns([4, 2, 1])
-        head.markdown(session.text.evidence_title(s))
-        fix.selectbox("Assign another class", session.text.other_classes(s.class_id), index=None,
-                      key=f"fix_{s.image_id}", placeholder="choose a class…", on_change=relabel, args=(session, s))
-        close.button("Close", key="ev_close", on_click=lambda: ss.update(evidence_for=None))
-        for col, (i, caption) in zip(st.columns(max(CARDS, len(s.evidence) + 1)), session.text.evidence_thumbs(s),
-                                     strict=False):
-            with col:
-                thumb(session, i, caption)
+@st.dialog("Evidence", width="large", on_dismiss=lambda: ss.update(evidence_for=None))
+def evidence_dialog(session: LabelingSession, s: Any) -> None:
+    """One suggestion up close, over the page (which stays where it is): its evidence, and a class to assign instead."""
+    if ss.get("evidence_for") != s.image_id:  # a class was assigned: close
+        st.rerun()
+    st.markdown(session.text.evidence_title(s))
+    st.selectbox("Assign another class", session.text.other_classes(s.class_id), index=None,
+                 key=f"fix_{s.image_id}", placeholder="choose a class…", on_change=relabel, args=(session, s))
+    for col, (i, caption) in zip(st.columns(max(6, len(s.evidence) + 1)), session.evidence_thumbs(s),
+                                 strict=False):
+        with col:
+            thumb(session, i, caption)
 
 
 # ---------------------------------------------------------------------------- Train
 def train_page(session: LabelingSession, tcfg: TrainConfig | None, scfg: SuggestConfig | None) -> None:
+    round_done = ss.pop("round_done", False)
     show_flash()
+    if round_done:  # the round's message is above: its batch is in Review
+        tab_button("Go to Review", "Review", primary=True)
     st.markdown("A round trains the embedding on every label so far, embeds all images and proposes the next batch.")
     if st.button("Run a round", type="primary", disabled=tcfg is None or scfg is None, key="run_round"):
         run_round(session, tcfg, scfg)
@@ -146,6 +161,7 @@ def train_page(session: LabelingSession, tcfg: TrainConfig | None, scfg: Suggest
         st.info("No rounds yet.")
         return
     st.plotly_chart(fig, key="rounds_chart")
+    st.caption("Compactness: C-Inter, W-Inter, WC-Intra (hover the **?**)", help=session.compactness_help())
     with st.expander("Round table"):
         st.dataframe(session.rounds_table(), hide_index=True)
 
@@ -159,15 +175,16 @@ def run_round(session: LabelingSession, tcfg: Any, scfg: Any) -> None:
         done, text, redraw = trace.update(step, total, loss, time.monotonic())
         bar.progress(done, text=text)
         if redraw:
-            chart.line_chart({"loss": trace.losses}, height=200)
+            chart.plotly_chart(session.loss_figure(trace.losses), key=f"loss_{len(trace.losses)}")
 
     outcome = guard(session.run_app_round, tcfg, scfg, progress=progress, continue_training=bool(ss["continue"]),
                     start_umap=ss.umap_auto, on_proposing=lambda: bar.progress(1.0, text="Proposing suggestions…"))
     if outcome is None:
         return
-    ss.page_input, ss.evidence_for = 1, None
+    ss.page_input, ss.evidence_for, ss[HOLD] = 1, None, None
     bump()
-    ss.flash = ("success", outcome.message)
+    # run from Train: a button there leads to Review; run from Review (the first round): its batch is right here
+    ss.flash, ss.round_done = ("success", outcome.message), ss.get("tab") == "Train"
     st.rerun()
 
 
@@ -223,14 +240,14 @@ def dataset_page(session: LabelingSession) -> None:
 # ---------------------------------------------------------------------------- Export
 def export_page(session: LabelingSession) -> None:
     if not ss.get("export_dir"):
-        ss.export_dir = str(session.default_export_dir())
+        ss.export_dir = str(session.default_export_dir(avoid=[REPO]))
     out = st.text_input("Export folder", key="export_dir",
                         help="dataset/ (one folder per class + manifest) and model/ are written here, atomically")
     items = session.page_controls("export")
     options = session.export_options(controls(items, cols=st.columns(len(items))))
     if st.button("Export", type="primary", key="export"):
         with st.spinner("Exporting…"):
-            done = guard(session.export, out, **options)
+            done = guard(session.export_from_app, out, **options)
         if done is not None:
             ss.last_export = str(done)
             st.success(f"Exported to {done}")
@@ -267,7 +284,7 @@ def main() -> None:
         st.rerun()
     tabs = st.tabs(TABS, key="tab", on_change="rerun")
     pages: list[Callable[[], None]] = [
-        lambda: review_page(session), lambda: train_page(session, tcfg, scfg), lambda: explore_page(session),
+        lambda: review_page(session, tcfg, scfg), lambda: train_page(session, tcfg, scfg), lambda: explore_page(session),
         lambda: dataset_page(session), lambda: export_page(session),
     ]
     for tab, page in zip(tabs, pages, strict=True):

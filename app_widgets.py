@@ -33,6 +33,7 @@ class Session(Protocol):
     @staticmethod
     def attempt(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Outcome: ...
     def thumbnail(self, image_id: int) -> Path: ...
+    def stats(self) -> dict[str, Any]: ...
 
 
 class Control(Protocol):
@@ -89,6 +90,10 @@ class Button(Protocol):
     def action(self) -> str | None: ...
     @property
     def args(self) -> tuple[Any, ...]: ...
+    @property
+    def after(self) -> Mapping[str, Any] | None: ...
+    @property
+    def offers_undo(self) -> bool: ...
     def message(self, result: Any) -> str | None: ...
 
 
@@ -111,23 +116,52 @@ def bump() -> None:
     ss.version = ss.get("version", 0) + 1
 
 
-def act(session: Session, fn: Callable[..., Any], *args: Any,
-        ok: str | Callable[[Any], str | None] | None = None, app: bool = False) -> None:
-    """Widget callback: run a session write and leave a message for the next run."""
+def act(session: Session, fn: Callable[..., Any], *args: Any, ok: str | Callable[[Any], str | None] | None = None,
+        app: bool = False, after: Mapping[str, Any] | None = None, undo: bool = False) -> None:
+    """Widget callback: run a session write and leave a message for the next run (with an Undo
+    button when ``undo``); ``after``: app-state update made when the write succeeded."""
     out = session.attempt(fn, *args)
     text = out.error or (ok(out.result) if callable(ok) else ok)
     ss.flash = ("error" if out.error else "success", text) if text else None
+    ss.flash_undo = undo and out.error is None
     if out.error is None:
         bump()
+        ss.update(after or {})
         ss.rerun_app = app or ss.get("rerun_app", False)
 
 
-def show_flash() -> None:
-    """The message the last callback left, shown once."""
+def stats(session: Session) -> dict[str, Any]:
+    """The session's counts, recomputed only after a write (a full count reads every image row)."""
+    key = (ss.get("folder"), ss.get("version", 0))
+    if ss.get("stats_key") != key:
+        ss.stats, ss.stats_key = session.stats(), key
+    return dict(ss.stats)
+
+
+def kept(name: str, key: Any) -> Any:
+    """What the page kept in the app state under ``name`` as ``(key, value)``: the value while
+    ``key`` is unchanged, else None."""
+    held = ss.get(name)
+    return held[1] if held and held[0] == key else None
+
+
+def tab_button(label: str, tab: str, primary: bool = False) -> None:
+    """A button that opens the tab ``tab`` (the tabs' widget key is ``tab``)."""
+    st.button(label, key=f"go_{tab.lower()}", type="primary" if primary else "secondary", on_click=ss.update,
+              kwargs={"tab": tab})
+
+
+def show_flash(session: Session | None = None, undo: Button | None = None) -> None:
+    """The message the last callback left, shown once, with the ``undo`` button beside it when it offered one."""
     if ss.get("flash"):
         kind, text = ss.flash
-        (st.error if kind == "error" else st.success)(text)
-        ss.flash = None
+        with_undo = undo is not None and session is not None and ss.get("flash_undo")
+        slot, side = st.columns([6, 1], vertical_alignment="center") if with_undo else (st.container(), None)
+        (slot.error if kind == "error" else slot.success)(text)
+        if side is not None and undo is not None and session is not None:
+            with side:
+                button(session, undo)
+        ss.flash, ss.flash_undo = None, False
 
 
 # ---------------------------------------------------------------------------- renderers
@@ -171,18 +205,21 @@ def controls(items: Iterable[Control], values: dict[str, Any] | None = None, gro
     return values
 
 
-def button(session: Session, b: Button) -> None:
-    """Render one Button: it calls its session method, or updates the app state."""
-    kw = {"key": b.key, "icon": b.icon, "help": b.help, "disabled": b.disabled, "type": "primary" if b.primary else "secondary"}
+def button(session: Session, b: Button, width: str = "content") -> None:
+    """Render one Button (its label on one line): it calls its session method, or updates the app state."""
+    kw: dict[str, Any] = {"key": b.key, "icon": b.icon, "help": b.help, "disabled": b.disabled, "width": width,
+                          "type": "primary" if b.primary else "secondary"}
     if b.state is not None:
         st.button(b.label, on_click=ss.update, kwargs=dict(b.state), **kw)
+    elif b.action is None:  # a button shown disabled, with nothing to do
+        st.button(b.label, **kw)
     else:
         st.button(b.label, on_click=act, args=(session, getattr(session, b.action), *b.args),
-                  kwargs={"ok": b.message, "app": b.refresh}, **kw)
+                  kwargs={"ok": b.message, "app": b.refresh, "after": b.after, "undo": b.offers_undo}, **kw)
 
 
 def grid(session: Session, cards: Iterable[Card]) -> None:
-    """Image cards, CARDS to a row."""
+    """Image cards, CARDS to a row; the buttons of a card that is not ``inline`` are stacked, card wide."""
     cols = st.columns(CARDS)
     for n, card in enumerate(cards):
         with cols[n % CARDS].container(border=True):
@@ -190,4 +227,4 @@ def grid(session: Session, cards: Iterable[Card]) -> None:
             st.markdown(card.text)
             with st.container(horizontal=card.inline, gap="small"):
                 for b in card.buttons:
-                    button(session, b)
+                    button(session, b, width="content" if card.inline else "stretch")

@@ -11,10 +11,11 @@ so the command line never loads the plotting stack.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from labeltool.config import SuggestConfig, TrainConfig
+from labeltool.config import ExportConfig, SuggestConfig, TrainConfig
 from labeltool.errors import NoRoundError, StaleFeaturesError
 
 if TYPE_CHECKING:
@@ -23,10 +24,11 @@ if TYPE_CHECKING:
     from labeltool.data.pool import Pool
     from labeltool.data.project import Project
     from labeltool.data.store import Store
+    from labeltool.io.export import DatasetExport, ModelExport
     from labeltool.models.backbones import BackboneSpec
     from labeltool.rounds.current import RoundEmbedding
     from labeltool.suggest.propose import Suggestion
-    from labeltool.ui.cards import Card
+    from labeltool.ui.cards import Button, Card
     from labeltool.ui.figures import Projection
     from labeltool.ui.messages import Attempt
     from labeltool.ui.pages import PageText, ReviewPage, RoundOutcome, TrainProgress
@@ -54,6 +56,9 @@ class SessionViews:
         def train_round(self, config: TrainConfig, progress: Callable[[int, int, float], None] | None = None,
                         *, continue_training: bool = True) -> dict[str, Any]: ...
         def propose(self, config: SuggestConfig) -> list[Suggestion]: ...
+        def export(self, out: str | Path, config: ExportConfig | None = None, **options: bool) -> Path: ...
+        def _dataset_export(self) -> DatasetExport: ...
+        def _model_export(self) -> ModelExport: ...
 
     # ------------------------------------------------------------------ app state and text
     @staticmethod
@@ -163,12 +168,38 @@ class SessionViews:
 
         return filter_sort(self.pending_suggestions(), class_id, order)
 
-    def review_page(self, values: Mapping[str, Any], page_number: int) -> ReviewPage:
-        """Page ``page_number`` (1-based, clamped) of the queue under the Review controls' ``values``."""
+    def review_page(self, values: Mapping[str, Any], page_number: int,
+                    layout: Sequence[Suggestion] | None = None) -> ReviewPage:
+        """Page ``page_number`` (1-based, clamped) of the queue under the Review controls' ``values``;
+        ``layout``: the suggestions the page showed before, kept in place (None: a fresh page)."""
         from labeltool.ui.pages import review_page
 
-        return review_page(self.pending_suggestions(), self.classes, values, page_number,
-                           labeled=len(self.label_state().labels), precision=self.batch_precision)
+        state = self.label_state()
+        return review_page(self.pending_suggestions(), self.classes, values, page_number, labeled=len(state.labels),
+                           precision=self.batch_precision, state=state, name_of=self.file_name, layout=layout)
+
+    @staticmethod
+    def review_hold_key() -> str:
+        """The app-state key under which the Review page keeps its cards in place."""
+        from labeltool.ui.cards import HOLD
+
+        return HOLD
+
+    @staticmethod
+    def undo_button(key: str) -> Button:
+        """An Undo button (of the newest click or batch) to show beside a message."""
+        from labeltool.ui.cards import undo_button
+
+        return undo_button(key)
+
+    def file_name(self, image_id: int) -> str:
+        """The file name of an image (``image <id>`` for an id the project does not know)."""
+        row = self.store.image(image_id)
+        return Path(row.relpath).name if row is not None else f"image {image_id}"
+
+    def evidence_thumbs(self, s: Suggestion) -> list[tuple[int, str]]:
+        """``(image_id, file name caption)`` of the suggested image and its evidence."""
+        return self.text.evidence_thumbs(s, self.file_name)
 
     def batch_precision(self, suggestions: Sequence[Suggestion]) -> PrecisionEstimate:
         """Estimated precision of a batch: a PrecisionEstimate (value, basis)."""
@@ -200,6 +231,20 @@ class SessionViews:
         if start_umap:
             self.projection(start_umap=True)
         return RoundOutcome(metrics, rows)
+
+    @staticmethod
+    def loss_figure(losses: Sequence[float]) -> Any:
+        """The loss curve of a running round (readable ticks at any scale)."""
+        from labeltool.ui.figures import loss_figure
+
+        return loss_figure(losses)
+
+    @staticmethod
+    def compactness_help() -> str:
+        """What C-Inter, W-Inter and WC-Intra of the round chart measure."""
+        from labeltool.ui.figures import COMPACTNESS_HELP
+
+        return COMPACTNESS_HELP
 
     def rounds_figure(self) -> Any:
         """Round history chart (None before the first round)."""
@@ -267,12 +312,38 @@ class SessionViews:
             return None
 
     # ------------------------------------------------------------------ export
-    def default_export_dir(self, base: str | Path | None = None) -> Path:
-        """A fresh ``models/<folder>-round<N>`` export folder."""
+    def default_export_dir(self, base: str | Path | None = None, avoid: Sequence[str | Path] = ()) -> Path:
+        """A fresh ``<folder>-round<N>`` export folder under ``base`` (default: ``~/labeltool-exports``),
+        never inside the image folder, the project directory or a folder of ``avoid``."""
         from labeltool.ui.project_views import default_export_dir
 
         rounds = self.store.rounds()
-        return default_export_dir(self.project.image_root, rounds[-1].id if rounds else None, base)
+        return default_export_dir(self.project.image_root, rounds[-1].id if rounds else None, base,
+                                  avoid=(self.project.dir, *map(Path, avoid)))
+
+    def export_from_app(self, out: str | Path, *, include_pending: bool = False, **options: bool) -> Path:
+        """:meth:`export` with the Export page's options: ``include_pending`` adds the newest round's
+        pending suggestions as unreviewed labels; a refusal to overwrite names the page's checkbox."""
+        from labeltool.io.export import PendingLabel, export_project
+        from labeltool.io.export_target import TargetExistsError
+        from labeltool.ui.pages import OVERWRITE_LABEL
+
+        pending = [PendingLabel(s.image_id, s.class_id, s.confidence, self._newest_round_id())
+                   for s in self.pending_suggestions()] if include_pending and options.get("dataset", True) else []
+        try:
+            if not pending:
+                return self.export(out, None, **options)
+            cfg = replace(ExportConfig(), **options)
+            return export_project(
+                self.project, Path(out), dataset=lambda: replace(self._dataset_export(), pending=pending),
+                model=self._model_export if cfg.model else None, link=cfg.link, overwrite=cfg.overwrite,
+                include_pseudo=cfg.include_pseudo)
+        except TargetExistsError as e:
+            raise e.worded(f"tick **{OVERWRITE_LABEL}**") from None
+
+    def _newest_round_id(self) -> int | None:
+        rounds = self.store.rounds()
+        return rounds[-1].id if rounds else None
 
     def export_options(self, values: Mapping[str, Any]) -> dict[str, bool]:
         """Keyword arguments of :meth:`export` from the Export page's control values."""

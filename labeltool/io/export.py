@@ -4,6 +4,8 @@ Layout of ``OUT``::
 
     dataset/<class>/<image>        copies (or hard links) of the labeled images
     dataset/manifest.csv           path, label, source, round, confidence, source_path, sha256
+                                   (source: seed, reviewed, pseudo, or suggested = a pending
+                                   suggestion exported on request, never reviewed)
     dataset/manifest.parquet       the same table
     model/                         see labeltool.io.model_io
     labeltool-export.json          marks the folder as an export (see labeltool.io.export_target)
@@ -69,14 +71,29 @@ class ChangedSinceScanError(ValueError):
         self.relpaths = list(relpaths)
 
 
+PENDING_SOURCE = "suggested"  # the manifest's source of a pending suggestion exported as an unreviewed label
+
+
+@dataclass(frozen=True)
+class PendingLabel:
+    """A suggestion still waiting for review, exported as an unreviewed label when asked to."""
+
+    image_id: int
+    class_id: int
+    confidence: float
+    round: int | None
+
+
 @dataclass(frozen=True)
 class DatasetExport:
-    """The labeled images to write: the current labels, the class names ``[C]`` and the usable
-    image rows by id."""
+    """The labeled images to write: the current labels, the class names ``[C]``, the usable
+    image rows by id, and the pending suggestions to add as unreviewed labels (source
+    :data:`PENDING_SOURCE`; images that have a label keep it)."""
 
     state: LabelState
     classes: Sequence[str]
     images: Mapping[int, ImageRow]
+    pending: Sequence[PendingLabel] = ()
 
 
 @dataclass(frozen=True)
@@ -245,22 +262,36 @@ def _check_target(out: Path, root: Path, project_dir: Path) -> None:
         raise ValueError(f"export target {out} is inside the project directory {project_dir}; choose another folder")
 
 
+def _chosen(data: DatasetExport, include_pseudo: bool) -> list[tuple[ImageRow, int, str, int | None, float | None]]:
+    """``(row, class id, source, round, confidence)`` of each image to write: the labels (without
+    the pseudo ones unless ``include_pseudo``), then the pending suggestions of unlabeled images."""
+    state = data.state
+    out = [(r, state.labels[i], state.source[i], state.decided_in.get(i), state.confidence.get(i))
+           for i in sorted(state.labels) if (r := data.images.get(i)) is not None
+           and (include_pseudo or state.source[i] != "pseudo")]
+    seen = set(state.labels)
+    for p in sorted(data.pending, key=lambda p: p.image_id):
+        if p.image_id not in seen and (r := data.images.get(p.image_id)) is not None:
+            seen.add(p.image_id)
+            out.append((r, p.class_id, PENDING_SOURCE, p.round, float(p.confidence)))
+    return out
+
+
 def _write_dataset(project: Project, data: DatasetExport, dest: Path, *, link: bool, include_pseudo: bool,
                    shown: Path) -> pd.DataFrame:
     """Place the labeled images under ``dest/<class>/`` and write the manifest. Each file's
     sha256 is checked as it is placed: files changed since the scan are refused, all named."""
-    state, classes = data.state, list(data.classes)
-    chosen = [(i, r) for i in sorted(state.labels) if (r := data.images.get(i)) is not None
-              and (include_pseudo or state.source[i] != "pseudo")]
+    classes = list(data.classes)
+    chosen = _chosen(data, include_pseudo)
     dest.mkdir(parents=True)
     if not link:
-        ensure_free_space(dest, sum(r.size_bytes for _, r in chosen), shown)
+        ensure_free_space(dest, sum(r.size_bytes for r, *_ in chosen), shown)
     dirnames = _unique_dirnames(classes)
     used: set[str] = set()
     rows, changed = [], []
     root = os.path.realpath(project.image_root)
-    for image_id, r in chosen:
-        label = classes[state.labels[image_id]]
+    for r, class_id, source, round_id, confidence in chosen:
+        image_id, label = r.id, classes[class_id]
         src = project.image_path(r.relpath)
         if not os.path.realpath(src).startswith(root.rstrip(os.sep) + os.sep):
             raise ValueError(f"image {r.relpath!r} now points outside the image folder {root}; rescan the folder")
@@ -273,8 +304,8 @@ def _write_dataset(project: Project, data: DatasetExport, dest: Path, *, link: b
         if placed_sha is None or placed_sha != r.sha256:
             changed.append(r.relpath if placed_sha else f"{r.relpath} (gone)")
         rows.append({
-            "path": path, "label": label, "source": state.source[image_id], "round": state.decided_in.get(image_id),
-            "confidence": state.confidence.get(image_id), "source_path": r.relpath, "sha256": r.sha256,
+            "path": path, "label": label, "source": source, "round": round_id, "confidence": confidence,
+            "source_path": r.relpath, "sha256": r.sha256,
         })
     if changed:
         raise ChangedSinceScanError(project.image_root, changed)

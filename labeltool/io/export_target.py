@@ -53,14 +53,29 @@ def why_not_replaceable(out: Path) -> str | None:
     return None
 
 
+OVERWRITE_HINT = "pass overwrite=True (--overwrite)"
+
+
+class TargetExistsError(FileExistsError):
+    """The export target is not empty and ``overwrite`` was not given; ``how`` says how to give it."""
+
+    def __init__(self, out: Path, how: str = OVERWRITE_HINT) -> None:
+        super().__init__(f"export target {out} exists and is not empty; {how} to replace a previous export, "
+                         "or choose a new folder")
+        self.out, self.how = out, how
+
+    def worded(self, how: str) -> TargetExistsError:
+        """The same refusal, saying ``how`` to overwrite in a front end's own words."""
+        return TargetExistsError(self.out, how)
+
+
 def check_replaceable(out: Path, overwrite: bool) -> None:
     """Refuse to write into ``out`` unless it is absent, empty, or (with ``overwrite``) a
     previous export holding nothing else at its top level."""
     if not (out.exists() or out.is_symlink()) or is_empty_folder(out):
         return
     if not overwrite:
-        raise FileExistsError(f"export target {out} exists and is not empty; pass overwrite=True (--overwrite) "
-                              "to replace a previous export, or choose a new folder")
+        raise TargetExistsError(out)
     reason = why_not_replaceable(out)
     if reason is not None:
         raise FileExistsError(

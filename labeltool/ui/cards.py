@@ -10,6 +10,9 @@ from typing import Any
 from labeltool.suggest.propose import Suggestion
 from labeltool.ui.queue import Disputed
 
+HOLD = "review_hold"  # app-state key of the review page's held layout (None: lay the page out afresh)
+MARKS = {"accepted": ":green-badge[Accepted]", "rejected": ":red-badge[Rejected]", "decided": ":gray-badge[Decided]"}
+
 
 @dataclass(frozen=True)
 class Button:
@@ -18,7 +21,8 @@ class Button:
     ``action`` names the session method it calls with ``args`` (or ``state`` is the app-state
     update it makes instead). ``ok``: the message after it ran, ``{n}`` standing for the number
     of decisions written; ``empty``: the message when it wrote none. ``refresh``: the whole app
-    reruns afterwards (the sidebar counts change)."""
+    reruns afterwards (the sidebar counts change). ``after``: app-state update made once the
+    action succeeded; ``offers_undo``: its message comes with an Undo button."""
 
     key: str
     label: str = ""
@@ -32,6 +36,8 @@ class Button:
     disabled: bool = False
     refresh: bool = False
     state: Mapping[str, Any] | None = None
+    after: Mapping[str, Any] | None = None
+    offers_undo: bool = False
 
     def message(self, result: Any) -> str | None:
         """The message to show after the action returned ``result`` (None: none)."""
@@ -51,28 +57,53 @@ class Card:
     inline: bool = False
 
 
-def batch_buttons(shown: Sequence[Suggestion]) -> tuple[Button, ...]:
-    """Accept all shown, reject all shown, undo the newest click or batch."""
+def batch_buttons(shown: Sequence[Suggestion], held: int = 0) -> tuple[Button, ...]:
+    """Accept all shown, reject all shown, undo the newest click or batch; with ``held`` cards
+    decided one by one on the page, a button that lays the page out afresh without them."""
     n = len(shown)
-    return (
+    fresh = {HOLD: None}
+    out: tuple[Button, ...] = (
         Button("accept_all", f"Accept all shown ({n})", "accept", (list(shown),), "Accepted {n} suggestions",
-               primary=True, disabled=not shown, refresh=True),
+               primary=True, disabled=not shown, refresh=True, after=fresh),
         Button("reject_all", f"Reject all shown ({n})", "reject_many", ([(s.image_id, s.class_id) for s in shown],),
-               "Rejected {n} suggestions", disabled=not shown, refresh=True),
-        Button("undo", "Undo last action", "undo", (), "Undid {n} decision(s)", "Nothing to undo",
-               help="Undo the newest click or batch", refresh=True),
+               "Rejected {n} suggestions", disabled=not shown, refresh=True, after=fresh),
+        undo_button("undo", "Undo last action"),
     )
+    if held:
+        out += (Button("next_cards", f"Show the next suggestions ({held} decided)", state=fresh,
+                       help="Fill the page again, without the cards decided one by one"),)
+    return out
 
 
-def suggestion_card(s: Suggestion, classes: Sequence[str]) -> Card:
-    """A suggestion's class and confidence, with accept, reject and evidence buttons."""
-    return Card(s.image_id, f"**{classes[s.class_id]}** · {s.confidence:.2f}", (
-        Button(f"acc_{s.image_id}", action="accept", args=([s],), icon=":material/check:", help="Accept"),
-        Button(f"rej_{s.image_id}", action="reject", args=(s.image_id, s.class_id), icon=":material/close:",
-               help="Reject"),
-        Button(f"ev_{s.image_id}", icon=":material/search:", help="Evidence (nearest labeled images) and another class",
+def undo_button(key: str, label: str = "Undo") -> Button:
+    """Undo the newest click or batch (the page is laid out afresh after it)."""
+    return Button(key, label, "undo", (), "Undid {n} decision(s)", "Nothing to undo",
+                  help="Undo the newest click or batch", refresh=True, after={HOLD: None})
+
+
+def suggestion_card(s: Suggestion, classes: Sequence[str], name: str) -> Card:
+    """A suggestion's class and confidence, with Accept, Reject and Evidence buttons.
+
+    ``name``: the image's file name, for the message a reject leaves. A decided card stays on the
+    page (see :func:`decided_card`) until the page is laid out again."""
+    label = classes[s.class_id]
+    return Card(s.image_id, f"**{label}** · {s.confidence:.2f}", (
+        Button(f"acc_{s.image_id}", "Accept", "accept", ([s],), help=f"Label {name} as {label}", refresh=True),
+        Button(f"rej_{s.image_id}", "Reject", "reject", (s.image_id, s.class_id), f"Rejected **{label}** for `{name}`",
+               help=f"{name} is not {label}", refresh=True, offers_undo=True),
+        Button(f"ev_{s.image_id}", "Evidence", help="Its nearest labeled images, and another class to assign",
                state={"evidence_for": s.image_id}),
-    ), inline=True)
+    ))
+
+
+def decided_card(s: Suggestion, classes: Sequence[str], mark: str) -> Card:
+    """A suggestion decided on this page, kept in its place: struck through, marked ``accepted``,
+    ``rejected`` or ``decided``, its buttons disabled (so the card keeps its height)."""
+    return Card(s.image_id, f":gray[~~{classes[s.class_id]}~~ · {s.confidence:.2f}] {MARKS[mark]}", (
+        Button(f"acc_{s.image_id}", "Accept", disabled=True),
+        Button(f"rej_{s.image_id}", "Reject", disabled=True),
+        Button(f"ev_{s.image_id}", "Evidence", disabled=True),
+    ))
 
 
 def dispute_card(d: Disputed, classes: Sequence[str]) -> Card:

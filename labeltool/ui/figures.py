@@ -25,12 +25,21 @@ from plotly.subplots import make_subplots
 
 MAX_POINTS = 20000  # points drawn in the scatter; the rest are sampled away
 GREY = "#c8c8c8"
+# class colours: saturated hues only, no grey, so none can be taken for the unlabeled points
 _PALETTE = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
-    "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363",
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#004d40", "#bcbd22", "#17becf",
+    "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1", "#f0027f",
 )
 SOURCE_COLORS = {"seed": "#1f77b4", "reviewed": "#2ca02c", "pseudo": "#9467bd", "suggested": "#ff7f0e",
                  "unlabeled": GREY}
+UNLABELED_MARKER = {"color": GREY, "symbol": "circle-open", "opacity": 0.7, "size": 5}  # hollow: no class looks so
+COMPACTNESS_HELP = (
+    "Angles in radians between directions of the embedding. **C-Inter**: mean angle between the class centres "
+    "(the mean embedding of each class); larger = classes further apart. **W-Inter**: mean angle between the "
+    "classifier's class weight vectors; larger = better separated. **WC-Intra**: mean angle between each class "
+    "centre and its own weight vector; smaller = tighter classes. W-Inter and WC-Intra need a loss with a "
+    "classifier head."
+)
 
 
 @dataclass(frozen=True)
@@ -265,7 +274,7 @@ def scatter_figure(df: pd.DataFrame, color_by: str = "label", *, max_points: int
         names = sorted(n for n in shown["label"].unique() if n != "unlabeled")
         part = shown[shown["label"] == "unlabeled"]
         if len(part):
-            add(part, "unlabeled", color=GREY, opacity=0.5)
+            add(part, "unlabeled", **UNLABELED_MARKER)
         for i, name in enumerate(names):
             add(shown[shown["label"] == name], str(name), color=_color_for(i))
     sub = f" — showing {len(shown):,} of {len(df):,} points" if len(shown) < len(df) else ""
@@ -314,15 +323,24 @@ def rounds_figure(df: pd.DataFrame) -> go.Figure:
     line("n_labeled", 1, 1, "labeled", _PALETTE[0])
     line("acceptance_rate", 1, 2, "acceptance", _PALETTE[2])
     line("loo_1nn_accuracy", 2, 1, "1-NN accuracy", _PALETTE[3])
-    line("c_inter", 2, 2, "C-Inter", _PALETTE[4])
-    line("w_inter", 2, 2, "W-Inter", _PALETTE[1])
-    line("wc_intra", 2, 2, "WC-Intra", _PALETTE[5])
+    line("c_inter", 2, 2, "C-Inter (class centres apart)", _PALETTE[4])
+    line("w_inter", 2, 2, "W-Inter (class weights apart)", _PALETTE[1])
+    line("wc_intra", 2, 2, "WC-Intra (centre to own weight)", _PALETTE[5])
     fig.update_xaxes(dtick=1)
     fig.update_xaxes(title_text="round", row=2)
     fig.update_yaxes(range=[0, 1.05], row=1, col=2)
     fig.update_yaxes(range=[0, 1.05], row=2, col=1)
     fig.update_layout(height=560, margin={"l": 10, "r": 10, "t": 40, "b": 10},
                       legend={"orientation": "h", "y": -0.14})
+    return fig
+
+
+def loss_figure(losses: Sequence[float]) -> go.Figure:
+    """The loss of each step so far; the y ticks carry 3 significant digits (an exponent when small)."""
+    fig = go.Figure(go.Scatter(x=np.arange(1, len(losses) + 1), y=np.asarray(losses, dtype=np.float64),
+                               mode="lines", name="loss", line={"color": _PALETTE[0]}))
+    fig.update_layout(height=220, margin={"l": 10, "r": 10, "t": 10, "b": 10}, showlegend=False,
+                      xaxis={"title": "step"}, yaxis={"title": "loss", "tickformat": ".3~g", "exponentformat": "e"})
     return fig
 
 

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labeltool.config import ExportConfig
+from labeltool.data.decisions import LabelState
 from labeltool.suggest.propose import Suggestion
-from labeltool.ui.cards import Button, Card, batch_buttons, suggestion_card
+from labeltool.ui.cards import Button, Card, batch_buttons, decided_card, suggestion_card
 from labeltool.ui.queue import ORDERS, PrecisionEstimate, filter_sort, page_of
 from labeltool.ui.settings import Control
 
@@ -21,9 +22,20 @@ COLOR_BY = ("label", "source", "confidence")
 DISPUTE_SPACES = ("embedding", "backbone")
 DISPUTE_K, DISPUTE_SHARE = 5, 0.6
 DISPUTED_SHOWN = 24
-EXPORT_OPTIONS = (("dataset", "Dataset", None), ("model", "Model", None),
-                  ("include_pseudo", "Include unreviewed labels", None),
-                  ("link", "Hard links", "link instead of copying where possible"), ("overwrite", "Overwrite", None))
+OVERWRITE_LABEL = "Overwrite a previous export"
+EXPORT_OPTIONS = (
+    ("dataset", "Dataset", "the labeled images, one folder per class, with manifest.csv / manifest.parquet"),
+    ("model", "Model", "the newest round's model (head, backbone spec, class names)"),
+    ("include_pseudo", "Include labels accepted without review",
+     "labels the tool accepted on its own (source 'pseudo' in the manifest); seed and reviewed labels are always "
+     "exported. Suggestions still waiting in Review are not labels: see the next option"),
+    ("include_pending", "Add the pending suggestions as unreviewed labels",
+     "off by default: the newest round's suggestions still waiting in Review are exported too, each with source "
+     "'suggested' (not reviewed) and its confidence in the manifest"),
+    ("link", "Hard links", "link instead of copying where possible"),
+    ("overwrite", OVERWRITE_LABEL, "replace the folder when it holds a previous labeltool export"),
+)
+EXPORT_DEFAULTS = {"include_pending": False}  # options that are the app's own, not ExportConfig fields
 
 
 # ---------------------------------------------------------------------------- controls
@@ -53,9 +65,8 @@ def dataset_controls() -> tuple[Control, ...]:
 
 def export_controls() -> tuple[Control, ...]:
     """The export options, with the defaults of :class:`labeltool.config.ExportConfig`."""
-    defaults = ExportConfig()
-    return tuple(Control(f"ex_{name}", label, "bool", getattr(defaults, name), help=help_)
-                 for name, label, help_ in EXPORT_OPTIONS)
+    defaults = {**vars(ExportConfig()), **EXPORT_DEFAULTS}
+    return tuple(Control(f"ex_{name}", label, "bool", defaults[name], help=help_) for name, label, help_ in EXPORT_OPTIONS)
 
 
 def export_options(values: Mapping[str, Any]) -> dict[str, bool]:
@@ -68,8 +79,10 @@ def export_options(values: Mapping[str, Any]) -> dict[str, bool]:
 class ReviewPage:
     """One page of the review queue.
 
-    ``shown``: the page's suggestions; ``waiting``: suggestions that pass the filter; ``page``:
-    the page shown (0-based, clamped to ``pages``); ``labeled``: labeled images in the project."""
+    ``shown``: the page's suggestions still pending; ``waiting``: pending suggestions that pass
+    the filter; ``page``: the page shown (0-based, clamped to ``pages``); ``labeled``: labeled
+    images in the project; ``layout``: every suggestion with a card on the page, in order (those
+    decided one by one stay in their place, marked, until the page is laid out again)."""
 
     shown: list[Suggestion]
     waiting: int
@@ -78,6 +91,12 @@ class ReviewPage:
     labeled: int
     precision: PrecisionEstimate
     cards: tuple[Card, ...]
+    layout: tuple[Suggestion, ...] = ()
+
+    @property
+    def held(self) -> int:
+        """Cards of suggestions decided on this page."""
+        return len(self.layout) - len(self.shown)
 
     @property
     def precision_text(self) -> str:
@@ -93,7 +112,7 @@ class ReviewPage:
     @property
     def buttons(self) -> tuple[Button, ...]:
         """The batch actions on the shown suggestions."""
-        return batch_buttons(self.shown)
+        return batch_buttons(self.shown, self.held)
 
 
 def class_filter(choice: str | None, classes: Sequence[str]) -> int | None:
@@ -101,14 +120,47 @@ def class_filter(choice: str | None, classes: Sequence[str]) -> int | None:
     return None if choice in (None, ALL_CLASSES) else list(classes).index(choice)
 
 
+def decision_mark(s: Suggestion, state: LabelState | None) -> str:
+    """How suggestion ``s`` was decided: ``accepted`` (the image has its class), ``rejected``, or ``decided``."""
+    if state is None:
+        return "decided"
+    if state.labels.get(s.image_id) == s.class_id:
+        return "accepted"
+    return "rejected" if (s.image_id, s.class_id) in state.rejected else "decided"
+
+
 def review_page(pending: Sequence[Suggestion], classes: Sequence[str], values: Mapping[str, Any], page_number: int,
-                *, labeled: int, precision: Callable[[list[Suggestion]], PrecisionEstimate]) -> ReviewPage:
-    """The page ``page_number`` (1-based, clamped) of ``pending`` under the Review controls' ``values``."""
+                *, labeled: int, precision: Callable[[list[Suggestion]], PrecisionEstimate],
+                state: LabelState | None = None, name_of: Callable[[int], str] = str,
+                layout: Sequence[Suggestion] | None = None) -> ReviewPage:
+    """The page ``page_number`` (1-based, clamped) of ``pending`` under the Review controls' ``values``.
+
+    ``layout``: the suggestions the page showed before (None: lay it out afresh from the queue);
+    those decided since keep their place as cards marked from ``state`` (the project's labels).
+    ``name_of``: image id → file name."""
     queue = filter_sort(pending, class_filter(values.get("filter_class"), classes),
                         values.get("order", REVIEW_ORDERS[0]))
-    shown, pages, page = page_of(queue, int(page_number) - 1, int(values.get("page_size", DEFAULT_PAGE_SIZE)))
-    return ReviewPage(shown, len(queue), pages, page, labeled, precision(shown),
-                      tuple(suggestion_card(s, classes) for s in shown))
+    fresh, pages, page = page_of(queue, int(page_number) - 1, int(values.get("page_size", DEFAULT_PAGE_SIZE)))
+    waiting = {s.image_id: s for s in pending}
+    cards_of = list(layout) if layout is not None else fresh
+    shown = [waiting[s.image_id] for s in cards_of if s.image_id in waiting]
+    cards = tuple(suggestion_card(waiting[s.image_id], classes, name_of(s.image_id)) if s.image_id in waiting
+                  else decided_card(s, classes, decision_mark(s, state)) for s in cards_of)
+    return ReviewPage(shown, len(queue), pages, page, labeled, precision(shown), cards, tuple(cards_of))
+
+
+def nothing_to_review(rounds: int, filtered: bool, unlabeled: int) -> str:
+    """What the Review page says when no card is left on it."""
+    if filtered:
+        return "No suggestions of this class are waiting. Choose **all classes** to see the others."
+    if rounds == 0:
+        return ("No suggestions yet: the first round trains on the seed labels and proposes a batch to review. "
+                "Run it with the button above (or in the **Train** tab).")
+    if unlabeled == 0:
+        return "**The project is done:** every image is labeled. Go to the **Export** tab to write the dataset and model."
+    return (f"**Nothing left to review.** If the labels are good enough, the project is done: go to the **Export** tab "
+            f"to write the dataset and model. Or run another round in **Train** for the next batch "
+            f"({unlabeled} image(s) are still unlabeled).")
 
 
 # ---------------------------------------------------------------------------- Train
@@ -140,8 +192,9 @@ class RoundOutcome:
     @property
     def message(self) -> str:
         m = self.metrics
-        return (f"Round {m['round']}: {m['steps']} steps in {m['train_seconds']:.1f} s, "
-                f"final loss {m['final_loss']:.4f}; {len(self.suggestions)} suggestions to review")
+        text = (f"Round {m['round']}: {m['steps']} steps in {m['train_seconds']:.1f} s, "
+                f"final loss {m['final_loss']:.4g}; {len(self.suggestions)} suggestions to review")
+        return text + (" in the **Review** tab." if self.suggestions else ".")
 
 
 # ---------------------------------------------------------------------------- text
@@ -150,15 +203,17 @@ class PageText:
     """The lines of text the pages show, for a project with ``classes``."""
 
     classes: Sequence[str]
+    nothing_to_review = staticmethod(nothing_to_review)
 
     def other_classes(self, class_id: int) -> list[str]:
         """Classes to assign instead of the suggested one."""
         return [c for i, c in enumerate(self.classes) if i != class_id]
 
     @staticmethod
-    def evidence_thumbs(s: Suggestion) -> list[tuple[int, str]]:
-        """``(image_id, caption)`` of the evidence panel's thumbnails: the suggested image, then its evidence."""
-        return [(s.image_id, "suggested"), *((i, f"#{i}") for i in s.evidence)]
+    def evidence_thumbs(s: Suggestion, name_of: Callable[[int], str]) -> list[tuple[int, str]]:
+        """``(image_id, caption)`` of the evidence panel's thumbnails: the suggested image, then its
+        evidence, each captioned with its file name (``name_of``: image id → name)."""
+        return [(s.image_id, f"suggested: {name_of(s.image_id)}"), *((i, name_of(i)) for i in s.evidence)]
 
     def evidence_title(self, s: Suggestion) -> str:
         """Heading of the evidence panel of suggestion ``s``."""
@@ -173,14 +228,16 @@ class PageText:
 
     @staticmethod
     def project_metrics(stats: Mapping[str, Any]) -> list[tuple[str, int]]:
-        """The sidebar's counts, two per row: images, classes, labeled, unlabeled."""
-        return [("Images", stats["images"]), ("Classes", len(stats["classes"])), ("Labeled", stats["labeled"]),
+        """The sidebar's counts, two per row: usable images, classes, labeled, unlabeled."""
+        return [("Images", stats["usable"]), ("Classes", len(stats["classes"])), ("Labeled", stats["labeled"]),
                 ("Unlabeled", stats["unlabeled"])]
 
     @staticmethod
     def project_caption(stats: Mapping[str, Any]) -> str:
-        """The sidebar's one-line project summary."""
-        return (f"{len(stats['broken'])} broken · backbone {stats['backbone']} @ {stats['input_size']} px · "
+        """The sidebar's one-line project summary (files that could not be read, apart from the images)."""
+        broken = len(stats["broken"])
+        files = f"{broken} broken file(s), not counted (see Dataset) · " if broken else ""
+        return (f"{files}backbone {stats['backbone']} @ {stats['input_size']} px · "
                 f"{stats['device']} · {stats['rounds']} round(s)")
 
     @staticmethod

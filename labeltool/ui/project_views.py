@@ -143,9 +143,29 @@ def image_info(image_id: int, row: ImageRow | None, state: LabelState, classes: 
 
 
 # ---------------------------------------------------------------------------- export
-def default_export_dir(image_root: Path, last_round: int | None, base: str | Path | None = None) -> Path:
-    """``<base or ./models>/<folder name>-round<N>`` (a new name when that exists already)."""
-    base_dir = Path(base) if base else Path.cwd() / "models"
+EXPORTS_FOLDER = "labeltool-exports"
+
+
+def export_base(image_root: Path, avoid: Iterable[Path] = ()) -> Path:
+    """Where exports go by default: ``~/labeltool-exports``, else ``labeltool-exports`` beside the
+    image folder, else in the temp folder; the first that lies neither inside the image folder nor
+    inside (or above) a folder of ``avoid`` (the project directory, the app's own folder)."""
+    import tempfile
+
+    root = Path(image_root).resolve()
+    kept = [root, *(Path(a).resolve() for a in avoid)]
+    for base in (Path.home() / EXPORTS_FOLDER, root.parent / EXPORTS_FOLDER, Path(tempfile.gettempdir()) / EXPORTS_FOLDER):
+        b = base.resolve()
+        if not any(b == k or k in b.parents or b in k.parents for k in kept):
+            return b
+    raise ValueError(f"no default export folder outside {root}: choose one")
+
+
+def default_export_dir(image_root: Path, last_round: int | None, base: str | Path | None = None,
+                       avoid: Iterable[Path] = ()) -> Path:
+    """``<base>/<folder name>-round<N>`` (a new name when that exists already); ``base`` defaults
+    to :func:`export_base`, outside the image folder and the folders of ``avoid``."""
+    base_dir = Path(base) if base else export_base(image_root, avoid)
     stem = re.sub(r"[^A-Za-z0-9_.-]", "_", image_root.name) or "labeltool"
     name = f"{stem}-round{last_round}" if last_round is not None else stem
     out, n = base_dir / name, 1

@@ -70,9 +70,13 @@ def test_cards_and_batch_buttons_call_the_session_with_the_shown_rows() -> None:
     assert accept.message([11, 12, 13]) == "Accepted 3 suggestions"
     assert undo.message([]) == "Nothing to undo" and undo.message([5, 6]) == "Undid 2 decision(s)"
     assert all(b.disabled for b in batch_buttons([])[:2]) and not batch_buttons([])[2].disabled
-    card = suggestion_card(shown[1], CLASSES)
-    assert card.text == "**dog** · 0.99" and card.inline
+    card = suggestion_card(shown[1], CLASSES, "img_1.png")
+    assert card.text == "**dog** · 0.99" and not card.inline  # worded buttons, stacked card wide
     assert [b.key for b in card.buttons] == ["acc_1", "rej_1", "ev_1"]
+    assert [b.label for b in card.buttons] == ["Accept", "Reject", "Evidence"]
+    assert all(b.icon is None for b in card.buttons)
+    assert card.buttons[1].message([3]) == "Rejected **dog** for `img_1.png`" and card.buttons[1].offers_undo
+    assert card.buttons[0].refresh and card.buttons[1].refresh  # the sidebar counts follow a single click
     assert card.buttons[1].args == (1, 1) and card.buttons[2].state == {"evidence_for": 1}
     assert card.buttons[0].message([9]) is None  # a single click leaves no message
     fix, unlabel = dispute_card(Disputed(4, 0, 2, 0.8, (1, 2)), CLASSES).buttons
@@ -96,15 +100,18 @@ def test_page_texts() -> None:
     text = PageText(tuple(CLASSES))
     s = _pending(2)[1]
     assert text.other_classes(1) == ["cat", "owl"]
-    assert text.evidence_thumbs(s) == [(1, "suggested"), (101, "#101")]
+    assert text.evidence_thumbs(s, lambda i: f"f{i}.png") == [(1, "suggested: f1.png"), (101, "f101.png")]
     assert text.evidence_title(s).startswith("**Evidence for image 1** → suggested **dog**")
     info = {"image_id": 3, "relpath": "a/b.png", "label": None, "source": None, "suggested": "owl", "confidence": 0.5}
     assert text.image_caption(info) == "**image 3** · `a/b.png`  \nlabel: **unlabeled** (–)  \nsuggested: **owl** (0.50)"
     assert "first 24" in text.disputed_caption(30)
-    stats = {"images": 5, "classes": CLASSES, "labeled": 2, "unlabeled": 3, "broken": [("x", "y")],
+    stats = {"images": 6, "usable": 5, "classes": CLASSES, "labeled": 2, "unlabeled": 3, "broken": [("x", "y")],
              "backbone": "b", "input_size": 64, "device": "cpu", "rounds": 1}
+    # usable images only: the broken file is counted apart
     assert text.project_metrics(stats) == [("Images", 5), ("Classes", 3), ("Labeled", 2), ("Unlabeled", 3)]
-    assert text.project_caption(stats) == "1 broken · backbone b @ 64 px · cpu · 1 round(s)"
+    assert text.project_caption(stats) == ("1 broken file(s), not counted (see Dataset) · backbone b @ 64 px · "
+                                           "cpu · 1 round(s)")
+    assert text.project_caption({**stats, "broken": []}) == "backbone b @ 64 px · cpu · 1 round(s)"
     assert selected_image({"selection": {"points": [{"customdata": [7, "cat", "seed"]}]}}) == 7
     assert selected_image({"selection": {"points": []}}) is None and selected_image(None) is None
 
