@@ -87,6 +87,8 @@ def review_page(session: LabelingSession, tcfg: TrainConfig | None, scfg: Sugges
     if ss.pop("rerun_app", False):  # a decision: refresh the sidebar counts too
         st.rerun(scope="app")
     show_flash(session, session.undo_button("undo_flash"))
+    if ss.pop("first_page", False):  # a new round: its batch from the top
+        ss.page_input = 1
     cols = st.columns([2, 2, 1, 1])
     values = controls(session.page_controls("review"), cols=cols)
     # the page keeps its cards in place while they are decided one by one, until it is laid out again
@@ -181,7 +183,7 @@ def run_round(session: LabelingSession, tcfg: Any, scfg: Any) -> None:
                     start_umap=ss.umap_auto, on_proposing=lambda: bar.progress(1.0, text="Proposing suggestions…"))
     if outcome is None:
         return
-    ss.page_input, ss.evidence_for, ss[HOLD] = 1, None, None
+    ss.evidence_for, ss[HOLD], ss.first_page = None, None, True
     bump()
     # run from Train: a button there leads to Review; run from Review (the first round): its batch is right here
     ss.flash, ss.round_done = ("success", outcome.message), ss.get("tab") == "Train"

@@ -17,6 +17,17 @@ Measured:
   review fragment.
 
 Prints a table and writes benchmarks/results/app_render.json.
+
+``--round`` measures something else: one round in the app against the same round through the
+command line's path, on a copy of sample_data/ (64 px). The CLI path is what ``labeltool train``
++ ``suggest`` do (``LabelingSession.train_round`` + ``propose``); the app path is
+``LabelingSession.run_app_round``, which stops the previous round's UMAP job first and starts the
+new round's. Before every measured round the previous round's UMAP projection job is running in
+the background (ui/figures.py UMAP_JOBS), as it is in the app after a round; the two paths
+alternate ``--repeats`` times in one run. Both train the same 300-step head. Prints
+min/median/max of each and the ratio of the medians; writes benchmarks/results/app_round.json.
+
+    .venv/bin/python benchmarks/bench_app.py --round [--repeats 5]
 """
 
 from __future__ import annotations
@@ -159,7 +170,7 @@ def browser_side(root: Path, clicks: int) -> dict[str, Any]:
         for _ in range(clicks):
             wait_idle(page)
             before = int(value.inner_text())
-            button = page.get_by_test_id("stMain").locator("button").filter(has_text="check").first
+            button = page.get_by_test_id("stMain").locator("button").filter(has_text="Accept").filter(has_not_text="all").first
             t0 = time.perf_counter()
             button.click()
             expect(value).to_have_text(str(before - 1), timeout=60_000)
@@ -169,14 +180,87 @@ def browser_side(root: Path, clicks: int) -> dict[str, Any]:
     return out
 
 
+ROUND_STEPS = 300
+
+
+def _round_once(s: LabelingSession, path: str) -> tuple[float, bool]:
+    """One measured round through ``path`` (``cli`` or ``app``) with the previous round's UMAP job
+    running; returns (seconds, whether a UMAP job was running when the round started)."""
+    from labeltool.ui.figures import UMAP_JOBS, projection_path
+
+    prev = s.current_round().round
+    s.projection(start_umap=True)  # the previous round's UMAP, as the app leaves it after a round
+    running = UMAP_JOBS.status(projection_path(s.project.cache_dir, f"round-{prev}", "umap")) == "running"
+    train = TrainConfig(min_steps=ROUND_STEPS, max_steps=ROUND_STEPS)
+    suggest = SuggestConfig(batch_size=48)
+    t0 = time.perf_counter()
+    if path == "cli":
+        m = s.train_round(train)
+        s.propose(suggest)
+    else:
+        m = s.run_app_round(train, suggest, start_umap=True).metrics
+    dt = time.perf_counter() - t0
+    if m["steps"] != ROUND_STEPS:
+        raise RuntimeError(f"expected {ROUND_STEPS} steps, the round ran {m['steps']}")
+    return dt, running
+
+
+def round_side(repeats: int) -> dict[str, Any]:
+    """Alternate CLI and app rounds on a copy of sample_data/ (see the module docstring)."""
+    import shutil
+
+    from labeltool.config import ProjectConfig
+    from labeltool.ui.figures import UMAP_JOBS
+
+    out: dict[str, Any] = {"cli_s": [], "app_s": [], "umap_running_at_start": {"cli": [], "app": []}}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "sample_data"
+        shutil.copytree(REPO / "sample_data", folder, ignore=shutil.ignore_patterns(".labeltool"))
+        with LabelingSession.open(folder, config=ProjectConfig(image_size=64)) as s:
+            s.embed()
+            s.train_round(TrainConfig(min_steps=ROUND_STEPS, max_steps=ROUND_STEPS))  # round 1: warm-up
+            s.propose(SuggestConfig(batch_size=48))
+            for n in range(repeats):
+                for path in (("cli", "app") if n % 2 == 0 else ("app", "cli")):
+                    dt, running = _round_once(s, path)
+                    out[f"{path}_s"].append(round(dt, 3))
+                    out["umap_running_at_start"][path].append(running)
+                    print(f"round {n + 1}/{repeats} {path}: {dt:.2f} s (UMAP job running: {running})", flush=True)
+            UMAP_JOBS.cancel_all()
+    for path in ("cli", "app"):
+        xs = out[f"{path}_s"]
+        out[path] = {"min_s": min(xs), "median_s": statistics.median(xs), "max_s": max(xs)}
+    out["ratio_app_over_cli_median"] = round(out["app"]["median_s"] / out["cli"]["median_s"], 3)
+    return out
+
+
+def main_round(repeats: int, out_path: Path) -> None:
+    result = {"steps": ROUND_STEPS, "image_size": 64, "repeats": repeats, **round_side(repeats),
+              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                          "load_average_1m_at_end": round(os.getloadavg()[0], 2)}}
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{'path':6s} {'min s':>8s} {'median s':>9s} {'max s':>8s}")
+    for path in ("cli", "app"):
+        r = result[path]
+        print(f"{path:6s} {r['min_s']:8.2f} {r['median_s']:9.2f} {r['max_s']:8.2f}")
+    print(f"app / cli (medians): {result['ratio_app_over_cli_median']:.2f}")
+    print(f"wrote {out_path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--round", action="store_true", help="a round in the app against the CLI's (see above)")
+    ap.add_argument("--repeats", type=int, default=5, help="--round: rounds of each path")
     ap.add_argument("--images", type=int, default=10000)
     ap.add_argument("--clicks", type=int, default=10)
     ap.add_argument("--workdir", type=Path, help="keep the generated project here (default: a temp dir)")
     ap.add_argument("--no-browser", action="store_true")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "app_render.json")
     args = ap.parse_args()
+    if args.round:
+        main_round(args.repeats, REPO / "benchmarks" / "results" / "app_round.json")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         root = (args.workdir or Path(tmp)) / f"app-bench-{args.images}"
         setup = build(root, args.images) if not (root / ".labeltool").exists() else {"reused": 1.0}

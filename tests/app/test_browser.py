@@ -13,6 +13,8 @@ from app_helpers import labeled_count
 from browser_util import browser_page, metric_value, missing_browser, running_app, wait_idle
 
 REASON = missing_browser()
+# how far the page is scrolled, whichever element scrolls it
+SCROLL = "() => Math.max(window.scrollY, ...[...document.querySelectorAll('*')].map(e => e.scrollTop))"
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 
 
@@ -43,3 +45,57 @@ def test_accept_all_shown_in_the_browser(trained_folder: Path, tmp_path: Path) -
     assert (tmp_path / "review-after-accept.png").stat().st_size > 10_000
     assert labeled_count(trained_folder) == before_store + shown
     assert "Traceback" not in log.read_text(errors="replace")
+
+
+def test_review_cards_in_the_browser(trained_folder: Path, tmp_path: Path) -> None:
+    """Worded card buttons on one line each, evidence without a scroll jump, a reject that names
+    the file and keeps the grid, the sidebar following a single accept, and no Deploy button."""
+    from playwright.sync_api import expect
+
+    with running_app(trained_folder, image_size=64, log=tmp_path / "streamlit.log") as url, \
+            browser_page(1500, 1000) as page:
+        page.goto(url)
+        page.get_by_text("Awaiting review").first.wait_for()
+        wait_idle(page)
+        main = page.get_by_test_id("stMain")
+        assert page.get_by_text("Deploy", exact=True).count() == 0
+        heights = {main.get_by_role("button", name=n, exact=True).first.bounding_box()["height"]  # type: ignore[index]
+                   for n in ("Accept", "Reject", "Evidence")}
+        assert len(heights) == 1 and heights.pop() < 48  # one line of text each, all the same
+        for n in ("Accept", "Reject", "Evidence"):
+            label = main.get_by_role("button", name=n, exact=True).first.locator("p")
+            assert label.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), f"{n} is cut off"
+
+        # evidence of a card further down: the page stays where it is
+        cards = main.get_by_role("button", name="Evidence", exact=True)
+        cards.nth(13).scroll_into_view_if_needed()
+        page.mouse.wheel(0, 300)
+        page.wait_for_timeout(500)
+        before = page.evaluate(SCROLL)
+        assert before > 100, "the page was scrolled down before the click"
+        cards.nth(13).click()
+        page.get_by_role("dialog").wait_for()
+        wait_idle(page)
+        after = page.evaluate(SCROLL)
+        assert abs(after - before) < 5, (before, after)
+        assert page.get_by_role("dialog").get_by_text("suggested: ").count() == 1
+        page.keyboard.press("Escape")
+        wait_idle(page)
+
+        # a reject: a message naming the file, an Undo beside it, the card stays in place, greyed
+        sidebar = page.get_by_test_id("stSidebar").get_by_test_id("stMetric").filter(has_text="Labeled").first
+        labeled = int(sidebar.get_by_test_id("stMetricValue").inner_text())
+        box = main.get_by_role("button", name="Reject", exact=True).nth(1).bounding_box()
+        main.get_by_role("button", name="Reject", exact=True).nth(1).click()
+        expect(main.get_by_text("Rejected").first).to_be_visible()
+        wait_idle(page)
+        assert main.get_by_role("button", name="Undo", exact=True).count() == 1
+        still = main.get_by_role("button", name="Reject", exact=True).nth(1)
+        assert still.is_disabled()
+        moved = still.bounding_box()
+        assert moved is not None and box is not None and abs(moved["x"] - box["x"]) < 2
+        page.screenshot(path=str(tmp_path / "after-reject.png"))
+
+        # a single accept: the sidebar count follows at once
+        main.get_by_role("button", name="Accept", exact=True).first.click()
+        expect(sidebar.get_by_test_id("stMetricValue")).to_have_text(str(labeled + 1), timeout=30_000)
