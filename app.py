@@ -86,7 +86,7 @@ def sidebar_settings(session: LabelingSession) -> tuple[TrainConfig | None, Sugg
 def review_page(session: LabelingSession, tcfg: TrainConfig | None, scfg: SuggestConfig | None) -> None:
     if ss.pop("rerun_app", False):  # a decision: refresh the sidebar counts too
         st.rerun(scope="app")
-    show_flash(session, session.undo_button("undo_flash"))
+    show_flash(session, session.undo_button("undo_flash"), idle=session.text.review_hint)
     if ss.pop("first_page", False):  # a new round: its batch from the top
         ss.page_input = 1
     cols = st.columns([2, 2, 1, 1])

@@ -151,17 +151,26 @@ def tab_button(label: str, tab: str, primary: bool = False) -> None:
               kwargs={"tab": tab})
 
 
-def show_flash(session: Session | None = None, undo: Button | None = None) -> None:
-    """The message the last callback left, shown once, with the ``undo`` button beside it when it offered one."""
-    if ss.get("flash"):
-        kind, text = ss.flash
-        with_undo = undo is not None and session is not None and ss.get("flash_undo")
-        slot, side = st.columns([6, 1], vertical_alignment="center") if with_undo else (st.container(), None)
-        (slot.error if kind == "error" else slot.success)(text)
-        if side is not None and undo is not None and session is not None:
-            with side:
-                button(session, undo)
-        ss.flash, ss.flash_undo = None, False
+def show_flash(session: Session | None = None, undo: Button | None = None, idle: str | None = None) -> None:
+    """The message the last callback left, shown once, with the ``undo`` button beside it when it
+    offered one. With ``idle`` (the line shown while there is no message) the message has a slot
+    of fixed height, so what is below it never moves when a message comes or goes."""
+    slot = st.container(height=58, border=False, vertical_alignment="center") if idle is not None else st.container()
+    if not ss.get("flash"):
+        if idle:
+            slot.caption(idle)
+        return
+    kind, text = ss.flash
+    with_undo = undo is not None and session is not None and ss.get("flash_undo")
+    text_col, side = slot.columns([6, 1], vertical_alignment="center") if with_undo else (slot, None)
+    if idle is not None:  # one line, no box: it fits the slot
+        text_col.markdown(f":{'red' if kind == 'error' else 'green'}[{'✗' if kind == 'error' else '✓'}] {text}")
+    else:
+        (text_col.error if kind == "error" else text_col.success)(text)
+    if side is not None and undo is not None and session is not None:
+        with side:
+            button(session, undo)
+    ss.flash, ss.flash_undo = None, False
 
 
 # ---------------------------------------------------------------------------- renderers

@@ -4,7 +4,7 @@
 
 Copies sample_data/ to a temporary folder, runs three rounds there with a reviewer that answers
 from the sample's ground truth (so the charts have a history), computes the UMAP, then opens the
-app and photographs each tab. Needs chromium and playwright (.ci/browser_setup.sh). The server
+app and photographs each tab (the Review tab after one reject, and the evidence dialog). Needs chromium and playwright (.ci/browser_setup.sh). The server
 is started closed, with the options of .streamlit/config.toml as flags (loopback only, no usage
 statistics, no outside calls, no file watcher): see ``server_command`` in tests/app/browser_util.py.
 """
@@ -64,9 +64,18 @@ def shoot(folder: Path, out: Path, image_size: int, export_to: Path, log: Path) 
         page.goto(url)
         page.get_by_text("Awaiting review").first.wait_for()
         wait_idle(page)
-        page.locator("[data-testid='stMain'] button").filter(has_text="search").first.click()  # open the evidence
+        main = page.get_by_test_id("stMain")
+        main.get_by_role("button", name="Reject", exact=True).nth(6).click()  # a reject: message, Undo, card kept
         wait_idle(page)
+        page.evaluate("() => document.querySelectorAll('*').forEach(e => { e.scrollTop = 0 })")
+        page.wait_for_timeout(300)
         page.screenshot(path=str(out / "review.png"))
+        main.get_by_role("button", name="Evidence", exact=True).first.click()  # the evidence, over the page
+        page.get_by_role("dialog").wait_for()
+        wait_idle(page)
+        page.screenshot(path=str(out / "evidence.png"))
+        page.keyboard.press("Escape")
+        wait_idle(page)
         for name in ("Train", "Explore", "Dataset", "Export"):
             page.get_by_role("tab", name=name).click()
             wait_idle(page)

@@ -11,7 +11,6 @@ from labeltool.suggest.propose import Suggestion
 from labeltool.ui.queue import Disputed
 
 HOLD = "review_hold"  # app-state key of the review page's held layout (None: lay the page out afresh)
-MARKS = {"accepted": ":green-badge[Accepted]", "rejected": ":red-badge[Rejected]", "decided": ":gray-badge[Decided]"}
 
 
 @dataclass(frozen=True)
@@ -97,11 +96,12 @@ def suggestion_card(s: Suggestion, classes: Sequence[str], name: str) -> Card:
 
 
 def decided_card(s: Suggestion, classes: Sequence[str], mark: str) -> Card:
-    """A suggestion decided on this page, kept in its place: struck through, marked ``accepted``,
-    ``rejected`` or ``decided``, its buttons disabled (so the card keeps its height)."""
-    return Card(s.image_id, f":gray[~~{classes[s.class_id]}~~ · {s.confidence:.2f}] {MARKS[mark]}", (
-        Button(f"acc_{s.image_id}", "Accept", disabled=True),
-        Button(f"rej_{s.image_id}", "Reject", disabled=True),
+    """A suggestion decided on this page, kept in its place and height: its line greyed and struck
+    through, its buttons disabled, the one that decided it saying ``Accepted`` or ``Rejected``."""
+    labels = {"accepted": ("Accepted", "Reject"), "rejected": ("Accept", "Rejected")}.get(mark, ("Accept", "Reject"))
+    return Card(s.image_id, f":gray[~~{classes[s.class_id]}~~ · {s.confidence:.2f}]", (
+        Button(f"acc_{s.image_id}", labels[0], disabled=True, icon=":material/check:" if mark == "accepted" else None),
+        Button(f"rej_{s.image_id}", labels[1], disabled=True, icon=":material/close:" if mark == "rejected" else None),
         Button(f"ev_{s.image_id}", "Evidence", disabled=True),
     ))
 

@@ -204,6 +204,8 @@ class PageText:
 
     classes: Sequence[str]
     nothing_to_review = staticmethod(nothing_to_review)
+    review_hint = ("Accept or reject each card, or all shown at once; a decided card stays in its place until "
+                   "the page is laid out again. Undo takes back the newest click or batch.")
 
     def other_classes(self, class_id: int) -> list[str]:
         """Classes to assign instead of the suggested one."""
