@@ -246,7 +246,7 @@ def export_page(session: LabelingSession) -> None:
     out = st.text_input("Export folder", key="export_dir",
                         help="dataset/ (one folder per class + manifest) and model/ are written here, atomically")
     items = session.page_controls("export")
-    options = session.export_options(controls(items, cols=st.columns(len(items))))
+    options = session.export_options(controls(items, cols=[c for _ in range(0, len(items), 3) for c in st.columns(3)]))
     if st.button("Export", type="primary", key="export"):
         with st.spinner("Exporting…"):
             done = guard(session.export_from_app, out, **options)
