@@ -29,7 +29,7 @@ EXPORT_OPTIONS = (
     ("include_pseudo", "Include labels accepted without review",
      "labels the tool accepted on its own (source 'pseudo' in the manifest); seed and reviewed labels are always "
      "exported. Suggestions still waiting in Review are not labels: see the next option"),
-    ("include_pending", "Add the pending suggestions as unreviewed labels",
+    ("include_pending", "Add pending suggestions (unreviewed)",
      "off by default: the newest round's suggestions still waiting in Review are exported too, each with source "
      "'suggested' (not reviewed) and its confidence in the manifest"),
     ("link", "Hard links", "link instead of copying where possible"),
@@ -179,7 +179,8 @@ class TrainProgress:
         redraw = now - self.last_redraw > self.redraw_seconds or step >= total
         if redraw:
             self.last_redraw = now
-        return min(1.0, step / max(total, 1)), f"Training: step {step}/{total} · loss {loss:.4f}", redraw
+        shown = f"{loss:.4f}" if abs(loss) >= 1e-3 else f"{loss:.3g}"  # a small loss is not "0.0000"
+        return min(1.0, step / max(total, 1)), f"Training: step {step}/{total} · loss {shown}", redraw
 
 
 @dataclass(frozen=True)

@@ -115,6 +115,9 @@ def test_unlabeled_points_look_like_no_class() -> None:
 
 
 def test_loss_chart_ticks_and_compactness_help() -> None:
+    from labeltool.ui.pages import TrainProgress
+
+    assert TrainProgress().update(1, 9, 3.95e-5, now=0.0)[1] == "Training: step 1/9 · loss 3.95e-05"
     fig = figures.loss_figure([3e-7, 2e-7, 1e-7])
     assert fig.layout.yaxis.tickformat == ".3~g" and fig.layout.yaxis.exponentformat == "e"
     for name in ("C-Inter", "W-Inter", "WC-Intra"):
