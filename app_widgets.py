@@ -146,9 +146,10 @@ def kept(name: str, key: Any) -> Any:
 
 
 def tab_button(label: str, tab: str, primary: bool = False) -> None:
-    """A button that opens the tab ``tab`` (the tabs' widget key is ``tab``)."""
+    """A button that opens the tab ``tab`` (the tabs' widget key is ``tab``); from inside a
+    fragment too: the whole app reruns, so the tabs show the new one."""
     st.button(label, key=f"go_{tab.lower()}", type="primary" if primary else "secondary", on_click=ss.update,
-              kwargs={"tab": tab})
+              kwargs={"tab": tab, "rerun_app": True})
 
 
 def show_flash(session: Session | None = None, undo: Button | None = None, idle: str | None = None) -> None:

@@ -100,3 +100,17 @@ def test_review_cards_in_the_browser(trained_folder: Path, tmp_path: Path) -> No
         # a single accept: the sidebar count follows at once
         main.get_by_role("button", name="Accept", exact=True).first.click()
         expect(sidebar.get_by_test_id("stMetricValue")).to_have_text(str(labeled + 1), timeout=30_000)
+
+
+def test_done_page_leads_to_the_export_tab(trained_folder: Path) -> None:
+    """With nothing left to review, 'Go to Export' opens the Export tab (from inside the page's fragment)."""
+    with running_app(trained_folder, image_size=64) as url, browser_page() as page:
+        page.goto(url)
+        page.get_by_text("Awaiting review").first.wait_for()
+        wait_idle(page)
+        page.get_by_role("button", name=re.compile(r"Accept all shown \(\d+\)")).click()
+        page.get_by_text("Nothing left to review").wait_for()
+        wait_idle(page)
+        page.get_by_role("button", name="Go to Export").click()
+        page.get_by_role("textbox", name="Export folder").wait_for()
+        assert page.get_by_role("tab", name="Export").get_attribute("aria-selected") == "true"
