@@ -155,7 +155,7 @@ def nothing_to_review(rounds: int, filtered: bool, unlabeled: int) -> str:
         return "No suggestions of this class are waiting. Choose **all classes** to see the others."
     if rounds == 0:
         return ("No suggestions yet: the first round trains on the seed labels and proposes a batch to review. "
-                "Run it with the button above (or in the **Train** tab).")
+                "Run it with the button below (or in the **Train** tab).")
     if unlabeled == 0:
         return "**The project is done:** every image is labeled. Go to the **Export** tab to write the dataset and model."
     return (f"**Nothing left to review.** If the labels are good enough, the project is done: go to the **Export** tab "
