@@ -22,10 +22,11 @@ from labeltool.suggest.knn_scores import KNN_CONFIDENCES
 from labeltool.suggest.registry import list_sources
 
 __all__ = [
-    "AMP_MODES", "REVIEWERS", "SOURCES", "ExportConfig", "SelftrainConfig", "TRAIN_MODES", "FinetuneConfig", "ProjectConfig", "SuggestConfig", "TrainConfig",
+    "AMP_MODES", "BALANCE_MODES", "REVIEWERS", "SOURCES", "ExportConfig", "SelftrainConfig", "TRAIN_MODES", "FinetuneConfig", "ProjectConfig", "SuggestConfig", "TrainConfig",
 ]
 
 TRAIN_MODES = ("head", "finetune")
+BALANCE_MODES = ("prevalence", "none")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 SOURCES: tuple[str, ...] = tuple(list_sources())  # the registered suggestion sources, sorted
 
@@ -219,6 +220,13 @@ class SuggestConfig:
       corrections per image 0.35 vs 0.67 on CIFAR-10 at 64 px). ``walk_roundtrip``: multiply the
       walk confidence by its round-trip consistency.
     - ``normalize``: L2-normalise embeddings (cosine geometry) for kNN, the walk and evidence.
+    - ``balance``: ``"prevalence"`` gives each class a share of the batch in proportion to its
+      estimated share of the unlabeled images (so none starves or takes over); ``"none"`` takes
+      the most confident whatever their class. ``stratified`` overrides it.
+    - ``calibration_folds``: held-out folds of the verified labels on which the stated precision is
+      calibrated (each trains one extra head per round); 0 turns calibration off.
+    - ``target_accuracy``: the accuracy the coverage meter counts the reviews still needed for.
+    - ``warn_below``: a batch whose estimated precision is below it is flagged before acceptance.
     """
 
     source: str = "knn"
@@ -232,8 +240,20 @@ class SuggestConfig:
     walk_temperature: float = 0.1
     walk_roundtrip: bool = False
     normalize: bool = True
+    balance: str = "prevalence"
+    calibration_folds: int = 5
+    target_accuracy: float = 0.99
+    warn_below: float = 0.9
 
     def __post_init__(self) -> None:
+        if self.balance not in BALANCE_MODES:
+            raise ValueError(f"balance must be one of {list(BALANCE_MODES)}, got {self.balance!r}")
+        if not _is_int(self.calibration_folds) or self.calibration_folds < 0 or self.calibration_folds == 1:
+            raise ValueError(f"calibration_folds must be 0 (off) or an integer >= 2, got {self.calibration_folds!r}")
+        for name in ("target_accuracy", "warn_below"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {v!r}")
         if self.source not in list_sources():
             raise ValueError(f"source must be one of {list_sources()}, got {self.source!r}")
         if self.confidence not in KNN_CONFIDENCES:

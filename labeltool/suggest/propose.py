@@ -53,6 +53,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KNN_CONFIDENCES",
+    "Candidates",
+    "candidates",
+    "suggestions_from",
     "Suggestion",
     "knn_class_scores",
     "propose",
@@ -128,7 +131,28 @@ def _check_probs(probs: np.ndarray, rows: np.ndarray, chunk: int) -> None:
             raise ValueError("probs must be finite probabilities in [0, 1]")
 
 
-def propose(
+@dataclass(frozen=True)
+class Candidates:
+    """The best allowed class of every unlabeled image that has one, before selection.
+
+    ``image_ids``, ``classes``, ``confidences``, ``distances`` (NaN where the source has none) and
+    ``tiebreak`` are ``[M]``; ``rows`` ``[M]`` their embedding rows; ``pool_size`` = ``U``, the
+    unlabeled images scored (``M <= U``: an image whose every class was rejected has none).
+    """
+
+    image_ids: np.ndarray
+    classes: np.ndarray
+    confidences: np.ndarray
+    distances: np.ndarray
+    tiebreak: np.ndarray
+    rows: np.ndarray
+    pool_size: int
+    source: SuggestionSource
+    context: ScoringContext
+    labeled_ids: np.ndarray
+
+
+def candidates(
     embeddings: np.ndarray,
     labels: np.ndarray,
     image_ids: np.ndarray,
@@ -138,30 +162,15 @@ def propose(
     probs: np.ndarray | None = None,
     num_classes: int | None = None,
     knn_backend: str = "auto",
-) -> list[Suggestion]:
-    """Ranked suggestions for the unlabeled images.
-
-    Args:
-        embeddings: ``[N, D]`` current embedding of every image (may be a memmap; read in chunks).
-        labels: ``[N]`` int, ``-1`` = unlabeled, else the class id.
-        image_ids: ``[N]`` int, unique.
-        config: scoring and selection (module docstring for the confidence definitions).
-        rejected: ``(image_id, class_id)`` pairs never to propose.
-        probs: ``[N, C]`` class probabilities, required for ``source="softmax"``.
-        num_classes: ``C``; default from ``probs`` or ``labels.max() + 1``.
-        knn_backend: passed to :func:`labeltool.suggest.knn.knn_search`.
-
-    Returns:
-        Suggestions sorted by confidence descending (ties by image id), ``rank`` = position.
-        Stratified selection splits the total over the classes that can be predicted (classes
-        with a labeled image; all ``C`` for ``softmax``).
-    """
+) -> Candidates | None:
+    """Score every unlabeled image (arguments as :func:`propose`); ``None`` when nothing can be
+    proposed (no unlabeled image, no class, or no labeled image for a source that needs them)."""
     labels = np.asarray(labels)
     image_ids = np.asarray(image_ids)
     source = get_source(config.source)
     lab, unl, c = _validate(embeddings, labels, image_ids, probs, num_classes, source)
     if unl.size == 0 or c == 0 or (source.needs_labels and lab.size == 0):
-        return []
+        return None
     lab = lab[np.argsort(image_ids[lab], kind="stable")]  # neighbour ties resolve by image id
     ctx = ScoringContext(
         embeddings=embeddings,
@@ -177,26 +186,60 @@ def propose(
     )
     if probs is not None and source.needs_probs:
         _check_probs(probs, unl, _CHUNK)
-    return _ranked(source, ctx, image_ids, image_ids[lab])
-
-
-def _ranked(
-    source: SuggestionSource, ctx: ScoringContext, image_ids: np.ndarray, lab_ids: np.ndarray
-) -> list[Suggestion]:
-    """Score with ``source``, select the batch and attach evidence; ``image_ids [N]``, ``lab_ids [L]``
-    the image id of each labeled row of ``ctx``."""
-    unl, config = ctx.unlabeled, ctx.config
     pos, cls, conf, dist, tie = _collect(source.score(ctx))
-    ids = image_ids[unl[pos]].astype(np.int64)
-    chosen = select(ids, cls, conf, config, source.predictable_classes(ctx), pool_size=unl.size, tiebreak=tie)
-    evidence = _evidence(ctx, unl[pos[chosen]], cls[chosen], lab_ids)
+    return Candidates(image_ids[unl[pos]].astype(np.int64), cls, conf, dist, tie, unl[pos], int(unl.size), source,
+                      ctx, image_ids[lab])
+
+
+def propose(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    image_ids: np.ndarray,
+    config: SuggestConfig,
+    *,
+    rejected: Iterable[tuple[int, int]] = (),
+    probs: np.ndarray | None = None,
+    num_classes: int | None = None,
+    knn_backend: str = "auto",
+    shares: np.ndarray | None = None,
+) -> list[Suggestion]:
+    """Ranked suggestions for the unlabeled images.
+
+    Args:
+        embeddings: ``[N, D]`` current embedding of every image (may be a memmap; read in chunks).
+        labels: ``[N]`` int, ``-1`` = unlabeled, else the class id.
+        image_ids: ``[N]`` int, unique.
+        config: scoring and selection (module docstring for the confidence definitions).
+        rejected: ``(image_id, class_id)`` pairs never to propose.
+        probs: ``[N, C]`` class probabilities, required for ``source="softmax"``.
+        num_classes: ``C``; default from ``probs`` or ``labels.max() + 1``.
+        knn_backend: passed to :func:`labeltool.suggest.knn.knn_search`.
+        shares: ``[C]`` estimated share of each class among the unlabeled images, for
+            ``config.balance == "prevalence"`` (see :func:`~labeltool.suggest.select.select`).
+
+    Returns:
+        Suggestions sorted by confidence descending (ties by image id), ``rank`` = position.
+        Stratified selection splits the total over the classes that can be predicted (classes
+        with a labeled image; all ``C`` for ``softmax``).
+    """
+    cand = candidates(embeddings, labels, image_ids, config, rejected=rejected, probs=probs,
+                      num_classes=num_classes, knn_backend=knn_backend)
+    return [] if cand is None else suggestions_from(cand, shares)
+
+
+def suggestions_from(cand: Candidates, shares: np.ndarray | None = None) -> list[Suggestion]:
+    """Select the batch among ``cand`` (``shares [C]`` as in :func:`propose`) and attach evidence."""
+    ctx, config, source = cand.context, cand.context.config, cand.source
+    chosen = select(cand.image_ids, cand.classes, cand.confidences, config, source.predictable_classes(ctx),
+                    pool_size=cand.pool_size, tiebreak=cand.tiebreak, shares=shares)
+    evidence = _evidence(ctx, cand.rows[chosen], cand.classes[chosen], cand.labeled_ids)
     return [
         Suggestion(
-            image_id=int(ids[j]),
-            class_id=int(cls[j]),
-            confidence=float(conf[j]),
+            image_id=int(cand.image_ids[j]),
+            class_id=int(cand.classes[j]),
+            confidence=float(cand.confidences[j]),
             source=source.name,
-            distance=float(dist[j]) if source.has_distance else None,
+            distance=float(cand.distances[j]) if source.has_distance else None,
             evidence=evidence[rank],
             rank=rank,
         )

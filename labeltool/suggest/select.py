@@ -29,6 +29,7 @@ def select(
     *,
     pool_size: int | None = None,
     tiebreak: np.ndarray | None = None,
+    shares: np.ndarray | None = None,
 ) -> np.ndarray:
     """Pick the batch among the candidates; returns their positions in output order.
 
@@ -39,8 +40,14 @@ def select(
         pool_size: ``|U|`` for ``percent`` (default ``M``).
         tiebreak: ``[M]`` optional second key, higher first, among equal confidences (e.g. a
             probability that rounds to 1.0 for many images, ranked by what it rounded away).
+        shares: ``[C]`` estimated share of each class among the unlabeled images, used when
+            ``config.balance == "prevalence"`` (and not ``stratified``).
 
     Candidates below ``min_confidence`` are dropped. Global: the ``total`` most confident.
+    Prevalence quotas (the default with ``shares``): class ``c`` may take ``total · shares[c]``
+    of its most confident candidates (largest-remainder rounding, so the quotas sum to ``total``);
+    a class with fewer candidates than its quota leaves the rest unused, so no class takes over a
+    batch beyond its estimated share.
     Stratified (paper protocol, ``p·|U|/C`` per predicted class): every class may take
     ``total // C`` of its most confident candidates; the ``total mod C`` remaining slots go to the
     classes whose next candidate is the most confident (at most one extra per class), so no class
@@ -66,11 +73,42 @@ def select(
     total = selection_total(config, ids.size if pool_size is None else pool_size)
     if total is None:
         return order
-    if not config.stratified:
-        return order[:total]
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1 for stratified selection, got {num_classes}")
-    return _stratified(order, cls, total, num_classes)
+    if config.stratified:
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1 for stratified selection, got {num_classes}")
+        return _stratified(order, cls, total, num_classes)
+    if config.balance == "prevalence" and shares is not None:
+        return _by_quota(order, cls, class_quotas(np.asarray(shares, dtype=np.float64), total))
+    return order[:total]
+
+
+def class_quotas(shares: np.ndarray, total: int) -> np.ndarray:
+    """``[C]`` whole quotas summing to ``total`` in proportion to ``shares [C]`` (>= 0; largest
+    remainder, ties to the lower class id). All-zero shares: no quota at all."""
+    if shares.ndim != 1 or not np.isfinite(shares).all() or (shares < 0).any():
+        raise ValueError(f"shares must be a [C] array of finite non-negative numbers, got {shares!r}")
+    if shares.sum() <= 0 or total <= 0:
+        return np.zeros(shares.size, dtype=np.int64)
+    exact = shares / shares.sum() * total
+    quota = np.floor(exact).astype(np.int64)
+    left = int(total - quota.sum())
+    order = np.lexsort((np.arange(shares.size), -(exact - quota)))
+    quota[order[:left]] += 1
+    return quota
+
+
+def _by_quota(order: np.ndarray, cls: np.ndarray, quota: np.ndarray) -> np.ndarray:
+    """The first ``quota[c]`` candidates of each class ``c`` in ``order [M']``, in that order."""
+    ranked = cls[order]
+    by_class = np.argsort(ranked, kind="stable")
+    sorted_cls = ranked[by_class]
+    starts = np.searchsorted(sorted_cls, sorted_cls, side="left")
+    within = np.empty(order.size, dtype=np.int64)
+    within[by_class] = np.arange(order.size) - starts
+    limit = np.zeros(order.size, dtype=np.int64)
+    known = ranked < quota.size
+    limit[known] = quota[ranked[known]]
+    return order[within < limit]
 
 
 def _stratified(order: np.ndarray, cls: np.ndarray, total: int, num_classes: int) -> np.ndarray:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from suggest_refs import SUGGEST_SETTINGS
 
 from labeltool.config import SuggestConfig
-from labeltool.suggest.select import select
+from labeltool.suggest.select import class_quotas, select
 
 
 @SUGGEST_SETTINGS
@@ -48,3 +48,28 @@ def test_select_breaks_confidence_ties_by_tiebreak_then_id() -> None:
     assert ids[select(ids, np.zeros(4, int), conf, cfg, 1, tiebreak=tie)].tolist() == [12, 11, 13, 10]
     with pytest.raises(ValueError, match="tiebreak"):
         select(ids, np.zeros(4, int), conf, cfg, 1, tiebreak=tie[:2])
+
+
+# ---------------------------------------------------------------------------- prevalence quotas
+def test_class_quotas_sum_to_the_total_in_proportion() -> None:
+    assert class_quotas(np.array([0.5, 0.3, 0.2]), 10).tolist() == [5, 3, 2]
+    q = class_quotas(np.array([1.0, 1.0, 1.0]), 10)
+    assert q.sum() == 10 and q.tolist() == [4, 3, 3]  # the remainder to the lower class id
+    assert class_quotas(np.zeros(3), 10).tolist() == [0, 0, 0]
+
+
+def test_prevalence_quotas_keep_a_confident_class_from_taking_over() -> None:
+    ids = np.arange(20)
+    cls = np.array([0] * 15 + [1] * 5)
+    conf = np.concatenate([np.linspace(0.99, 0.9, 15), np.linspace(0.6, 0.5, 5)])
+    cfg = SuggestConfig(batch_size=10)
+    top = select(ids, cls, conf, cfg, 2)
+    assert (cls[top] == 0).all()  # without shares: the confident class takes the whole batch
+    half = select(ids, cls, conf, cfg, 2, shares=np.array([0.5, 0.5]))
+    assert np.bincount(cls[half]).tolist() == [5, 5]
+    assert list(conf[half]) == sorted(conf[half], reverse=True)  # still in confidence order
+    none = select(ids, cls, conf, SuggestConfig(batch_size=10, balance="none"), 2, shares=np.array([0.5, 0.5]))
+    assert none.tolist() == top.tolist()
+    # a class with fewer candidates than its quota leaves the rest unused
+    few = select(ids, cls, conf, cfg, 2, shares=np.array([0.1, 0.9]))
+    assert np.bincount(cls[few], minlength=2).tolist() == [1, 5]
