@@ -82,7 +82,7 @@ def make_ranker(method: str, x: np.ndarray, c: int, task: dict[str, Any], info: 
         return rank_ls
     if method.startswith("labeltool_"):
         source = method.split("_", 1)[1]
-        cfg = SuggestConfig(source=source, batch_size=None, evidence=0,
+        cfg = SuggestConfig(source=source, batch_size=None, evidence=0, calibration_folds=0,
                             walk_temperature=float(task.get("walk_temperature", DEFAULT_WALK_T)))
         tcfg = TrainConfig(loss=task.get("loss", "cross_entropy"), seed=int(task["seed"]), device=device,
                            **task.get("train", {}))

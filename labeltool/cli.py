@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from labeltool.config import (
+    BALANCE_MODES,
     REVIEWERS,
     TRAIN_MODES,
     FinetuneConfig,
@@ -91,7 +93,8 @@ def suggest_config(args: argparse.Namespace) -> SuggestConfig:
     return SuggestConfig(
         source=args.source, confidence=args.confidence, k=args.k,
         batch_size=None if args.percent is not None else args.batch, percent=args.percent,
-        stratified=args.stratified, min_confidence=args.min_confidence,
+        stratified=args.stratified, min_confidence=args.min_confidence, balance=args.balance,
+        calibration_folds=args.calibration_folds,
     )
 
 
@@ -136,16 +139,40 @@ def cmd_suggest(args: argparse.Namespace) -> int:
         writer.writerow(["rank", "image_id", "path", "class", "confidence", "source"])
         for r in rows:
             writer.writerow([r.rank, r.image_id, images[r.image_id], classes[r.class_id], f"{r.confidence:.4f}", r.source])
-        print(f"# {len(rows)} suggestion(s) for round {s.current_round().round}", file=sys.stderr)
+        print(f"# {len(rows)} suggestion(s) for round {s.current_round().round}; {_precision(s.batch_estimate(rows))}",
+              file=sys.stderr)
+        _trust_notes(s, s.batch_estimate(rows), s.store.last_finished_round())
     return 0
+
+
+def _precision(est: Any) -> str:
+    """``estimated precision 0.93 [0.88, 0.96]`` (no interval when uncalibrated)."""
+    if est.size == 0:
+        return "nothing to estimate"
+    if math.isnan(est.low):
+        return f"estimated precision {est.value:.2f} (uncalibrated: {est.basis})"
+    return f"estimated precision {est.value:.2f} [{est.low:.2f}, {est.high:.2f}]"
+
+
+def _trust_notes(s: Any, est: Any, last: Any) -> None:
+    """Warnings a user should read before accepting a batch unreviewed (on stderr)."""
+    proposal = (last.metrics or {}).get("proposal", {}) if last is not None else {}
+    warn = SuggestConfig().warn_below
+    if est.size and not math.isnan(est.value) and est.value < warn:
+        print(f"# warning: the batch's estimated precision {est.value:.2f} is below {warn:.2f}; accepting it unreviewed "
+              "would add wrong labels: review it one by one, label the hardest images by hand, or train the backbone "
+              "end to end (--mode finetune)", file=sys.stderr)
+    for flag in proposal.get("balance_flags", []):
+        print(f"# warning: {flag}", file=sys.stderr)
 
 
 def cmd_review(args: argparse.Namespace) -> int:
     with _open(args) as s:
         if args.accept_top is not None:
             pending = s.pending_suggestions()[: args.accept_top]
+            est = s.batch_estimate(pending)
             s.accept(pending)
-            print(f"accepted {len(pending)} suggestion(s)")
+            print(f"accepted {len(pending)} suggestion(s); {_precision(est)}")
         elif args.decisions:
             rows = s.decisions_from_file(Path(args.decisions))
             s.record(rows)
@@ -187,6 +214,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"backbone: {st['backbone']} @ {st['input_size']} px; device: {st['device']}; rounds: {st['rounds']}")
         for c, n in st["per_class"].items():
             print(f"  {_shown(c):30s} {n}")
+        cov = s.coverage()
+        print(cov.line() if cov is not None else
+              "estimated accuracy of the remainder: unknown (no suggestions yet: run train, then suggest)")
         for rel, why in st["broken"]:
             print(f"  broken: {_shown(rel)}: {_shown(why)}")
     return 0
@@ -244,6 +274,10 @@ def _suggesting(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--percent", type=float, default=SUGGEST.percent, help="propose this %% of the unlabeled pool")
     sp.add_argument("--stratified", action="store_true", help="equal quota per predicted class")
     sp.add_argument("--min-confidence", type=float, default=SUGGEST.min_confidence)
+    sp.add_argument("--balance", default=SUGGEST.balance, choices=_default_first(BALANCE_MODES, SUGGEST.balance),
+                    help="prevalence: each class gets a share of the batch in proportion to its estimated share")
+    sp.add_argument("--calibration-folds", type=int, default=SUGGEST.calibration_folds,
+                    help="folds of verified labels the stated precision is checked on (0 = off)")
 
 
 def _init_options(sp: argparse.ArgumentParser) -> None:

@@ -15,15 +15,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from labeltool.config import SuggestConfig, TrainConfig
+from labeltool.data.anchors import verified_images
 from labeltool.data.features import FeatureCache
 from labeltool.data.pool import Pool, RowView
 from labeltool.data.store import StoredSuggestion
 from labeltool.errors import EmptyPoolError, NoRoundError, StaleFeaturesError
+from labeltool.eval.calibration import BatchEstimate, batch_estimate
 from labeltool.eval.review import review_stats
+from labeltool.io.check_file import check_path, load_check, save_check
 from labeltool.models.extract import extract_to_cache, pick_device
 from labeltool.models.heads import LabelerModel
 from labeltool.rounds.current import RoundEmbedding, pending_suggestions
 from labeltool.rounds.model import assemble_model, predict_files
+from labeltool.rounds.proposal import AnchorCheck, Coverage, coverage_from, propose_round, uncalibrated
 from labeltool.rounds.step import (
     FinetuneImages,
     PoolFeatures,
@@ -35,7 +39,7 @@ from labeltool.rounds.step import (
     require_two_classes,
     step,
 )
-from labeltool.suggest.propose import Suggestion, propose
+from labeltool.suggest.propose import Suggestion
 from labeltool.suggest.registry import list_sources, source_info
 from labeltool.train.checkpoints import (
     BACKBONE_KEY,
@@ -62,6 +66,7 @@ class SessionRounds:
     project: Project
     store: Store
     _current: RoundEmbedding | None
+    _check: tuple[int, tuple[AnchorCheck, np.ndarray, np.ndarray] | None] | None = None
 
     if TYPE_CHECKING:  # provided by LabelingSession
         @property
@@ -201,24 +206,73 @@ class SessionRounds:
 
     # ------------------------------------------------------------------ suggestions
     def propose(self, config: SuggestConfig) -> list[Suggestion]:
-        """Suggestions for the unlabeled pool under the current round (stored with the round)."""
+        """Suggestions for the unlabeled pool under the current round, with their estimated
+        precision checked on the verified labels (:mod:`labeltool.rounds.proposal`); stored with the round."""
         cur = self.current_round()
-        state = self.label_state()
-        known = {r.id for r in self.store.images() if r.status == "ok"}
-        keep = np.array([int(i) in known for i in cur.ids], dtype=bool)
-        ids, emb = cur.ids[keep], cur.embeddings[keep]
-        probs = cur.probs[keep] if cur.probs is not None else None
-        if source_info(config.source).needs_probs and probs is None:
+        if source_info(config.source).needs_probs and cur.probs is None:
             usable = [s for s in list_sources() if not source_info(s).needs_probs]
             raise ValueError(f"loss {cur.checkpoint.loss.name!r} has no classifier; use a source "
                              f"that does not need one: {', '.join(usable)}")
-        labels = np.fromiter((state.labels.get(int(i), -1) for i in ids), dtype=np.int64, count=len(ids))
-        rows = propose(emb, labels, ids, config, rejected=state.rejected, probs=probs, num_classes=len(self.classes))
+        pool, state = self.pool(), self.label_state()
+        where = {int(i): r for r, i in enumerate(pool.ids)}
+        keep = np.array([int(i) in where for i in cur.ids], dtype=bool)
+        emb_rows = np.array([where[int(i)] for i in cur.ids[keep]], dtype=np.int64)
+        probs = cur.probs[keep] if cur.probs is not None else None
+        labels = pool.labels(state.labels)
+        anchors = np.isin(pool.ids, np.fromiter(verified_images(state, self.store.decisions()), dtype=np.int64))
+        train = cur.checkpoint.train_config
+        prop = propose_round(pool.features, labels, pool.ids, cur.embeddings[keep], probs, emb_rows, len(self.classes),
+                             self.classes, train, config, anchors=anchors, rejected=state.rejected)
         self.store.save_suggestions(cur.round, [
             StoredSuggestion(cur.round, s.image_id, s.class_id, s.confidence, s.source, s.rank, s.distance, s.evidence)
-            for s in rows
+            for s in prop.suggestions
         ])
-        return rows
+        path = check_path(self.project.cache_dir, cur.round)
+        if prop.check is not None:
+            save_check(path, prop.check, prop.candidate_ids, prop.candidate_classes)
+        else:
+            path.unlink(missing_ok=True)
+        self.store.update_round_metrics(cur.round, {"proposal": prop.summary()})
+        self._check = None
+        return prop.suggestions
+
+    def _round_check(self) -> tuple[AnchorCheck, np.ndarray, np.ndarray] | None:
+        """The newest finished round's anchor check with its candidates, or None."""
+        last = self.store.last_finished_round()
+        if last is None:
+            return None
+        if self._check is None or self._check[0] != last.id:
+            self._check = (last.id, load_check(check_path(self.project.cache_dir, last.id)))
+        return self._check[1]
+
+    def batch_estimate(self, suggestions: Sequence[Suggestion]) -> BatchEstimate:
+        """Estimated precision of ``suggestions`` of the newest round, with a 90% interval (uncalibrated
+        without an anchor check: then the mean confidence, no interval)."""
+        loaded = self._round_check()
+        if loaded is None:
+            n = len(verified_images(self.label_state(), self.store.decisions()))
+            return uncalibrated(np.array([s.confidence for s in suggestions]), n)
+        check = loaded[0]
+        scored = set(check.ids.tolist())
+        rows = [s for s in suggestions if s.image_id in scored]
+        p, boot = check.right(np.array([s.image_id for s in rows], dtype=np.int64),
+                              np.array([s.class_id for s in rows], dtype=np.int64))
+        return batch_estimate(p, boot, check.describe())
+
+    def coverage(self, target: float | None = None) -> Coverage | None:
+        """The coverage meter now: if every still unlabeled image took the newest round's suggestion."""
+        loaded = self._round_check()
+        if loaded is None:
+            return None
+        check, cand_ids, cand_cls = loaded
+        labels = self.label_state().labels
+        n_left = sum(1 for i in self.pool().ids if int(i) not in labels)
+        still = np.array([int(i) not in labels for i in check.ids], dtype=bool)
+        sub = AnchorCheck(check.held_truth, check.held_scores, check.ids[still], check.scores[:, still], check.temperature,
+                          check.boot, check.shift)
+        keep = np.isin(cand_ids, sub.ids)
+        goal = SuggestConfig().target_accuracy if target is None else target
+        return coverage_from(sub, cand_ids[keep], cand_cls[keep], n_left, goal)
 
     def pending_suggestions(self, round_id: int | None = None) -> list[Suggestion]:
         """Stored suggestions of a round (default: newest) that no decision has settled yet."""

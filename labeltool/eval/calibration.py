@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Calibration", "calibration_table", "estimated_precision"]
+__all__ = ["BatchEstimate", "Calibration", "batch_estimate", "calibration_table", "estimated_precision",
+           "expected_calibration_error", "fit_temperature", "tempered"]
 
 # (low, high, observed acceptance rate) rows, or a mapping {(low, high): rate}.
 Calibration = Sequence[tuple[float, float, float]] | Mapping[tuple[float, float], float]
@@ -73,3 +75,76 @@ def calibration_table(
         if sel.any():
             table.append((b / bins, (b + 1) / bins, float(acc[sel].mean())))
     return table
+
+
+# ---------------------------------------------------------------------------- tempered class scores
+TEMPERATURES = np.geomspace(0.02, 5.0, 80)  # the grid :func:`fit_temperature` searches
+
+
+def tempered(scores: np.ndarray, temperature: float) -> np.ndarray:
+    """``[Q, C]`` class probabilities ``s^(1/T) / Σ s^(1/T)`` of non-negative scores ``[Q, C]``."""
+    logs = np.log(np.maximum(np.asarray(scores, dtype=np.float64), 1e-12)) / temperature
+    logs -= logs.max(axis=1, keepdims=True)
+    p = np.exp(logs)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(scores: np.ndarray, truth: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """The ``T`` of :data:`TEMPERATURES` that minimises the (weighted) negative log-likelihood of
+    the true classes ``truth [H]`` under :func:`tempered` ``scores [H, C]``."""
+    w = np.ones(truth.size) if weights is None else np.asarray(weights, dtype=np.float64)
+    logs = np.log(np.maximum(np.asarray(scores, dtype=np.float64), 1e-12))
+    own = logs[np.arange(truth.size), truth]
+    best, best_t = np.inf, 1.0
+    for t in TEMPERATURES:
+        z = logs / t
+        m = z.max(axis=1)
+        nll = float((w * (m + np.log(np.exp(z - m[:, None]).sum(axis=1)) - own / t)).sum())
+        if nll < best:
+            best, best_t = nll, float(t)
+    return best_t
+
+
+@dataclass(frozen=True)
+class BatchEstimate:
+    """Estimated precision of a set of suggestions: ``value`` with a 90% interval ``[low, high]``
+    for the fraction that is actually right (NaN when uncalibrated), and what it rests on."""
+
+    value: float
+    low: float
+    high: float
+    size: int
+    basis: str
+
+
+def batch_estimate(probs: np.ndarray, boot_probs: np.ndarray, basis: str, extra_wrong: int = 0) -> BatchEstimate:
+    """Fraction right of ``M`` suggestions whose probability of being right is ``probs [M]``
+    (``boot_probs [B, M]`` under resampled calibrations), plus ``extra_wrong`` images certain to
+    be wrong. The 90% interval spans the calibration's uncertainty and the Bernoulli spread of a
+    finite set (normal approximation)."""
+    p = np.asarray(probs, dtype=np.float64)
+    m = p.size + extra_wrong
+    if m == 0:
+        return BatchEstimate(float("nan"), float("nan"), float("nan"), 0, basis)
+    value = float(p.sum() / m)
+    bp = np.asarray(boot_probs, dtype=np.float64).reshape(-1, p.size)
+    sd = np.sqrt((bp * (1 - bp)).sum(1)) / m
+    draws = np.clip(bp.sum(1) / m + sd * np.random.default_rng(1).standard_normal(len(bp)), 0.0, 1.0)
+    lo, hi = np.quantile(draws, [0.05, 0.95]) if len(bp) else (value, value)
+    return BatchEstimate(value, float(min(lo, value)), float(max(hi, value)), int(p.size), basis)
+
+
+def expected_calibration_error(probabilities: np.ndarray, right: np.ndarray, bins: int = 10) -> float:
+    """ECE: ``Σ_b |B_b|/M · |mean(right) − mean(prob)|`` over equal-width bins of ``probabilities [M]``."""
+    p = np.asarray(probabilities, dtype=np.float64).ravel()
+    y = np.asarray(right, dtype=np.float64).ravel()
+    if p.shape != y.shape:
+        raise ValueError(f"probabilities and right must have the same length, got {p.size} and {y.size}")
+    if p.size == 0:
+        return float("nan")
+    which = np.clip((p * bins).astype(np.int64), 0, bins - 1)
+    err = 0.0
+    for b in np.unique(which):
+        sel = which == b
+        err += sel.sum() / p.size * abs(float(y[sel].mean()) - float(p[sel].mean()))
+    return float(err)

@@ -29,6 +29,7 @@ from labeltool.eval.metrics import round_metrics
 from labeltool.losses import EmbeddingLoss
 from labeltool.models.backbones import Backbone
 from labeltool.models.heads import ProjectionHead
+from labeltool.rounds.proposal import Proposal, propose_round
 from labeltool.suggest.propose import Suggestion, propose
 from labeltool.train.finetune import finetune
 from labeltool.train.head import StepProgress, class_probabilities, embed_features, train_head
@@ -43,12 +44,14 @@ __all__ = [
 class RoundInputs:
     """The pool a round trains on: ``ids`` ``[N]``, ``features`` ``[N, F]`` (frozen backbone
     features; an array, memmap or row view), ``labels`` ``[N]`` (-1 = unlabeled) and the class
-    names (``C`` of them)."""
+    names (``C`` of them). ``anchors`` ``[N]`` bool marks the labels a person verified, on which
+    a proposal's precision is checked (default: every label)."""
 
     ids: np.ndarray
     features: Any
     labels: np.ndarray
     classes: Sequence[str]
+    anchors: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -117,6 +120,7 @@ class RoundResult:
     continued: bool
     backbone: Backbone | None = None  # the fine-tuned backbone (fine-tune mode)
     suggestions: list[Suggestion] = field(default_factory=list)
+    proposal: Proposal | None = None  # the suggestions with their estimated precision and coverage
 
 
 def require_two_classes(labels: np.ndarray) -> None:
@@ -171,6 +175,8 @@ def step(
 
     ``images`` is required for ``config.mode == "finetune"``. ``suggest_config`` adds
     suggestions (``rejected`` pairs ``(image_id, class_id)`` are never proposed);
+    the proposal (``result.proposal``) states their precision checked on ``inputs.anchors``
+    (:func:`labeltool.rounds.proposal.propose_round`);
     ``with_metrics=False`` skips the round metrics (leave-one-out 1-NN, compactness);
     ``knn_backend`` picks the suggestions' kNN search (:func:`labeltool.suggest.knn.knn_search`).
     """
@@ -186,7 +192,13 @@ def step(
     if with_metrics:
         result.metrics = round_metrics(result.embeddings, result.labels, result.state.loss, inputs.classes)
     if suggest_config is not None:
-        result.suggestions = suggest(result, suggest_config, rejected, knn_backend)
+        where = {int(i): r for r, i in enumerate(inputs.ids)}
+        emb_rows = np.array([where[int(i)] for i in result.ids], dtype=np.int64)
+        result.proposal = propose_round(
+            inputs.features, labels, inputs.ids, result.embeddings, result.probs, emb_rows, len(inputs.classes),
+            list(inputs.classes), config, suggest_config, anchors=inputs.anchors, rejected=rejected,
+            knn_backend=knn_backend, seed=config.seed)
+        result.suggestions = result.proposal.suggestions
     result.facts["round_seconds"] = round(time.perf_counter() - t0, 3)
     return result
 

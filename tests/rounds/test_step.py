@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from labeltool.config import SuggestConfig, TrainConfig
+from labeltool.eval.prevalence import estimate_shares, remaining_shares
 from labeltool.rounds.step import RoundInputs, RoundState, continues, step, suggest
 from labeltool.suggest.propose import propose
 from labeltool.train.head import class_probabilities, embed_features, new_head_and_loss, train_head
@@ -43,7 +45,14 @@ def test_head_step_is_train_embed_probabilities_propose() -> None:
     assert probs is not None and res.probs is not None
     np.testing.assert_array_equal(res.embeddings, emb)
     np.testing.assert_array_equal(res.probs, probs)
-    assert res.suggestions == propose(emb, inputs.labels, inputs.ids, scfg, probs=probs, num_classes=3)
+    shares = estimate_shares(inputs.features, inputs.labels, inputs.labels >= 0, 3)
+    assert shares is not None
+    left = remaining_shares(shares, np.bincount(inputs.labels[inputs.labels >= 0], minlength=3), 90)
+    assert res.suggestions == propose(emb, inputs.labels, inputs.ids, scfg, probs=probs, num_classes=3, shares=left)
+    unbalanced = replace(scfg, balance="none")
+    plain = step(inputs, CFG, suggest_config=unbalanced, with_metrics=False)
+    assert plain.suggestions == propose(emb, inputs.labels, inputs.ids, unbalanced, probs=probs, num_classes=3)
+    assert res.proposal is not None and res.proposal.suggestions == res.suggestions
     assert len(res.suggestions) == 12 and not res.continued and res.backbone is None
     assert res.facts["steps"] == ref.steps and res.facts["n_pool"] == 90 and res.metrics == {}
 

@@ -1,0 +1,98 @@
+"""Tests for labeltool.rounds.proposal: the stated precision checked on verified labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from labeltool.config import SuggestConfig, TrainConfig
+from labeltool.rounds.proposal import MIN_ANCHORS, anchor_check, reviews_to_reach
+from labeltool.rounds.step import RoundInputs, step
+
+CFG = TrainConfig(max_steps=100, min_steps=100, seed=0, device="cpu", embedding_dim=8, hidden_dim=32)
+
+
+def pool(n_per: int = 60, classes: int = 4, overlap: float = 1.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian blobs ``[n_per·C, 16]``; ``overlap`` sets how often neighbours disagree."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(classes), n_per)
+    x = rng.normal(size=(y.size, 16)) * overlap + 3.0 * np.eye(classes, 16)[y]
+    return x.astype(np.float32), y
+
+
+def seeded(y: np.ndarray, per: int) -> np.ndarray:
+    labels = np.full(y.size, -1, dtype=np.int64)
+    for c in np.unique(y):
+        take = np.flatnonzero(y == c)[:per]
+        labels[take] = c
+    return labels
+
+
+def run(x: np.ndarray, y: np.ndarray, labels: np.ndarray, anchors: np.ndarray, batch: int = 40):  # noqa: ANN201
+    ids = np.arange(y.size, dtype=np.int64)
+    inputs = RoundInputs(ids, x, labels, [str(c) for c in range(int(y.max()) + 1)], anchors=anchors)
+    return step(inputs, CFG, suggest_config=SuggestConfig(batch_size=batch), with_metrics=False)
+
+
+def test_the_stated_precision_follows_the_truth_for_a_clean_and_a_corrupted_labeling() -> None:
+    x, y = pool()
+    labels = seeded(y, 15)
+    anchors = labels >= 0
+    res = run(x, y, labels, anchors)
+    prop = res.proposal
+    assert prop is not None and prop.check is not None and len(prop.suggestions) == 40
+    s_ids = np.array([s.image_id for s in prop.suggestions])
+    true = float((np.array([s.class_id for s in prop.suggestions]) == y[s_ids]).mean())
+    # heads trained on 4/5 of the anchors know less than the round's head: the estimate errs low
+    assert true - 0.2 < prop.batch.value < true + 0.03 and prop.batch.low <= prop.batch.value <= prop.batch.high
+    # a trusting reviewer accepted 60 wrong labels (class 0 images taken as class 1): the same
+    # seed now states a lower precision, because the check never trusts unreviewed labels
+    bad = labels.copy()
+    wrong = np.flatnonzero((y == 0) & (labels < 0))[:40]
+    bad[wrong] = 1
+    worse = run(x, y, bad, anchors).proposal
+    assert worse is not None and worse.check is not None
+    w_ids = np.array([s.image_id for s in worse.suggestions])
+    w_true = float((np.array([s.class_id for s in worse.suggestions]) == y[w_ids]).mean())
+    assert w_true < true and worse.batch.value < prop.batch.value and worse.batch.value < w_true + 0.03
+    assert worse.coverage is not None and prop.coverage is not None
+    assert worse.coverage.accuracy.value < prop.coverage.accuracy.value
+
+
+def test_without_enough_anchors_the_estimate_says_it_is_uncalibrated() -> None:
+    x, y = pool()
+    labels = seeded(y, 3)  # 12 anchors < MIN_ANCHORS
+    assert (labels >= 0).sum() < MIN_ANCHORS
+    prop = run(x, y, labels, labels >= 0).proposal
+    assert prop is not None and prop.check is None
+    assert np.isnan(prop.batch.low) and "uncalibrated" in prop.batch.basis
+    assert anchor_check(x, labels, np.arange(y.size), labels >= 0, 4, CFG, 3) is None
+    assert anchor_check(x, seeded(y, 6), np.arange(y.size), seeded(y, 6) >= 0, 4, CFG, 0) is None
+
+
+def test_reviews_to_reach() -> None:
+    assert reviews_to_reach(np.array([1.0, 1.0, 1.0]), 0.99) == 0
+    assert reviews_to_reach(np.array([0.0, 1.0, 1.0, 1.0]), 0.99) == 1
+    assert reviews_to_reach(np.array([0.5, 0.5, 0.9, 1.0]), 0.9) == 2  # (2 + 0.9 + 1) / 4 = 0.975
+    assert reviews_to_reach(np.zeros(0), 0.99) == 0
+
+
+def test_coverage_line_starts_as_the_status_command_prints_it() -> None:
+    x, y = pool()
+    labels = seeded(y, 6)
+    prop = run(x, y, labels, labels >= 0).proposal
+    assert prop is not None and prop.coverage is not None
+    line = prop.coverage.line()
+    assert line.startswith("estimated accuracy of the remainder: ")
+    assert prop.coverage.remaining == int((labels < 0).sum())
+    assert 0 <= prop.coverage.reviews_needed <= prop.coverage.remaining
+
+
+@pytest.mark.parametrize("folds", [2, 5])
+def test_every_anchor_is_held_out_once(folds: int) -> None:
+    x, y = pool()
+    labels = seeded(y, 6)
+    check = anchor_check(x, labels, np.arange(y.size), labels >= 0, 4, CFG, folds)
+    assert check is not None and check.held_truth.size == (labels >= 0).sum()
+    assert check.ids.size == (labels < 0).sum() and check.scores.shape == (folds, check.ids.size, 4)
+    np.testing.assert_allclose(check.scores.sum(2), 1.0, atol=1e-6)
