@@ -269,7 +269,7 @@ class SessionRounds:
         n_left = sum(1 for i in self.pool().ids if int(i) not in labels)
         still = np.array([int(i) not in labels for i in check.ids], dtype=bool)
         sub = AnchorCheck(check.held_truth, check.held_scores, check.ids[still], check.scores[:, still], check.temperature,
-                          check.boot, check.shift)
+                          check.boot, check.shift, check.offset)
         keep = np.isin(cand_ids, sub.ids)
         goal = SuggestConfig().target_accuracy if target is None else target
         return coverage_from(sub, cand_ids[keep], cand_cls[keep], n_left, goal)

@@ -24,6 +24,7 @@ def save_check(path: Path, check: AnchorCheck, candidate_ids: np.ndarray, candid
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, held_truth=check.held_truth, held_scores=check.held_scores, ids=check.ids, scores=check.scores,
              temperature=np.float64(check.temperature), boot=check.boot, shift=check.shift,
+             offset=np.float64(check.offset),
              candidate_ids=np.asarray(candidate_ids, dtype=np.int64),
              candidate_classes=np.asarray(candidate_classes, dtype=np.int64))
     os.replace(tmp, path)
@@ -34,7 +35,7 @@ def load_check(path: Path) -> tuple[AnchorCheck, np.ndarray, np.ndarray] | None:
     try:
         with np.load(path) as z:
             check = AnchorCheck(z["held_truth"], z["held_scores"], z["ids"], z["scores"], float(z["temperature"]),
-                                z["boot"], z["shift"])
+                                z["boot"], z["shift"], float(z["offset"]))
             return check, z["candidate_ids"], z["candidate_classes"]
     except (OSError, KeyError, ValueError):
         return None

@@ -48,7 +48,8 @@ class AnchorCheck:
     ``temperature`` fitted on the held-out anchors; ``boot [B]`` the temperatures fitted on
     bootstrap resamples of them and ``shift [B]`` each resample's calibration-in-the-large residual
     (fraction right minus the mean stated probability of the predicted class): the intervals so
-    include how well a few anchors stand for the pool, not only the temperature's spread."""
+    include how well a few anchors stand for the pool, not only the temperature's spread.
+    ``offset`` is that residual on all held-out anchors, added to every probability stated."""
 
     held_truth: np.ndarray
     held_scores: np.ndarray
@@ -57,6 +58,7 @@ class AnchorCheck:
     temperature: float
     boot: np.ndarray
     shift: np.ndarray
+    offset: float = 0.0
 
     @property
     def accuracy(self) -> float:
@@ -74,7 +76,7 @@ class AnchorCheck:
             return np.mean([tempered(fold[rows], t)[np.arange(rows.size), cls] for fold in self.scores], axis=0)
 
         boot = np.stack([np.clip(pick(t) + d, 0.0, 1.0) for t, d in zip(self.boot, self.shift, strict=True)])
-        return pick(self.temperature), boot
+        return np.clip(pick(self.temperature) + self.offset, 0.0, 1.0), boot
 
     def describe(self) -> str:
         h = self.held_truth.size
@@ -146,7 +148,9 @@ def anchor_check(features: Any, labels: np.ndarray, ids: np.ndarray, anchors: np
         return None
     truth, hs = np.concatenate(held_truth), np.concatenate(held_scores)
     boot, shift = _resampled(hs, truth, seed)
-    return AnchorCheck(truth, hs, ids[unl], np.stack(pool_scores), fit_temperature(hs, truth), boot, shift)
+    t = fit_temperature(hs, truth)
+    offset = float(((hs.argmax(1) == truth) - tempered(hs, t).max(1)).mean())
+    return AnchorCheck(truth, hs, ids[unl], np.stack(pool_scores), t, boot, shift, offset)
 
 
 def _resampled(scores: np.ndarray, truth: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -86,10 +86,52 @@ def reviewed_outcomes(
 
 @dataclass(frozen=True)
 class PrecisionEstimate:
-    """Estimated precision of a batch and what it is based on."""
+    """Estimated precision of a batch, its 90% interval (NaN when uncalibrated) and what it is based on."""
 
     value: float
     basis: str
+    low: float = float("nan")
+    high: float = float("nan")
+
+    def text(self) -> str:
+        """``0.93 [0.88, 0.96]``, or ``≈ 0.93 (uncalibrated)`` without an interval."""
+        if math.isnan(self.value):
+            return "–"
+        if math.isnan(self.low):
+            return f"≈ {self.value:.2f} (uncalibrated)"
+        return f"{self.value:.2f} [{self.low:.2f}, {self.high:.2f}]"
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """One round's batch: the precision stated when it was proposed, and what review found."""
+
+    round: int
+    stated: float
+    low: float
+    high: float
+    reviewed: int
+    accepted: int
+
+    @property
+    def observed(self) -> float:
+        """Share of the reviewed suggestions that were accepted (NaN before any review)."""
+        return self.accepted / self.reviewed if self.reviewed else float("nan")
+
+
+def stated_vs_observed(stated: dict[int, dict[str, float]], log: Sequence[Decision],
+                       suggestions_of: dict[int, list[StoredSuggestion]]) -> list[BatchRecord]:
+    """Per round (oldest first): the stated precision (``stated[round]`` = the round record's
+    ``batch_precision``) beside the acceptance rate of its reviewed suggestions. Only rounds in
+    which something was rejected tell a reviewer's judgement apart from accepting everything;
+    the app says so beside the table."""
+    out = []
+    for rid in sorted(stated):
+        conf, acc = reviewed_outcomes(log, {rid: suggestions_of.get(rid, [])})
+        st = stated[rid]
+        out.append(BatchRecord(rid, float(st.get("value", float("nan"))), float(st.get("low", float("nan"))),
+                               float(st.get("high", float("nan"))), int(conf.size), int(acc.sum())))
+    return out
 
 
 def batch_precision(confidences: Sequence[float], past_conf: np.ndarray, past_accepted: np.ndarray,

@@ -3,6 +3,7 @@ the per-thread store, projections and figures."""
 
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 
@@ -24,7 +25,15 @@ from labeltool.ui.figures import (
     save_projection,
     scatter_figure,
 )
-from labeltool.ui.queue import batch_precision, disputed_labels, filter_sort, page_of, reviewed_outcomes
+from labeltool.ui.queue import (
+    PrecisionEstimate,
+    batch_precision,
+    disputed_labels,
+    filter_sort,
+    page_of,
+    reviewed_outcomes,
+    stated_vs_observed,
+)
 
 
 def _s(image_id: int, class_id: int, conf: float, rank: int = 0) -> Suggestion:
@@ -141,3 +150,13 @@ def test_figures_sample_large_pools_and_use_webgl() -> None:
     frame = rounds_frame([R(1, {"n_labeled": 50, "review": {"acceptance_rate": None}}), R(2, {}),
                           R(3, {"n_labeled": 90, "loo_1nn_accuracy": 0.9, "review": {"acceptance_rate": 0.8}})])
     assert frame["round"].tolist() == [1, 3] and frame["n_labeled"].tolist() == [50.0, 90.0]
+
+
+def test_precision_text_and_stated_vs_observed() -> None:
+    assert PrecisionEstimate(0.93, "b", 0.88, 0.96).text() == "0.93 [0.88, 0.96]"
+    assert PrecisionEstimate(0.9, "b").text() == "≈ 0.90 (uncalibrated)"
+    log = [Decision(1, 10, 0, "accept", 1, 1, None, 0.9, 1.0), Decision(2, 11, 1, "reject", 1, 2, None, 0.8, 2.0)]
+    sugg = {1: [StoredSuggestion(1, 10, 0, 0.9, "knn", 0, None, ()), StoredSuggestion(1, 11, 1, 0.8, "knn", 1, None, ())]}
+    rows = stated_vs_observed({1: {"value": 0.9, "low": 0.8, "high": 0.95}, 2: {"value": 0.7}}, log, sugg)
+    assert [(r.round, r.reviewed, r.accepted) for r in rows] == [(1, 2, 1), (2, 0, 0)]
+    assert rows[0].observed == 0.5 and math.isnan(rows[1].observed) and math.isnan(rows[1].low)
