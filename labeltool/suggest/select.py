@@ -45,9 +45,10 @@ def select(
 
     Candidates below ``min_confidence`` are dropped. Global: the ``total`` most confident.
     Prevalence quotas (the default with ``shares``): class ``c`` may take ``total · shares[c]``
-    of its most confident candidates (largest-remainder rounding, so the quotas sum to ``total``);
-    a class with fewer candidates than its quota leaves the rest unused, so no class takes over a
-    batch beyond its estimated share.
+    of its most confident candidates (largest-remainder rounding, so the quotas sum to ``total``).
+    Slots a class cannot fill (fewer candidates than its quota) go to the most confident of the
+    remaining candidates, so the batch is only short when the candidates run out; every class
+    still gets its quota first.
     Stratified (paper protocol, ``p·|U|/C`` per predicted class): every class may take
     ``total // C`` of its most confident candidates; the ``total mod C`` remaining slots go to the
     classes whose next candidate is the most confident (at most one extra per class), so no class
@@ -77,7 +78,7 @@ def select(
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1 for stratified selection, got {num_classes}")
         return _stratified(order, cls, total, num_classes)
-    if config.balance == "prevalence" and shares is not None:
+    if config.balance == "prevalence" and shares is not None and float(np.sum(shares)) > 0:
         return _by_quota(order, cls, class_quotas(np.asarray(shares, dtype=np.float64), total))
     return order[:total]
 
@@ -98,7 +99,8 @@ def class_quotas(shares: np.ndarray, total: int) -> np.ndarray:
 
 
 def _by_quota(order: np.ndarray, cls: np.ndarray, quota: np.ndarray) -> np.ndarray:
-    """The first ``quota[c]`` candidates of each class ``c`` in ``order [M']``, in that order."""
+    """The first ``quota[c]`` candidates of each class ``c`` in ``order [M']``, topped up to
+    ``quota.sum()`` with the next most confident others; in ``order``'s order."""
     ranked = cls[order]
     by_class = np.argsort(ranked, kind="stable")
     sorted_cls = ranked[by_class]
@@ -108,7 +110,11 @@ def _by_quota(order: np.ndarray, cls: np.ndarray, quota: np.ndarray) -> np.ndarr
     limit = np.zeros(order.size, dtype=np.int64)
     known = ranked < quota.size
     limit[known] = quota[ranked[known]]
-    return order[within < limit]
+    take = within < limit
+    short = int(quota.sum()) - int(take.sum())
+    if short > 0:
+        take[np.flatnonzero(~take)[:short]] = True
+    return order[take]
 
 
 def _stratified(order: np.ndarray, cls: np.ndarray, total: int, num_classes: int) -> np.ndarray:

@@ -70,6 +70,9 @@ def test_prevalence_quotas_keep_a_confident_class_from_taking_over() -> None:
     assert list(conf[half]) == sorted(conf[half], reverse=True)  # still in confidence order
     none = select(ids, cls, conf, SuggestConfig(batch_size=10, balance="none"), 2, shares=np.array([0.5, 0.5]))
     assert none.tolist() == top.tolist()
-    # a class with fewer candidates than its quota leaves the rest unused
+    # a class with fewer candidates than its quota: the slots left go to the most confident others
     few = select(ids, cls, conf, cfg, 2, shares=np.array([0.1, 0.9]))
-    assert np.bincount(cls[few], minlength=2).tolist() == [1, 5]
+    assert np.bincount(cls[few], minlength=2).tolist() == [5, 5]
+    assert set(ids[few][cls[few] == 0]) == set(range(5))  # the top five of class 0
+    # every share estimated used up (all zero): no quota, the batch falls back to the most confident
+    assert select(ids, cls, conf, cfg, 2, shares=np.zeros(2)).tolist() == top.tolist()
