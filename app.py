@@ -100,6 +100,7 @@ def review_page(session: LabelingSession, tcfg: TrainConfig | None, scfg: Sugges
     cols[3].number_input("Page", 1, view.pages, key="page_input")
     for col, (label, value, help_) in zip(st.columns(3), view.metrics, strict=True):
         col.metric(label, value, help=help_)
+    trust_block(session, view.shown)
     for col, b in zip(st.columns([1, 1, 1, 2]), view.buttons, strict=False):
         with col:
             button(session, b)
@@ -109,6 +110,18 @@ def review_page(session: LabelingSession, tcfg: TrainConfig | None, scfg: Sugges
     if ss.evidence_for is not None and (s := {s.image_id: s for s in view.shown}.get(ss.evidence_for)) is not None:
         evidence_dialog(session, s)
     grid(session, view.cards)
+
+
+def trust_block(session: LabelingSession, shown: list[Any]) -> None:
+    """The coverage meter, and the warnings to read before accepting the shown batch."""
+    for kind, text in session.trust_notes(shown):
+        if kind == "meter":
+            cov = session.coverage()
+            st.progress(min(max(cov.accuracy.value, 0.0), 1.0) if cov is not None else 0.0, text=text)
+        elif kind == "warning":
+            st.warning(text)
+        else:
+            st.info(text)
 
 
 def nothing_left(session: LabelingSession, tcfg: TrainConfig | None, scfg: SuggestConfig | None, filtered: bool) -> None:
@@ -233,7 +246,7 @@ def dataset_page(session: LabelingSession) -> None:
     if disputed is None:
         return
     if not disputed:
-        st.success("The embedding agrees with every label.")
+        st.success(session.text.no_dispute(v["dispute_space"]))
         return
     st.caption(session.text.disputed_caption(len(disputed)))
     grid(session, session.dispute_cards(disputed))

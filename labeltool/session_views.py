@@ -24,9 +24,11 @@ if TYPE_CHECKING:
     from labeltool.data.pool import Pool
     from labeltool.data.project import Project
     from labeltool.data.store import Store
+    from labeltool.eval.calibration import BatchEstimate
     from labeltool.io.export import DatasetExport, ModelExport
     from labeltool.models.backbones import BackboneSpec
     from labeltool.rounds.current import RoundEmbedding
+    from labeltool.rounds.proposal import Coverage
     from labeltool.suggest.propose import Suggestion
     from labeltool.ui.cards import Button, Card
     from labeltool.ui.figures import Projection
@@ -50,6 +52,8 @@ class SessionViews:
         def label_state(self) -> LabelState: ...
         def current_round(self) -> RoundEmbedding: ...
         def pending_suggestions(self, round_id: int | None = None) -> list[Suggestion]: ...
+        def batch_estimate(self, suggestions: Sequence[Suggestion]) -> BatchEstimate: ...
+        def coverage(self, target: float | None = None) -> Coverage | None: ...
         def feature_cache(self) -> FeatureCache: ...
         def pool(self) -> Pool: ...
         def stats(self) -> dict[str, Any]: ...
@@ -202,10 +206,23 @@ class SessionViews:
         return self.text.evidence_thumbs(s, self.file_name)
 
     def batch_precision(self, suggestions: Sequence[Suggestion]) -> PrecisionEstimate:
-        """Estimated precision of a batch: a PrecisionEstimate (value, basis)."""
-        from labeltool.ui.project_views import batch_precision
+        """Estimated precision of a batch with its 90% interval, checked on the verified labels
+        (:meth:`~labeltool.session.LabelingSession.batch_estimate`)."""
+        from labeltool.ui.queue import PrecisionEstimate
 
-        return batch_precision(self.store, suggestions)
+        est = self.batch_estimate(suggestions)
+        return PrecisionEstimate(est.value, est.basis, est.low, est.high)
+
+    def trust_notes(self, suggestions: Sequence[Suggestion]) -> list[tuple[str, str]]:
+        """``(kind, markdown)`` the Review page shows above a batch: the coverage meter's line, a
+        warning when the batch's estimated precision is below ``SuggestConfig.warn_below``, and
+        the class-balance flags of the newest round."""
+        from labeltool.ui.pages import trust_notes
+
+        last = self.store.last_finished_round()
+        flags = ((last.metrics or {}).get("proposal") or {}).get("balance_flags", []) if last is not None else []
+        return trust_notes(self.batch_precision(suggestions) if suggestions else None, self.coverage(), flags,
+                           SuggestConfig().warn_below)
 
     def train_progress(self) -> TrainProgress:
         """A fresh loss trace for a round's progress display."""

@@ -286,8 +286,8 @@ def scatter_figure(df: pd.DataFrame, color_by: str = "label", *, max_points: int
     return fig
 
 
-ROUND_COLUMNS = ("round", "n_labeled", "acceptance_rate", "loo_1nn_accuracy", "c_inter", "w_inter", "wc_intra",
-                 "final_loss", "train_seconds")
+ROUND_COLUMNS = ("round", "n_labeled", "stated_precision", "acceptance_rate", "held_out_accuracy", "loo_1nn_accuracy",
+                 "c_inter", "w_inter", "wc_intra", "final_loss", "train_seconds")
 
 
 def rounds_frame(rounds: Sequence[Any]) -> pd.DataFrame:
@@ -298,8 +298,11 @@ def rounds_frame(rounds: Sequence[Any]) -> pd.DataFrame:
         if "n_labeled" not in m:  # a round that never finished training
             continue
         review = m.get("review") or {}
+        proposal = m.get("proposal") or {}
         rows.append({
             "round": int(r.id), "n_labeled": m.get("n_labeled"), "acceptance_rate": review.get("acceptance_rate"),
+            "stated_precision": (proposal.get("batch_precision") or {}).get("value"),
+            "held_out_accuracy": proposal.get("held_out_accuracy"),
             "loo_1nn_accuracy": m.get("loo_1nn_accuracy"), "c_inter": m.get("c_inter"), "w_inter": m.get("w_inter"),
             "wc_intra": m.get("wc_intra"), "final_loss": m.get("final_loss"), "train_seconds": m.get("train_seconds"),
         })
@@ -309,10 +312,14 @@ def rounds_frame(rounds: Sequence[Any]) -> pd.DataFrame:
 
 
 def rounds_figure(df: pd.DataFrame) -> go.Figure:
-    """Four panels over rounds: labeled count, acceptance rate, kNN accuracy, compactness angles."""
+    """Four panels over rounds: labeled count; each batch's stated precision beside the reviewer's
+    acceptance rate; held-out accuracy on verified labels; compactness angles.
+
+    No leave-one-out accuracy in the trained embedding: that space was trained on the labels it
+    would be checked against, so it reads 1.0 however many of them are wrong."""
     fig = make_subplots(rows=2, cols=2, subplot_titles=(
-        "labeled images", "acceptance rate of reviewed suggestions", "leave-one-out 1-NN accuracy",
-        "compactness (radians)",
+        "labeled images", "stated precision vs acceptance by the reviewer",
+        "held-out accuracy on verified labels", "compactness (radians)",
     ), vertical_spacing=0.2)
     x = df["round"]
 
@@ -321,8 +328,9 @@ def rounds_figure(df: pd.DataFrame) -> go.Figure:
                                  connectgaps=True), row=row, col=c)
 
     line("n_labeled", 1, 1, "labeled", _PALETTE[0])
-    line("acceptance_rate", 1, 2, "acceptance", _PALETTE[2])
-    line("loo_1nn_accuracy", 2, 1, "1-NN accuracy", _PALETTE[3])
+    line("stated_precision", 1, 2, "stated precision of the batch", _PALETTE[3])
+    line("acceptance_rate", 1, 2, "accepted by the reviewer", _PALETTE[2])
+    line("held_out_accuracy", 2, 1, "held-out accuracy (verified labels)", _PALETTE[6 % len(_PALETTE)])
     line("c_inter", 2, 2, "C-Inter (class centres apart)", _PALETTE[4])
     line("w_inter", 2, 2, "W-Inter (class weights apart)", _PALETTE[1])
     line("wc_intra", 2, 2, "WC-Intra (centre to own weight)", _PALETTE[5])

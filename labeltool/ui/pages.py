@@ -3,9 +3,10 @@ progress and outcome, and the lines of text the pages show. Pure functions over 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from labeltool.config import ExportConfig
 from labeltool.data.decisions import LabelState
@@ -14,12 +15,15 @@ from labeltool.ui.cards import Button, Card, batch_buttons, decided_card, sugges
 from labeltool.ui.queue import ORDERS, PrecisionEstimate, filter_sort, page_of
 from labeltool.ui.settings import Control
 
+if TYPE_CHECKING:
+    from labeltool.rounds.proposal import Coverage
+
 ALL_CLASSES = "all classes"
 PAGE_SIZES = (12, 24, 48, 96)
 DEFAULT_PAGE_SIZE = 48
 REVIEW_ORDERS = ORDERS[:2]  # "high first", "low first"
 COLOR_BY = ("label", "source", "confidence")
-DISPUTE_SPACES = ("embedding", "backbone")
+DISPUTE_SPACES = ("backbone", "embedding")  # the backbone never saw a label: its neighbours can disagree
 DISPUTE_K, DISPUTE_SHARE = 5, 0.6
 DISPUTED_SHOWN = 24
 OVERWRITE_LABEL = "Overwrite a previous export"
@@ -101,7 +105,7 @@ class ReviewPage:
     @property
     def precision_text(self) -> str:
         """The estimated precision as a percentage (a dash for an empty page)."""
-        return "–" if not self.shown else f"{self.precision.value:.0%}"
+        return "–" if not self.shown else self.precision.text()
 
     @property
     def metrics(self) -> list[tuple[str, Any, str | None]]:
@@ -147,6 +151,28 @@ def review_page(pending: Sequence[Suggestion], classes: Sequence[str], values: M
     cards = tuple(suggestion_card(waiting[s.image_id], classes, name_of(s.image_id)) if s.image_id in waiting
                   else decided_card(s, classes, decision_mark(s, state)) for s in cards_of)
     return ReviewPage(shown, len(queue), pages, page, labeled, precision(shown), cards, tuple(cards_of))
+
+
+def trust_notes(precision: PrecisionEstimate | None, coverage: Coverage | None, flags: Sequence[str],
+                warn_below: float) -> list[tuple[str, str]]:
+    """``(kind, markdown)`` to show above a batch (kind ``meter``, ``warning`` or ``info``).
+
+    ``meter``'s text is the coverage line: how right the labels would be if every remaining image
+    took its suggestion unreviewed, and the reviews still needed to reach the target."""
+    notes: list[tuple[str, str]] = []
+    if coverage is not None:
+        a = coverage.accuracy
+        span = "" if math.isnan(a.low) else f" [{a.low:.2f}, {a.high:.2f}]"
+        notes.append(("meter", f"**Estimated accuracy of the remaining {coverage.remaining} image(s)** if each took its "
+                               f"suggestion unreviewed: **{a.value:.2f}**{span}; target {coverage.target:.0%}: about "
+                               f"**{coverage.reviews_needed}** review(s) still needed, least certain first."))
+    if precision is not None and not math.isnan(precision.value) and precision.value < warn_below:
+        notes.append(("warning", f"**Check before you accept:** the estimated precision of these suggestions is "
+                                 f"{precision.text()}, below {warn_below:.0%}. Accepting them unreviewed would add wrong "
+                                 "labels. Review them one by one (reject the wrong ones), label the hardest images by "
+                                 "hand, or train the backbone end to end (Train → mode *finetune*)."))
+    notes += [("warning", f"**Class balance:** {f}") for f in flags]
+    return notes
 
 
 def nothing_to_review(rounds: int, filtered: bool, unlabeled: int) -> str:
@@ -228,6 +254,14 @@ class PageText:
         """What the Dataset page lists of ``count`` disputed labels."""
         return (f"{count} labeled image(s) whose nearest labeled neighbours vote for another class "
                 f"(first {DISPUTED_SHOWN}, most contested first).")
+
+    @staticmethod
+    def no_dispute(space: str) -> str:
+        """What the Dataset page says when no label is disputed, in the space it looked in."""
+        if space == "embedding":
+            return ("No label is disputed in the trained embedding. That space was trained on these very labels, so it "
+                    "agrees with wrong ones too: look in the **backbone** space for an independent check.")
+        return "No label is disputed in the backbone's own feature space (which never saw the labels)."
 
     @staticmethod
     def project_metrics(stats: Mapping[str, Any]) -> list[tuple[str, int]]:

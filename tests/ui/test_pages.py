@@ -45,7 +45,7 @@ def test_review_page_is_clamped_to_its_bounds() -> None:
     assert _page(pending, 0).page == 0 and _page(pending, -5).page == 0
     empty = _page([], 4)
     assert (empty.pages, empty.page, empty.shown, empty.precision_text) == (1, 0, [], "–")
-    assert first.precision_text == "50%" and first.labeled == 7
+    assert first.precision_text == "≈ 0.50 (uncalibrated)" and first.labeled == 7
     assert [m[0] for m in first.metrics] == ["Labeled", "Awaiting review", "Estimated precision (shown)"]
     assert first.metrics[2][2] == "12 rows"
 
@@ -164,3 +164,17 @@ def test_dispute_space_and_project_helpers(tmp_path: Path) -> None:
             self.status, self.sha256 = status, sha
 
     assert missing_features([Row("ok", "a"), Row("ok", "b"), Row("error", "c"), Row("ok", None)], {"a"}) == 1
+
+
+def test_trust_notes_meter_warning_and_flags() -> None:
+    from labeltool.eval.calibration import BatchEstimate
+    from labeltool.rounds.proposal import Coverage
+    from labeltool.ui.pages import trust_notes
+
+    cov = Coverage(BatchEstimate(0.8, 0.75, 0.85, 100, "b"), 100, 0, 40, 0.99)
+    good = trust_notes(PrecisionEstimate(0.95, "b", 0.9, 0.97), cov, [], 0.9)
+    assert [k for k, _ in good] == ["meter"] and "0.80** [0.75, 0.85]" in good[0][1] and "**40** review" in good[0][1]
+    bad = trust_notes(PrecisionEstimate(0.7, "b", 0.6, 0.8), None, ["'shirt' has 82 labels"], 0.9)
+    assert [k for k, _ in bad] == ["warning", "warning"]
+    assert "one by one" in bad[0][1] and "by hand" in bad[0][1] and "end to end" in bad[0][1] and "shirt" in bad[1][1]
+    assert trust_notes(None, None, [], 0.9) == []
