@@ -3,8 +3,7 @@
     streamlit run app.py                                   # the bundled sample_data/
     streamlit run app.py -- --folder PATH [--project-dir DIR] [--image-size N] [--no-umap]
 
-The page layout: every computation and every write goes through LabelingSession; the generic
-renderers of its view models (controls, buttons, image cards) are in app_widgets.py.
+The page layout: all computing and writing goes through LabelingSession; renderers are in app_widgets.py.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from typing import Any
 import streamlit as st
 
 from app_widgets import act, bump, button, control, controls, grid, kept, show_flash, stats, tab_button, thumb
+from app_widgets import notes as show_notes
 from labeltool.session import LabelingSession, SuggestConfig, TrainConfig
 
 HOLD = LabelingSession.review_hold_key()
@@ -100,7 +100,7 @@ def review_page(session: LabelingSession, tcfg: TrainConfig | None, scfg: Sugges
     cols[3].number_input("Page", 1, view.pages, key="page_input")
     for col, (label, value, help_) in zip(st.columns(3), view.metrics, strict=True):
         col.metric(label, value, help=help_)
-    trust_block(session, view.shown)
+    show_notes(session.trust_notes(view.shown))
     for col, b in zip(st.columns([1, 1, 1, 2]), view.buttons, strict=False):
         with col:
             button(session, b)
@@ -110,18 +110,6 @@ def review_page(session: LabelingSession, tcfg: TrainConfig | None, scfg: Sugges
     if ss.evidence_for is not None and (s := {s.image_id: s for s in view.shown}.get(ss.evidence_for)) is not None:
         evidence_dialog(session, s)
     grid(session, view.cards)
-
-
-def trust_block(session: LabelingSession, shown: list[Any]) -> None:
-    """The coverage meter, and the warnings to read before accepting the shown batch."""
-    for kind, text in session.trust_notes(shown):
-        if kind == "meter":
-            cov = session.coverage()
-            st.progress(min(max(cov.accuracy.value, 0.0), 1.0) if cov is not None else 0.0, text=text)
-        elif kind == "warning":
-            st.warning(text)
-        else:
-            st.info(text)
 
 
 def nothing_left(session: LabelingSession, tcfg: TrainConfig | None, scfg: SuggestConfig | None, filtered: bool) -> None:

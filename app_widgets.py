@@ -175,6 +175,18 @@ def show_flash(session: Session | None = None, undo: Button | None = None, idle:
 
 
 # ---------------------------------------------------------------------------- renderers
+def notes(items: Iterable[tuple[str, str, float | None]]) -> None:
+    """``(kind, markdown, value)`` rows: a ``meter`` is a progress bar at ``value``, a ``warning``
+    a warning box, anything else an info box."""
+    for kind, text, value in items:
+        if kind == "meter":
+            st.progress(value or 0.0, text=text)
+        elif kind == "warning":
+            st.warning(text)
+        else:
+            st.info(text)
+
+
 def thumb(session: Session, image_id: int, caption: str | None = None) -> None:
     """An image's cached thumbnail (its path is remembered until the next rescan)."""
     paths = ss.setdefault("thumbs", {})

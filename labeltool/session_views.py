@@ -213,8 +213,8 @@ class SessionViews:
         est = self.batch_estimate(suggestions)
         return PrecisionEstimate(est.value, est.basis, est.low, est.high)
 
-    def trust_notes(self, suggestions: Sequence[Suggestion]) -> list[tuple[str, str]]:
-        """``(kind, markdown)`` the Review page shows above a batch: the coverage meter's line, a
+    def trust_notes(self, suggestions: Sequence[Suggestion]) -> list[tuple[str, str, float | None]]:
+        """``(kind, markdown, meter value)`` the Review page shows above a batch: the coverage meter's line, a
         warning when the batch's estimated precision is below ``SuggestConfig.warn_below``, and
         the class-balance flags of the newest round."""
         from labeltool.ui.pages import trust_notes

@@ -154,24 +154,26 @@ def review_page(pending: Sequence[Suggestion], classes: Sequence[str], values: M
 
 
 def trust_notes(precision: PrecisionEstimate | None, coverage: Coverage | None, flags: Sequence[str],
-                warn_below: float) -> list[tuple[str, str]]:
-    """``(kind, markdown)`` to show above a batch (kind ``meter``, ``warning`` or ``info``).
+                warn_below: float) -> list[tuple[str, str, float | None]]:
+    """``(kind, markdown, value)`` to show above a batch (kind ``meter``, ``warning`` or ``info``).
 
-    ``meter``'s text is the coverage line: how right the labels would be if every remaining image
-    took its suggestion unreviewed, and the reviews still needed to reach the target."""
-    notes: list[tuple[str, str]] = []
+    The ``meter`` is the coverage line, with the estimated accuracy as its value: how right the
+    labels would be if every remaining image took its suggestion unreviewed, and the reviews
+    still needed to reach the target."""
+    notes: list[tuple[str, str, float | None]] = []
     if coverage is not None:
         a = coverage.accuracy
         span = "" if math.isnan(a.low) else f" [{a.low:.2f}, {a.high:.2f}]"
         notes.append(("meter", f"**Estimated accuracy of the remaining {coverage.remaining} image(s)** if each took its "
                                f"suggestion unreviewed: **{a.value:.2f}**{span}; target {coverage.target:.0%}: about "
-                               f"**{coverage.reviews_needed}** review(s) still needed, least certain first."))
+                               f"**{coverage.reviews_needed}** review(s) still needed, least certain first.",
+                      min(max(a.value, 0.0), 1.0)))
     if precision is not None and not math.isnan(precision.value) and precision.value < warn_below:
         notes.append(("warning", f"**Check before you accept:** the estimated precision of these suggestions is "
                                  f"{precision.text()}, below {warn_below:.0%}. Accepting them unreviewed would add wrong "
                                  "labels. Review them one by one (reject the wrong ones), label the hardest images by "
-                                 "hand, or train the backbone end to end (Train → mode *finetune*)."))
-    notes += [("warning", f"**Class balance:** {f}") for f in flags]
+                                 "hand, or train the backbone end to end (Train → mode *finetune*).", None))
+    notes += [("warning", f"**Class balance:** {f}", None) for f in flags]
     return notes
 
 

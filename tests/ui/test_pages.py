@@ -173,8 +173,9 @@ def test_trust_notes_meter_warning_and_flags() -> None:
 
     cov = Coverage(BatchEstimate(0.8, 0.75, 0.85, 100, "b"), 100, 0, 40, 0.99)
     good = trust_notes(PrecisionEstimate(0.95, "b", 0.9, 0.97), cov, [], 0.9)
-    assert [k for k, _ in good] == ["meter"] and "0.80** [0.75, 0.85]" in good[0][1] and "**40** review" in good[0][1]
+    assert [k for k, _, _ in good] == ["meter"] and "0.80** [0.75, 0.85]" in good[0][1] and "**40** review" in good[0][1]
+    assert good[0][2] == 0.8
     bad = trust_notes(PrecisionEstimate(0.7, "b", 0.6, 0.8), None, ["'shirt' has 82 labels"], 0.9)
-    assert [k for k, _ in bad] == ["warning", "warning"]
+    assert [k for k, _, _ in bad] == ["warning", "warning"]
     assert "one by one" in bad[0][1] and "by hand" in bad[0][1] and "end to end" in bad[0][1] and "shirt" in bad[1][1]
     assert trust_notes(None, None, [], 0.9) == []
