@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from labeltool.config import SuggestConfig, TrainConfig
-from labeltool.data.anchors import verified_images
+from labeltool.data.anchors import round_reviews, verified_images
 from labeltool.data.features import FeatureCache
 from labeltool.data.pool import Pool, RowView
 from labeltool.data.store import StoredSuggestion
 from labeltool.errors import EmptyPoolError, NoRoundError, StaleFeaturesError
-from labeltool.eval.calibration import BatchEstimate, batch_estimate
+from labeltool.eval.calibration import BatchEstimate, batch_estimate, review_bias
 from labeltool.eval.review import review_stats
 from labeltool.io.check_file import check_path, load_check, save_check
 from labeltool.models.extract import extract_to_cache, pick_device
@@ -219,10 +219,12 @@ class SessionRounds:
         emb_rows = np.array([where[int(i)] for i in cur.ids[keep]], dtype=np.int64)
         probs = cur.probs[keep] if cur.probs is not None else None
         labels = pool.labels(state.labels)
-        anchors = np.isin(pool.ids, np.fromiter(verified_images(state, self.store.decisions()), dtype=np.int64))
+        log = self.store.decisions()
+        anchors = np.isin(pool.ids, np.fromiter(verified_images(state, log), dtype=np.int64))
         train = cur.checkpoint.train_config
         prop = propose_round(pool.features, labels, pool.ids, cur.embeddings[keep], probs, emb_rows, len(self.classes),
-                             self.classes, train, config, anchors=anchors, rejected=state.rejected)
+                             self.classes, train, config, anchors=anchors, rejected=state.rejected,
+                             bias=self._review_bias(log))
         self.store.save_suggestions(cur.round, [
             StoredSuggestion(cur.round, s.image_id, s.class_id, s.confidence, s.source, s.rank, s.distance, s.evidence)
             for s in prop.suggestions
@@ -235,6 +237,12 @@ class SessionRounds:
         self.store.update_round_metrics(cur.round, {"proposal": prop.summary()})
         self._check = None
         return prop.suggestions
+
+    def _review_bias(self, log: Sequence[Any]) -> float:
+        """How far the precision stated for earlier batches fell short of what review found."""
+        stated = {r.id: ((r.metrics or {}).get("proposal") or {}).get("batch_precision", {}).get("value")
+                  for r in self.store.rounds()}
+        return review_bias({k: float(v) for k, v in stated.items() if v is not None}, round_reviews(log))
 
     def _round_check(self) -> tuple[AnchorCheck, np.ndarray, np.ndarray] | None:
         """The newest finished round's anchor check with its candidates, or None."""

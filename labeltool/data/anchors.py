@@ -13,7 +13,21 @@ from collections.abc import Iterable
 
 from labeltool.data.decisions import LABELING_ACTIONS, Decision, LabelState, cancelled_ids
 
-__all__ = ["verified_images"]
+__all__ = ["round_reviews", "verified_images"]
+
+
+def round_reviews(log: Iterable[Decision]) -> dict[int, tuple[int, int]]:
+    """``round → (accepted, rejected)`` suggestions of every round in which the reviewer rejected or
+    corrected something (a correction also logs a reject of the suggested class); undone
+    decisions do not count."""
+    decisions = list(log)
+    cancelled = cancelled_ids(decisions)
+    counts: dict[int, list[int]] = {}
+    for d in decisions:
+        if d.round is None or d.id in cancelled or d.action not in ("accept", "reject"):
+            continue
+        counts.setdefault(d.round, [0, 0])[d.action == "reject"] += 1
+    return {r: (a, n) for r, (a, n) in counts.items() if n > 0}
 
 
 def verified_images(state: LabelState, log: Iterable[Decision]) -> set[int]:

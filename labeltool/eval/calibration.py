@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 __all__ = ["BatchEstimate", "Calibration", "batch_estimate", "calibration_table", "estimated_precision",
-           "expected_calibration_error", "fit_temperature", "tempered"]
+           "expected_calibration_error", "fit_temperature", "review_bias", "tempered"]
 
 # (low, high, observed acceptance rate) rows, or a mapping {(low, high): rate}.
 Calibration = Sequence[tuple[float, float, float]] | Mapping[tuple[float, float], float]
@@ -132,6 +133,25 @@ def batch_estimate(probs: np.ndarray, boot_probs: np.ndarray, basis: str, extra_
     draws = np.clip(bp.sum(1) / m + sd * np.random.default_rng(1).standard_normal(len(bp)), 0.0, 1.0)
     lo, hi = np.quantile(draws, [0.05, 0.95]) if len(bp) else (value, value)
     return BatchEstimate(value, float(min(lo, value)), float(max(hi, value)), int(p.size), basis)
+
+
+def review_bias(stated: Mapping[int, float], reviews: Mapping[int, tuple[int, int]], prior: float = 50.0) -> float:
+    """How far the stated precision fell short of what review found, in reviewed rounds.
+
+    ``stated[round]`` is the precision stated for a round's batch, ``reviews[round]`` its
+    ``(accepted, rejected)`` suggestions (only rounds in which something was rejected: a batch
+    accepted whole says nothing about its precision). Returns the residual
+    ``Σ (accepted − stated·n) / (Σ n + prior)``: the observed-minus-stated precision per reviewed
+    suggestion, shrunk toward 0 by ``prior`` suggestions' worth of doubt."""
+    num, den = 0.0, prior
+    for rnd, (acc, rej) in reviews.items():
+        value = stated.get(rnd)
+        if value is None or not math.isfinite(value):
+            continue
+        n = acc + rej
+        num += acc - value * n
+        den += n
+    return num / den if den > 0 else 0.0
 
 
 def expected_calibration_error(probabilities: np.ndarray, right: np.ndarray, bins: int = 10) -> float:

@@ -15,6 +15,8 @@ right, the wrong ones pile up far from any anchor.) A temperature fitted on the 
 votes into calibrated class probabilities ``q``; a suggestion of class ``s`` is right with
 probability ``q[s]`` (averaged over the folds). The estimate is as honest as the anchors are
 representative; it is conservative where the round's own model knows more than the anchors do.
+Where batches were reviewed (rounds with a rejection), how far their stated precision fell short
+of what review found corrects the next estimate (``bias``).
 """
 
 from __future__ import annotations
@@ -247,12 +249,15 @@ def uncalibrated(confidences: np.ndarray, n_anchors: int, extra_wrong: int = 0) 
 def propose_round(features: Any, labels: np.ndarray, ids: np.ndarray, embeddings: np.ndarray,
                   probs: np.ndarray | None, emb_rows: np.ndarray, num_classes: int, classes: list[str],
                   train: TrainConfig, suggest: SuggestConfig, *, anchors: np.ndarray | None = None,
-                  rejected: Iterable[tuple[int, int]] = (), knn_backend: str = "auto", seed: int = 0) -> Proposal:
+                  rejected: Iterable[tuple[int, int]] = (), knn_backend: str = "auto", seed: int = 0,
+                  bias: float = 0.0) -> Proposal:
     """Propose a batch and say how far to trust it.
 
     ``features [N, F]`` frozen features, ``labels [N]``, ``ids [N]`` of the pool; ``embeddings
     [M, D]`` and ``probs [M, C]`` (or None) of the round for pool rows ``emb_rows [M]`` (all of
-    them in head mode). ``anchors [N]`` bool marks the labels a person chose (default: all)."""
+    them in head mode). ``anchors [N]`` bool marks the labels a person chose (default: all).
+    ``bias`` (from :func:`~labeltool.eval.calibration.review_bias`: how far earlier stated
+    precisions fell short of what review found) is added to every probability the check states."""
     labels = np.asarray(labels, dtype=np.int64)
     anchors = labels >= 0 if anchors is None else np.asarray(anchors, dtype=bool) & (labels >= 0)
     shares = estimate_shares(features, labels, anchors, num_classes, seed=seed, knn_backend=knn_backend)
@@ -265,6 +270,8 @@ def propose_round(features: Any, labels: np.ndarray, ids: np.ndarray, embeddings
     s_cls = np.array([r.class_id for r in rows], dtype=np.int64)
     check = anchor_check(features, labels, ids, anchors, num_classes, train, suggest.calibration_folds,
                          extra=np.flatnonzero(np.isin(ids, s_ids)), seed=seed, knn_backend=knn_backend)
+    if check is not None and bias:
+        check = replace(check, offset=check.offset + bias, shift=check.shift + bias)
     n_left = int((labels < 0).sum())
     coverage = None
     if check is None:

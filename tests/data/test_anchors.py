@@ -32,3 +32,12 @@ def test_a_seed_relabelled_later_follows_its_newest_decision() -> None:
     assert verified_images(replay(seeds, log), log) == set()  # a blind accept replaced the seed label
     log2 = [dec(1, 1, 1, "assign", rnd=None)]
     assert verified_images(replay(seeds, log2), log2) == {1}
+
+
+def test_round_reviews_count_only_rounds_with_a_rejection() -> None:
+    from labeltool.data.anchors import round_reviews
+
+    log = [dec(1, 10, 0, "accept", rnd=1), dec(2, 11, 1, "accept", rnd=1), dec(3, 12, 0, "reject", rnd=1),
+           dec(4, 12, 2, "relabel", rnd=1), dec(5, 20, 0, "accept", rnd=2)]
+    assert round_reviews(log) == {1: (2, 1)}
+    assert round_reviews([*log, dec(6, 12, None, "undo", undoes=3)]) == {}

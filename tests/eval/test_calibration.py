@@ -72,3 +72,13 @@ def test_expected_calibration_error() -> None:
     assert expected_calibration_error(np.full(10, 1.0), np.zeros(10)) == pytest.approx(1.0)
     with pytest.raises(ValueError):
         expected_calibration_error(np.ones(3), np.ones(2))
+
+
+def test_review_bias_is_the_shrunk_shortfall_of_reviewed_rounds() -> None:
+    from labeltool.eval.calibration import review_bias
+
+    # stated 0.7 twice, review found 90 of 100 right each time: +0.2 per suggestion, shrunk by 50
+    assert review_bias({1: 0.7, 2: 0.7}, {1: (90, 10), 2: (90, 10)}) == pytest.approx(40 / 250)
+    assert review_bias({1: 0.7}, {}) == 0.0
+    assert review_bias({}, {1: (90, 10)}) == 0.0  # no stated value for that round
+    assert review_bias({1: 0.95}, {1: (50, 50)}, prior=0.0) == pytest.approx(-0.45)
