@@ -136,9 +136,10 @@ def cmd_suggest(args: argparse.Namespace) -> int:
         images = {r.id: r.relpath for r in s.store.images()}
         classes = s.classes
         writer = csv.writer(sys.stdout)
-        writer.writerow(["rank", "image_id", "path", "class", "confidence", "source"])
-        for r in rows:
-            writer.writerow([r.rank, r.image_id, images[r.image_id], classes[r.class_id], f"{r.confidence:.4f}", r.source])
+        writer.writerow(["rank", "image_id", "path", "class", "confidence", "p_right", "source"])
+        for r, c in zip(rows, s.calibrated(rows), strict=True):
+            writer.writerow([r.rank, r.image_id, images[r.image_id], classes[r.class_id], f"{r.confidence:.4f}",
+                             f"{c.confidence:.4f}", r.source])
         print(f"# {len(rows)} suggestion(s) for round {s.current_round().round}; {_precision(s.batch_estimate(rows))}",
               file=sys.stderr)
         _trust_notes(s, s.batch_estimate(rows), s.store.last_finished_round())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -266,6 +267,20 @@ class SessionRounds:
         p, boot = check.right(np.array([s.image_id for s in rows], dtype=np.int64),
                               np.array([s.class_id for s in rows], dtype=np.int64))
         return batch_estimate(p, boot, check.describe())
+
+    def calibrated(self, suggestions: Sequence[Suggestion]) -> list[Suggestion]:
+        """``suggestions`` with ``confidence`` replaced by the probability that each is right, as
+        the newest round's anchor check states it (unchanged where there is no check)."""
+        loaded = self._round_check()
+        if loaded is None:
+            return list(suggestions)
+        check = loaded[0]
+        scored = set(check.ids.tolist())
+        rows = [s for s in suggestions if s.image_id in scored]
+        p, _ = check.right(np.array([s.image_id for s in rows], dtype=np.int64),
+                           np.array([s.class_id for s in rows], dtype=np.int64))
+        prob = {s.image_id: float(v) for s, v in zip(rows, p, strict=True)}
+        return [replace(s, confidence=prob.get(s.image_id, s.confidence)) for s in suggestions]
 
     def coverage(self, target: float | None = None) -> Coverage | None:
         """The coverage meter now: if every still unlabeled image took the newest round's suggestion."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 from pathlib import Path
 
@@ -27,9 +28,15 @@ def test_status_train_suggest_review_export(folder: Path, tmp_path: Path, capsys
     assert main(["train", str(folder), "--loss", "triplet", "--epochs", "3", "--max-steps", "60", "--param", "margin=0.5"]) == 0
     assert main(["suggest", str(folder), "--batch", "15"]) == 0
     out = capsys.readouterr().out
-    rows = list(csv.DictReader(out.splitlines()[out.splitlines().index("rank,image_id,path,class,confidence,source"):]))
+    rows = list(csv.DictReader(out.splitlines()[out.splitlines().index("rank,image_id,path,class,confidence,p_right,source"):]))
     assert len(rows) == 15
+    assert all(0.0 <= float(r["p_right"]) <= 1.0 for r in rows)
     assert main(["review", str(folder), "--accept-top", "5"]) == 0
+    accepted = capsys.readouterr().out
+    assert re.search(r"^accepted 5 suggestion\(s\); estimated precision \d\.\d\d \[\d\.\d\d, \d\.\d\d\]$", accepted, re.M), accepted
+    assert main(["status", str(folder)]) == 0
+    remainder = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("estimated accuracy of the remainder: ")]
+    assert len(remainder) == 1 and "review(s) to reach 99%" in remainder[0]
     decisions = tmp_path / "d.csv"
     decisions.write_text(
         "path,action,label,correct\n"

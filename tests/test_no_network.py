@@ -66,7 +66,7 @@ def test_cli_loop_makes_no_network_call(tmp_path: Path) -> None:
         assert done.returncode == 0, f"labeltool {args[0]} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
         if args[0] == "suggest":
             lines = done.stdout.splitlines()
-            suggested = list(csv.DictReader(lines[lines.index("rank,image_id,path,class,confidence,source"):]))
+            suggested = list(csv.DictReader(lines[lines.index("rank,image_id,path,class,confidence,p_right,source"):]))
             assert len(suggested) == 10
         attempts = net_log.read_text().splitlines() if net_log.exists() else []
         assert not attempts, f"labeltool {args[0]} tried the network:\n" + "\n".join(attempts)
