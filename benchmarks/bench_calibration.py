@@ -93,7 +93,7 @@ def run(name: str, reviewer: str, args: argparse.Namespace) -> dict[str, Any]:
     ids = np.arange(len(y), dtype=np.int64)
     anchors = labels >= 0
     c = len(classes)
-    tcfg = TrainConfig(seed=args.seed)
+    tcfg = TrainConfig(seed=args.seed, max_steps=args.max_steps, min_steps=min(TrainConfig().min_steps, args.max_steps))
     scfg = SuggestConfig(batch_size=batch)
     state, rounds, probs_all, right_all = None, [], [], []
     past_conf: list[float] = []
@@ -169,6 +169,7 @@ def main() -> None:
     ap.add_argument("--batch-percent", type=float, default=5.0)
     ap.add_argument("--max-rounds", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-steps", type=int, default=TrainConfig().max_steps, help="training steps per head (smoke runs: few)")
     ap.add_argument("--out", default="calibration", help="result name under benchmarks/results (.json added)")
     args = ap.parse_args()
     runs = [run(d, rv, args) for d in args.datasets for rv in args.reviewers]

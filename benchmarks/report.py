@@ -90,10 +90,37 @@ def report(path: Path, heading: bool = True) -> str:
     elif path.name.startswith("sources"):
         out += ["Precision of the top 5% / 20% of the pool by confidence (bold: the best at 20%):", ""]
         out.append(md_table(*sources_pivot(d["summary"])))
+    elif path.name.startswith("calibration"):
+        out.append(md_table(CALIBRATION_HEADERS, calibration_rows(d["runs"])))
+        for r in d["runs"]:
+            out += ["", f"Rounds of {r['dataset']} / {r['reviewer']}:", ""]
+            out.append(md_table(CALIBRATION_ROUND_HEADERS, calibration_round_rows(r)))
     elif path.name.startswith("vote_prior"):
         keys = [k for k in d["rows"][0] if k != "pool"] if d.get("rows") else []
         out.append(md_table(keys, [[r[k] for k in keys] for r in d["rows"]]))
     return "\n".join(out)
+
+
+CALIBRATION_HEADERS = ["dataset", "reviewer", "rounds", "MAE", "max error", "in 90% interval", "ECE",
+                       "remainder MAE", "before: MAE", "before: max", "labels right at the end"]
+CALIBRATION_ROUND_HEADERS = ["round", "batch", "true", "stated", "90% interval", "before", "remainder true",
+                             "remainder stated", "reviews to 99%", "labels right"]
+
+
+def calibration_rows(runs: list[dict[str, Any]]) -> list[list[Any]]:
+    """One row per dataset and reviewer of a ``bench_calibration.py`` result."""
+    return [[r["dataset"], r["reviewer"], len(r["rounds"]), round(r["mae"], 3), round(r["max_error"], 3),
+             round(r["interval_coverage"], 2), round(r["ece"], 3),
+             None if r["remainder_mae"] is None else round(r["remainder_mae"], 3), round(r["previous_mae"], 3),
+             round(r["previous_max"], 3), round(r["final_label_accuracy"], 3)] for r in runs]
+
+
+def calibration_round_rows(run: dict[str, Any]) -> list[list[Any]]:
+    """Every round of one calibration run: stated vs true precision, and the remainder."""
+    f = lambda v: None if v is None else round(v, 3)  # noqa: E731
+    return [[w["round"], w["batch"], f(w["true"]), f(w["stated"]), f"[{w['low']:.2f}, {w['high']:.2f}]", f(w["previous"]),
+             f(w["remainder_true"]), f(w["remainder_stated"]), w["reviews_needed"], f(w["label_accuracy"])]
+            for w in run["rounds"]]
 
 
 COMPARE_HEADERS = ["dataset", "mode", "init", "loss", "variant", "seeds", "eval", "self-trained before",

@@ -338,3 +338,16 @@ def test_every_benchmark_script_prints_its_help() -> None:
                           cwd=BENCH, timeout=300, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(scripts) >= 10 and proc.stdout.strip() == "", proc.stdout
+
+
+def test_calibration_smoke(tmp_path: Path) -> None:
+    run("bench_calibration.py", tmp_path, "--datasets", "synthetic", "--pool", "300", "--per-class", "5",
+        "--batch-percent", "20", "--max-rounds", "2", "--max-steps", "20", "--out", "calibration_smoke")
+    data = json.loads((tmp_path / "out" / "calibration_smoke.json").read_text())
+    runs = {r["reviewer"]: r for r in data["runs"]}
+    assert set(runs) == {"careful", "trusting"}
+    assert runs["careful"]["final_label_accuracy"] == 1.0  # the careful reviewer fixes every wrong suggestion
+    for r in runs.values():
+        assert len(r["rounds"]) == 2 and 0.0 <= r["mae"] <= r["max_error"] <= 1.0
+        for w in r["rounds"]:
+            assert w["batch"] == 50 and 0.0 <= w["true"] <= 1.0 and w["low"] <= w["stated"] <= w["high"]
