@@ -178,7 +178,7 @@ def main() -> None:
                         [[r["dataset"], r["reviewer"], len(r["rounds"]), r["mae"], r["max_error"], r["interval_coverage"],
                           r["ece"], r["previous_mae"], r["previous_max"], r["remainder_mae"], r["final_label_accuracy"]]
                          for r in runs]))
-    _common.write_json(args.out, {"args": vars(args), "environment": _common.environment(), "runs": runs})
+    _common.write_json(args.out, {**_common.environment(), "args": vars(args), "runs": runs})
 
 
 if __name__ == "__main__":
