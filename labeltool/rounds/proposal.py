@@ -41,6 +41,9 @@ __all__ = ["MIN_ANCHORS", "AnchorCheck", "Coverage", "Proposal", "anchor_check",
 MIN_ANCHORS = 20  # fewer held-out verified labels than this: the stated precision is uncalibrated
 _POOL_SAMPLE = 20_000  # unlabeled rows scored by each fold
 _RESAMPLES = 100  # bootstrap resamples of the held-out anchors for the intervals
+# Steps of each fold's head: on CIFAR-10 (64 px, careful reviewer, 3 rounds) the stated precision
+# was the same within 0.013 with 100, 300 and 900 steps, so the check costs 5 short trainings.
+FOLD_STEPS = 100
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,8 @@ def anchor_check(features: Any, labels: np.ndarray, ids: np.ndarray, anchors: np
     if unl.size > _POOL_SAMPLE:
         picked = np.random.default_rng(seed).choice(unl, _POOL_SAMPLE, replace=False)
         unl = np.union1d(picked, np.intersect1d(unl, extra if extra is not None else []))
-    cfg = replace(train, mode="head", finetune=None)
+    steps = min(train.max_steps, FOLD_STEPS)
+    cfg = replace(train, mode="head", finetune=None, max_steps=steps, min_steps=min(train.min_steps, steps))
     held_truth, held_scores, pool_scores = [], [], []
     used = 0
     for k in range(folds):
