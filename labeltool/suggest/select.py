@@ -35,13 +35,12 @@ def select(
 
     Args:
         image_ids, classes, confidences: ``[M]`` one candidate (best allowed class) per image.
-        config: uses ``min_confidence``, ``batch_size``/``percent`` and ``stratified``.
+        config: uses ``min_confidence``, ``batch_size``/``percent``, ``stratified``, ``balance``.
         num_classes: ``C`` for the stratified split.
         pool_size: ``|U|`` for ``percent`` (default ``M``).
         tiebreak: ``[M]`` optional second key, higher first, among equal confidences (e.g. a
             probability that rounds to 1.0 for many images, ranked by what it rounded away).
-        shares: ``[C]`` estimated share of each class among the unlabeled images, used when
-            ``config.balance == "prevalence"`` (and not ``stratified``).
+        shares: ``[C]`` estimated share of each class among the unlabeled images (prevalence quotas).
 
     Candidates below ``min_confidence`` are dropped. Global: the ``total`` most confident.
     Prevalence quotas (the default with ``shares``): class ``c`` may take ``total · shares[c]``
