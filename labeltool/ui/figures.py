@@ -114,18 +114,28 @@ def _error_path(path: Path) -> Path:
     return path.with_name(path.name + ".error.txt")
 
 
-def _projection_job(path: str, ids: np.ndarray, x: np.ndarray, seed: int, nice: int,
-                    compute: Callable[..., np.ndarray]) -> None:
+def _input_path(path: Path) -> Path:
+    return path.with_name(path.name + ".input.npz")
+
+
+def _projection_job(path: str, seed: int, nice: int, compute: Callable[..., np.ndarray]) -> None:
     """Body of a background projection process: one thread, lower priority, ``compute(x, seed=)``
-    ``[N, 2]`` (or its error) to disk."""
+    ``[N, 2]`` (or its error) to disk. Its input ``ids``, ``x`` waits in :func:`_input_path`: handed
+    over through the process's pipe, a large array would hold the parent until the child had
+    imported everything and started reading (seconds, in the middle of the app's round)."""
     os.environ["NUMBA_NUM_THREADS"] = "1"
     os.environ["OMP_NUM_THREADS"] = "1"
     with contextlib.suppress(OSError, AttributeError):
         os.nice(nice)
+    source = _input_path(Path(path))
     try:
+        with np.load(source) as data:
+            ids, x = data["ids"], data["x"]
         save_projection(Path(path), ids, compute(x, seed=seed))
     except Exception as e:  # noqa: BLE001 - reported through status(), the view falls back to PCA
         _error_path(Path(path)).write_text(f"failed: {e}", encoding="utf-8")
+    finally:
+        source.unlink(missing_ok=True)
 
 
 class _Jobs:
@@ -158,9 +168,10 @@ class _Jobs:
                 return False
             _error_path(path).unlink(missing_ok=True)
             path.parent.mkdir(parents=True, exist_ok=True)
-            ids, x = np.array(ids, copy=True), np.array(x, dtype=np.float32, copy=True)
+            with open(_input_path(path), "wb") as fh:
+                np.savez(fh, ids=np.asarray(ids, dtype=np.int64), x=np.asarray(x, dtype=np.float32))
             ctx = multiprocessing.get_context("spawn")
-            proc = ctx.Process(target=_projection_job, args=(str(path), ids, x, seed, self.nice, self.compute),
+            proc = ctx.Process(target=_projection_job, args=(str(path), seed, self.nice, self.compute),
                                name="labeltool-umap", daemon=True)
             proc.start()
             self.running[path] = proc
@@ -184,6 +195,7 @@ class _Jobs:
             proc.join(5)
             for tmp in path.parent.glob(path.name + ".tmp-*"):  # a write the stop cut short
                 tmp.unlink(missing_ok=True)
+            _input_path(path).unlink(missing_ok=True)
         return len(alive)
 
 

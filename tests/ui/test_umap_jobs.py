@@ -44,6 +44,7 @@ def test_a_job_runs_in_its_own_low_priority_process_and_writes_its_projection(tm
     assert proc.exitcode == 0 and jobs.status(path) is None
     xy = load_projection(path, ids)
     assert xy is not None and np.allclose(xy, pca_2d(x))
+    assert not list(tmp_path.rglob("*.input.npz"))  # the child took its input from a file and removed it
 
 
 def test_cancel_all_stops_running_jobs_and_leaves_no_file(tmp_path: Path) -> None:
@@ -56,6 +57,7 @@ def test_cancel_all_stops_running_jobs_and_leaves_no_file(tmp_path: Path) -> Non
     assert jobs.cancel_all() == 1
     assert time.perf_counter() - t < 10
     assert jobs.status(path) is None and not path.exists() and not list(tmp_path.rglob("*.tmp-*"))
+    assert not list(tmp_path.rglob("*.input.npz"))
     assert jobs.cancel_all() == 0
 
 
