@@ -66,6 +66,9 @@ def shoot(folder: Path, out: Path, image_size: int, export_to: Path, log: Path) 
         wait_idle(page)
         main = page.get_by_test_id("stMain")
         main.get_by_role("button", name="Reject", exact=True).nth(6).click()  # a reject: message, Undo, card kept
+        page.get_by_text("Rejected", exact=False).first.wait_for()
+        wait_idle(page)
+        page.wait_for_timeout(1500)  # a busy machine may start the rerun late: wait for it to end again
         wait_idle(page)
         page.evaluate("() => document.querySelectorAll('*').forEach(e => { e.scrollTop = 0 })")
         page.wait_for_timeout(300)
