@@ -261,12 +261,8 @@ class SessionRounds:
         if loaded is None:
             n = len(verified_images(self.label_state(), self.store.decisions()))
             return uncalibrated(np.array([s.confidence for s in suggestions]), n)
-        check = loaded[0]
-        scored = set(check.ids.tolist())
-        rows = [s for s in suggestions if s.image_id in scored]
-        p, boot = check.right(np.array([s.image_id for s in rows], dtype=np.int64),
-                              np.array([s.class_id for s in rows], dtype=np.int64))
-        return batch_estimate(p, boot, check.describe())
+        _, p, boot = loaded[0].right_of(suggestions)
+        return batch_estimate(p, boot, loaded[0].describe())
 
     def calibrated(self, suggestions: Sequence[Suggestion]) -> list[Suggestion]:
         """``suggestions`` with ``confidence`` replaced by the probability that each is right, as
@@ -274,11 +270,7 @@ class SessionRounds:
         loaded = self._round_check()
         if loaded is None:
             return list(suggestions)
-        check = loaded[0]
-        scored = set(check.ids.tolist())
-        rows = [s for s in suggestions if s.image_id in scored]
-        p, _ = check.right(np.array([s.image_id for s in rows], dtype=np.int64),
-                           np.array([s.class_id for s in rows], dtype=np.int64))
+        rows, p, _ = loaded[0].right_of(suggestions)
         prob = {s.image_id: float(v) for s, v in zip(rows, p, strict=True)}
         return [replace(s, confidence=prob.get(s.image_id, s.confidence)) for s in suggestions]
 
@@ -290,9 +282,7 @@ class SessionRounds:
         check, cand_ids, cand_cls = loaded
         labels = self.label_state().labels
         n_left = sum(1 for i in self.pool().ids if int(i) not in labels)
-        still = np.array([int(i) not in labels for i in check.ids], dtype=bool)
-        sub = AnchorCheck(check.held_truth, check.held_scores, check.ids[still], check.scores[:, still], check.temperature,
-                          check.boot, check.shift, check.offset)
+        sub = check.still_unlabeled(labels)
         keep = np.isin(cand_ids, sub.ids)
         goal = SuggestConfig().target_accuracy if target is None else target
         return coverage_from(sub, cand_ids[keep], cand_cls[keep], n_left, goal)

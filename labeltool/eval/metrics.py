@@ -13,7 +13,8 @@ from labeltool.losses import EmbeddingLoss
 from labeltool.suggest.knn import knn_search
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` ``[N, D]`` scaled to unit L2 norm (zero rows stay zero)."""
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
@@ -34,7 +35,7 @@ def loo_knn_accuracy(embeddings: np.ndarray, labels: np.ndarray, *, normalize: b
     if mask.sum() < 2:
         return None
     x = np.asarray(embeddings[mask], dtype=np.float32)
-    x = _unit(x) if normalize else x
+    x = unit_rows(x) if normalize else x
     _, idx = knn_search(x, x, 2)
     y = labels[mask]
     # the nearest neighbour of a point is normally itself; take the other one (duplicates may swap)
@@ -50,8 +51,8 @@ def knn_accuracy(
     """Accuracy of a k-NN majority vote (ties → nearest) from ``train`` ``[N, D]`` to ``test`` ``[M, D]``."""
     if len(test) == 0:
         raise ValueError("knn_accuracy needs at least one test row")
-    a = _unit(np.asarray(train, np.float32)) if normalize else np.asarray(train, np.float32)
-    b = _unit(np.asarray(test, np.float32)) if normalize else np.asarray(test, np.float32)
+    a = unit_rows(np.asarray(train, np.float32)) if normalize else np.asarray(train, np.float32)
+    b = unit_rows(np.asarray(test, np.float32)) if normalize else np.asarray(test, np.float32)
     _, idx = knn_search(b, a, k)
     votes = train_labels[idx]
     if k == 1:

@@ -14,16 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from labeltool.eval.metrics import unit_rows
 from labeltool.suggest.knn import knn_search
 
 __all__ = ["ClassFlag", "balance_flags", "estimate_shares", "remaining_shares"]
 
 _SAMPLE = 20_000  # pool rows voted on: enough for shares to about ±0.01
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def estimate_shares(features: Any, labels: np.ndarray, anchors: np.ndarray, num_classes: int, *, k: int = 5,
@@ -41,13 +37,13 @@ def estimate_shares(features: Any, labels: np.ndarray, anchors: np.ndarray, num_
         return None
     n = labels.shape[0]
     rows = np.arange(n) if n <= _SAMPLE else np.sort(np.random.default_rng(seed).choice(n, _SAMPLE, replace=False))
-    ref = _unit(features[anchor_rows])
+    ref = unit_rows(np.asarray(features[anchor_rows], dtype=np.float32))
     ref_cls = labels[anchor_rows].astype(np.int64)
     kk = min(k, anchor_rows.size)
     votes = np.zeros((rows.size, num_classes))
     for s in range(0, rows.size, 4096):
         part = rows[s : s + 4096]
-        _, nn = knn_search(_unit(features[part]), ref, kk, backend=knn_backend)
+        _, nn = knn_search(unit_rows(np.asarray(features[part], dtype=np.float32)), ref, kk, backend=knn_backend)
         np.add.at(votes, (np.repeat(np.arange(part.size) + s, kk), ref_cls[nn].ravel()), 1.0)
     pred = votes.argmax(1)  # ties to the lower class id
     own = np.asarray(anchors, dtype=bool)[rows] & (labels[rows] >= 0)

@@ -21,7 +21,7 @@ of what review found corrects the next estimate (``bias``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -29,6 +29,7 @@ import numpy as np
 
 from labeltool.config import SuggestConfig, TrainConfig
 from labeltool.eval.calibration import BatchEstimate, batch_estimate, fit_temperature, tempered
+from labeltool.eval.metrics import unit_rows
 from labeltool.eval.prevalence import balance_flags, estimate_shares, remaining_shares
 from labeltool.suggest.knn import knn_search
 from labeltool.suggest.knn_scores import knn_class_scores, vote_temperature
@@ -82,6 +83,20 @@ class AnchorCheck:
 
         boot = np.stack([np.clip(pick(t) + d, 0.0, 1.0) for t, d in zip(self.boot, self.shift, strict=True)])
         return np.clip(pick(self.temperature) + self.offset, 0.0, 1.0), boot
+
+    def right_of(self, suggestions: Sequence[Suggestion]) -> tuple[list[Suggestion], np.ndarray, np.ndarray]:
+        """The ``suggestions`` this check scored, with :meth:`right`'s ``(p [M], boot [B, M])`` for them."""
+        scored = set(self.ids.tolist())
+        rows = [s for s in suggestions if s.image_id in scored]
+        p, boot = self.right(np.array([s.image_id for s in rows], dtype=np.int64),
+                             np.array([s.class_id for s in rows], dtype=np.int64))
+        return rows, p, boot
+
+    def still_unlabeled(self, labeled: Iterable[int]) -> AnchorCheck:
+        """The same check over the scored images not in ``labeled``."""
+        done = set(labeled)
+        keep = np.array([int(i) not in done for i in self.ids], dtype=bool)
+        return replace(self, ids=self.ids[keep], scores=self.scores[:, keep])
 
     def describe(self) -> str:
         h = self.held_truth.size
@@ -142,7 +157,7 @@ def anchor_check(features: Any, labels: np.ndarray, ids: np.ndarray, anchors: np
         x[order] = np.asarray(features[rows[order]], dtype=np.float32)
         sub = np.concatenate([labels[fit_rows], np.full(held.size + unl.size, -1)])
         res = train_head(x, sub, num_classes, replace(cfg, seed=cfg.seed * 7919 + k + 1))
-        emb = _unit(embed_features(res.head, x, device=cfg.device))
+        emb = unit_rows(embed_features(res.head, x, device=cfg.device))
         ref, ref_cls = emb[: fit_rows.size], labels[fit_rows].astype(np.int64)
         scores, tau = _vote(ref, ref_cls, emb[fit_rows.size + held.size :], num_classes, None, knn_backend)
         pool_scores.append(scores)
@@ -171,10 +186,6 @@ def _resampled(scores: np.ndarray, truth: np.ndarray, seed: int) -> tuple[np.nda
         stated = tempered(scores, temps[b]).max(1)
         shifts[b] = float((w * (right - stated)).sum())
     return temps, shifts
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def reviews_to_reach(probabilities: np.ndarray, target: float) -> int:

@@ -13,13 +13,12 @@ import numpy as np
 import pandas as pd
 
 from labeltool.data.decisions import LabelState
-from labeltool.data.store import ImageRow, Store
+from labeltool.data.store import ImageRow
 from labeltool.suggest.propose import Suggestion
 from labeltool.ui import figures as viz
 from labeltool.ui.figures import Projection, projection
 from labeltool.ui.pages import DISPUTE_SPACES
-from labeltool.ui.queue import Disputed, PrecisionEstimate, class_counts, disputed_labels, reviewed_outcomes
-from labeltool.ui.queue import batch_precision as estimate_precision
+from labeltool.ui.queue import Disputed, class_counts, disputed_labels
 
 
 class Embedded(Protocol):
@@ -46,14 +45,6 @@ class Features(Protocol):
 
 
 # ---------------------------------------------------------------------------- Review and Dataset
-def batch_precision(store: Store, suggestions: Sequence[Suggestion]) -> PrecisionEstimate:
-    """Estimated precision of ``suggestions``, calibrated on the reviews recorded in ``store`` so far."""
-    log = store.decisions()
-    rounds = {d.round for d in log if d.round is not None}
-    conf, acc = reviewed_outcomes(log, {r: store.suggestions(r) for r in rounds})
-    return estimate_precision([s.confidence for s in suggestions], conf, acc)
-
-
 def dispute_arrays(space: str, current: Embedded | None, pool: Features) -> tuple[np.ndarray, np.ndarray]:
     """``(ids [N], vectors [N, D])`` to look for disputed labels in: the newest round's embedding
     (``space="embedding"``; the backbone features before any round) or the backbone features."""
