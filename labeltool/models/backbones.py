@@ -22,6 +22,7 @@ from PIL import Image
 from torch import Tensor, nn
 from torchvision.transforms import v2 as T
 
+from labeltool.models import small_nets
 from labeltool.models.keys import efficientnet_pytorch_to_timm
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
@@ -45,6 +46,9 @@ class BackboneSpec:
     checkpoint: str | None = None
     arch: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    pretrained: bool = True  # False: random initialisation, only useful trained end to end
+    grayscale: bool = False  # the network reads one channel (the mean of R, G, B)
+    hflip: bool = True  # whether a horizontal flip keeps an image's class (not for digits)
 
     def cache_key(self) -> str:
         """A file-name-safe id of (backbone, input size, checkpoint): features differ across these."""
@@ -58,7 +62,8 @@ class BackboneSpec:
         return {
             "name": self.name, "input_size": self.input_size, "mean": list(self.mean),
             "std": list(self.std), "feature_dim": self.feature_dim, "checkpoint": self.checkpoint,
-            "arch": self.arch, "license": self.license,
+            "arch": self.arch, "license": self.license, "pretrained": self.pretrained,
+            "grayscale": self.grayscale,
         }
 
 
@@ -334,3 +339,49 @@ def _build_mobilenet(spec: BackboneSpec, with_classifier: bool) -> Backbone:
     model = mobilenet_v2()
     model.load_state_dict(_load_state(weights_path(spec)))
     return Backbone(spec, _MobileNetBody(model.features), model.classifier if with_classifier else None)
+
+
+# ---------------------------------------------------------------------------- from-scratch networks
+_MNIST_MEAN_STD = ((0.1307,) * 3, (0.3081,) * 3)  # MNIST training-set pixel statistics
+_CIFAR_MEAN_STD = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))  # CIFAR-10 training set
+_HOFFER_MNIST = BackboneSpec(
+    name="hoffer_mnist", description="Hoffer & Ailon MNIST network, from scratch (28 px grayscale, 128-d)",
+    input_size=28, mean=_MNIST_MEAN_STD[0], std=_MNIST_MEAN_STD[1], feature_dim=128, license="Apache-2.0",
+    arch="hoffer_mnist", pretrained=False, grayscale=True, hflip=False,
+)
+_HOFFER_CIFAR = BackboneSpec(
+    name="hoffer_cifar", description="Hoffer & Ailon-style CIFAR-10 network, from scratch (32 px RGB, 192-d)",
+    input_size=32, mean=_CIFAR_MEAN_STD[0], std=_CIFAR_MEAN_STD[1], feature_dim=192, license="Apache-2.0",
+    arch="hoffer_cifar", pretrained=False,
+)
+_ASSOC_MNIST = BackboneSpec(
+    name="assoc_mnist", description="Haeusser et al. association MNIST network, from scratch (28 px grayscale, 128-d)",
+    input_size=28, mean=_MNIST_MEAN_STD[0], std=_MNIST_MEAN_STD[1], feature_dim=128, license="Apache-2.0",
+    arch="assoc_mnist", pretrained=False, grayscale=True, hflip=False, extra={"weight_decay": 1e-3},
+)
+
+
+@register_backbone(_HOFFER_MNIST)
+def _build_hoffer_mnist(spec: BackboneSpec, with_classifier: bool) -> Backbone:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # the same starting weights every time: cached features stay valid
+        return Backbone(spec, small_nets.hoffer_mnist(), None)
+
+
+@register_backbone(_HOFFER_CIFAR)
+def _build_hoffer_cifar(spec: BackboneSpec, with_classifier: bool) -> Backbone:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # the same starting weights every time: cached features stay valid
+        return Backbone(spec, small_nets.hoffer_cifar(), None)
+
+
+@register_backbone(_ASSOC_MNIST)
+def _build_assoc_mnist(spec: BackboneSpec, with_classifier: bool) -> Backbone:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # the same starting weights every time: cached features stay valid
+        return Backbone(spec, small_nets.assoc_mnist(spec.input_size, spec.feature_dim), None)
+
+
+def from_scratch_backbones() -> list[str]:
+    """Registered backbones that start from random weights (trained end to end only)."""
+    return [name for name in list_backbones() if not _REGISTRY[name][0].pretrained]

@@ -18,6 +18,13 @@ def backbone_stages(backbone: nn.Module) -> list[list[nn.Module]]:
     model = getattr(body, "model", None)
     if isinstance(model, nn.Module):
         return _timm_stages(model)
+    staged = getattr(body, "stages", None)
+    if isinstance(staged, nn.ModuleList) and len(staged):
+        groups = [[m] for m in staged]
+        pool = getattr(body, "pool", None)
+        if isinstance(pool, nn.Module):
+            groups[-1].append(pool)
+        return groups
     features = getattr(body, "features", None)
     if isinstance(features, nn.Sequential) and len(features) >= 3:
         mods = list(features)
