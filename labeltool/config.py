@@ -17,7 +17,7 @@ import numpy as np
 
 from labeltool.data.decode import DEFAULT_MAX_PIXELS
 from labeltool.losses import get_loss_class
-from labeltool.models.backbones import DEFAULT_BACKBONE, get_spec
+from labeltool.models.backbones import DEFAULT_BACKBONE, BackboneSpec, get_spec
 from labeltool.suggest.knn_scores import KNN_CONFIDENCES
 from labeltool.suggest.registry import list_sources
 
@@ -65,6 +65,14 @@ class FinetuneConfig:
     ``stages``: how many of the backbone's last stages to train (0 or ``"all"``: every stage).
     ``steps`` overrides ``epochs`` (an epoch = enough P x K batches to cover the labeled images
     once). ``seed=None`` and ``device="auto"`` take the round's ``TrainConfig`` values.
+    Defaults that depend on the backbone come from :meth:`for_backbone` (``finetune`` applies it).
+
+    ``holdout``: fraction of the labeled images held out (stratified) to stop early on: every
+    ``eval_every`` steps the held-out images are scored by 1-NN against the training labeled
+    ones; the best state is kept, and training stops after ``patience`` evaluations without
+    improvement (0 = off). ``consistency``: weight of a FixMatch term on ``unlabeled_batch``
+    unlabeled images per step, pseudo-labels kept where the weak view's confidence reaches
+    ``consistency_threshold`` (0 = off; see :mod:`labeltool.train.consistency`).
     """
 
     stages: int | str = 2
@@ -83,6 +91,11 @@ class FinetuneConfig:
     num_workers: int | None = None
     seed: int | None = None
     device: str = "auto"
+    holdout: float = 0.0
+    eval_every: int = 50
+    patience: int = 4
+    consistency: float = 0.0
+    consistency_threshold: float = 0.95
 
     def __post_init__(self) -> None:
         stages = self.stages
@@ -116,6 +129,41 @@ class FinetuneConfig:
         object.__setattr__(self, "crop_scale", (lo, hi))
         if self.num_workers is not None and self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0 or None, got {self.num_workers}")
+        self._check_holdout_and_consistency()
+
+    def _check_holdout_and_consistency(self) -> None:
+        if not 0.0 <= float(self.holdout) < 1.0:
+            raise ValueError(f"holdout must be a fraction in [0, 1) of the labeled images, got {self.holdout}")
+        for name in ("eval_every", "patience"):
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {getattr(self, name)!r}")
+        if not (float(self.consistency) >= 0 and math.isfinite(self.consistency)):
+            raise ValueError(f"consistency (the unlabeled term's weight) must be >= 0, got {self.consistency}")
+        if not 0.0 < float(self.consistency_threshold) <= 1.0:
+            raise ValueError(f"consistency_threshold must lie in (0, 1], got {self.consistency_threshold}")
+        if self.consistency > 0 and self.unlabeled_batch < 1:
+            raise ValueError("consistency training needs unlabeled images: set unlabeled_batch >= 1")
+
+    def for_backbone(self, spec: BackboneSpec) -> FinetuneConfig:
+        """This config with the backbone's defaults filled in; fields set away from their class
+        default are kept (a field equal to its default counts as not set).
+
+        A backbone trained from random weights (``spec.pretrained`` False) trains every stage
+        (``stages=0``) at the head's learning rate (``backbone_lr = head_lr``), with the weight
+        decay its spec names (``spec.extra["weight_decay"]``, else the default). A pretrained one
+        keeps the class defaults (its last 2 stages at a 10x lower learning rate).
+        """
+        if spec.pretrained:
+            return self
+        default = FinetuneConfig()
+        changes: dict[str, Any] = {}
+        if self.stages == default.stages:
+            changes["stages"] = 0
+        if self.backbone_lr == default.backbone_lr:
+            changes["backbone_lr"] = self.head_lr
+        if self.weight_decay == default.weight_decay:
+            changes["weight_decay"] = float(spec.extra.get("weight_decay", default.weight_decay))
+        return replace(self, **changes) if changes else self
 
     @staticmethod
     def from_mapping(data: Mapping[str, Any] | None) -> FinetuneConfig:
