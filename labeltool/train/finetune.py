@@ -1,11 +1,17 @@
 """Fine-tune mode: train the backbone's last stages, the projection head and the loss end to end
 on images.
 
-Each step draws a class-balanced labeled batch (P classes x K images, augmented) and, for losses
-that use unlabeled data, an unlabeled image batch beside it (label ``-1``). On CUDA the forward
-pass runs under bf16 autocast (fp16 with a gradient scaler where bf16 is missing) in
-channels_last; the losses compute their unstable parts (arccos, logs of softmax products) in
-float32 themselves. Images are read only through :func:`labeltool.data.scan.load_image`.
+Each step draws a class-balanced labeled batch (P classes x K images, weakly augmented, see
+:mod:`labeltool.models.augment`) and, for losses that use unlabeled data or with consistency
+training on, an unlabeled image batch beside it (label ``-1``; :mod:`labeltool.train.finetune_data`).
+The backbone's defaults come from :meth:`FinetuneConfig.for_backbone` (a from-scratch network
+trains every stage). With ``holdout`` a stratified share of the labeled images is set aside to
+stop early on and keep the best state (:mod:`labeltool.train.holdout`); with ``consistency``
+an auxiliary classifier adds a FixMatch term (:mod:`labeltool.train.consistency`).
+
+On CUDA the forward pass runs under bf16 autocast (fp16 with a gradient scaler where bf16 is
+missing) in channels_last; the losses compute their unstable parts (arccos, logs of softmax
+products) in float32 themselves.
 """
 
 from __future__ import annotations
@@ -13,114 +19,69 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import os
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Sampler
-from torchvision.transforms import v2 as T
+from torch.utils.data import DataLoader
 
 from labeltool.config import FinetuneConfig
-from labeltool.data.scan import ImageDecodeError, load_image
 from labeltool.losses import EmbeddingLoss
-from labeltool.models.backbones import Backbone, BackboneSpec, make_preprocess
+from labeltool.models.backbones import Backbone
 from labeltool.models.extract import pick_device
 from labeltool.models.heads import ProjectionHead
 from labeltool.models.stages import backbone_stages, set_train_mode, unfreeze_last_stages
+from labeltool.train.consistency import aux_classifier, consistency_terms
+from labeltool.train.finetune_data import Batch, make_loader
 from labeltool.train.head import StepProgress
+from labeltool.train.holdout import BestState, HoldoutEval, holdout_split
 from labeltool.train.optim_state import adam_moments, named_trainables, restore_adam_moments
-from labeltool.train.sampling import BalancedSampler, CyclingSampler
 
 __all__ = [
     "FinetuneResult", "backbone_stages", "finetune", "set_train_mode", "unfreeze_last_stages",
 ]
 
+
 @dataclass
 class FinetuneResult:
-    """The fine-tuned modules (CPU, eval mode) and what the run did."""
+    """The fine-tuned modules (CPU, eval mode) and what the run did.
+
+    ``seconds`` is the whole run; ``images_per_second`` counts training time only (without
+    ``eval_seconds``, the held-out evaluations); ``data_seconds`` is the time the training loop
+    waited for its next batch. With ``holdout``, the modules are those of ``best_step`` and
+    ``holdout_accuracy`` is their held-out 1-NN accuracy (the best of ``eval_history``, a list of
+    ``(step, accuracy)``); the Adam moments are those of the last step run.
+    """
 
     backbone: Backbone
     head: ProjectionHead
     loss: EmbeddingLoss
     losses: list[float]
-    steps: int
+    steps: int  # steps run (fewer than planned when stopped early)
     seconds: float
     device: str
     amp: str
-    images: int  # images pushed through the backbone in training steps
+    images: int  # images pushed through the backbone in training steps (strong views included)
     images_per_second: float
     trainable: list[str]  # names of the backbone parameters that were trained
     trainable_params: int  # how many backbone weights were trained
     peak_memory_mb: float | None  # peak CUDA memory allocated during the run
     optimizer_state: dict[str, Tensor] = field(default_factory=dict)  # Adam moments, to continue from
-
-
-# ---------------------------------------------------------------------------- data
-def train_transform(spec: BackboneSpec, crop_scale: tuple[float, float] = (0.6, 1.0)) -> T.Compose:
-    """PIL image → augmented normalised ``[3, S, S]``: random resized crop, flip, mild colour jitter."""
-    return T.Compose([
-        T.PILToTensor(),
-        T.RandomResizedCrop(spec.input_size, scale=crop_scale, interpolation=T.InterpolationMode.BICUBIC,
-                            antialias=True),
-        T.RandomHorizontalFlip(),
-        T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02),
-        T.ToDtype(torch.float32, scale=True),
-        T.Normalize(mean=list(spec.mean), std=list(spec.std)),
-    ])
-
-
-class ImageLabelDataset(Dataset[tuple[Tensor, int, bool]]):
-    """``(image [3, S, S], label, ok)``; a file that fails to decode gives zeros and ``ok=False``."""
-
-    def __init__(self, paths: Sequence[Path], labels: Sequence[int], transform: Any, size: int) -> None:
-        self.paths, self.labels = list(paths), [int(v) for v in labels]
-        self.transform, self.size = transform, size
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, int, bool]:
-        try:
-            img: Image.Image = load_image(self.paths[i])
-            return self.transform(img), self.labels[i], True
-        except (ImageDecodeError, OSError, ValueError):
-            return torch.zeros(3, self.size, self.size), self.labels[i], False
-
-
-def _collate(items: list[tuple[Tensor, int, bool]]) -> tuple[Tensor, Tensor, Tensor]:
-    x = torch.stack([t for t, _, _ in items])
-    return x, torch.tensor([y for _, y, _ in items], dtype=torch.int64), torch.tensor([ok for _, _, ok in items])
-
-
-class StepBatches(Sampler[list[int]]):
-    """``steps`` batches of dataset indices: P x K labeled (rows ``< n_labeled``) then up to
-    ``unlabeled_batch`` unlabeled ones (rows ``>= n_labeled``), drawn from a seeded generator."""
-
-    def __init__(self, labels: np.ndarray, n_unlabeled: int, config: FinetuneConfig, steps: int,
-                 rng: np.random.Generator) -> None:
-        self.balanced = BalancedSampler(labels, config.classes_per_batch, config.samples_per_class, rng)
-        self.n_labeled, self.n_unlabeled = len(labels), n_unlabeled
-        self.unlabeled = CyclingSampler(np.arange(n_unlabeled), config.unlabeled_batch, rng)
-        self.u = self.unlabeled.size
-        self.steps, self.rng = steps, rng
-
-    def __len__(self) -> int:
-        return self.steps
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for _ in range(self.steps):
-            batch = self.balanced().tolist()
-            if self.u:
-                batch += (self.n_labeled + np.sort(self.unlabeled())).tolist()
-            yield batch
+    config: FinetuneConfig | None = None  # the settings used (with the backbone's defaults)
+    holdout_accuracy: float | None = None
+    best_step: int | None = None
+    stopped_early: bool = False
+    eval_history: list[tuple[int, float]] = field(default_factory=list)
+    eval_seconds: float = 0.0
+    data_seconds: float = 0.0
+    mask_rate: float | None = None  # mean share of unlabeled images above the consistency threshold
+    aux: nn.Linear | None = None  # the consistency classifier ``[B, D] -> [B, C]``, to continue from
 
 
 # ---------------------------------------------------------------------------- training
@@ -148,12 +109,6 @@ def _amp_name(amp: torch.dtype | None) -> str:
     return "off" if amp is None else ("bf16" if amp == torch.bfloat16 else "fp16")
 
 
-def _workers(config: FinetuneConfig, device: torch.device) -> int:
-    if config.num_workers is not None:
-        return config.num_workers
-    return min(8, max(1, (os.cpu_count() or 2) - 1)) if device.type == "cuda" else 0
-
-
 def finetune(
     backbone: Backbone,
     head: ProjectionHead,
@@ -163,16 +118,20 @@ def finetune(
     config: FinetuneConfig,
     progress: StepProgress | None = None,
     optimizer_state: Mapping[str, Tensor] | None = None,
+    aux: nn.Linear | None = None,
 ) -> FinetuneResult:
     """Fine-tune copies of ``backbone`` (last ``config.stages`` stages), ``head`` and ``loss`` on
-    images: ``labeled`` ``(path, class)`` pairs and ``unlabeled`` paths (read only by losses
-    with ``uses_unlabeled``). The inputs are left untouched; the result holds the trained copies.
-    ``optimizer_state`` (the previous run's ``FinetuneResult.optimizer_state``, same modules and
-    stages) resumes Adam where that run stopped (see :mod:`labeltool.train.optim_state`).
+    images: ``labeled`` ``(path, class)`` pairs and ``unlabeled`` paths (read by losses with
+    ``uses_unlabeled`` and by consistency training). The inputs are left untouched; the result
+    holds the trained copies. ``optimizer_state`` (the previous run's
+    ``FinetuneResult.optimizer_state``, same modules and stages) resumes Adam where that run
+    stopped (see :mod:`labeltool.train.optim_state`); ``aux`` (a previous ``FinetuneResult.aux``)
+    continues the consistency classifier.
 
     Shapes: images ``[B, 3, S, S]`` → backbone ``[B, F]`` → head ``[B, D]`` → loss (scalar).
     """
     labels = _checked_labels(backbone, head, loss, labeled)
+    config = config.for_backbone(backbone.spec)
     device = pick_device(config.device)
     amp = resolve_amp(config.amp, device)
     seed = 0 if config.seed is None else int(config.seed)
@@ -180,25 +139,39 @@ def finetune(
     rng = np.random.default_rng(seed)
     backbone, head, loss = copy.deepcopy(backbone), copy.deepcopy(head), copy.deepcopy(loss)
     trainable = unfreeze_last_stages(backbone, config.stages)
-    unl = list(unlabeled) if loss.uses_unlabeled and config.unlabeled_batch > 0 else []
-    p = min(config.classes_per_batch, len(np.unique(labels)))
-    steps = int(config.steps or config.epochs * max(1, math.ceil(len(labels) / (p * config.samples_per_class))))
-    loader = _loader(backbone.spec, [q for q, _ in labeled], labels, unl, config, steps, rng, seed, device)
-    run = _start_run(backbone, head, loss, config, amp, device, optimizer_state)
+    paths = [q for q, _ in labeled]
+    train_idx, held_idx = holdout_split(labels, config.holdout, rng)
+    t_decode = time.perf_counter()
+    holdout = HoldoutEval(backbone.spec, paths, labels, train_idx, held_idx) if len(held_idx) else None
+    decode_seconds = time.perf_counter() - t_decode
+    wants_unlabeled = loss.uses_unlabeled or config.consistency > 0
+    unl = list(unlabeled) if wants_unlabeled and config.unlabeled_batch > 0 else []
+    train_labels = labels[train_idx]
+    p = min(config.classes_per_batch, len(np.unique(train_labels)))
+    batches_per_epoch = max(1, math.ceil(len(train_labels) / (p * config.samples_per_class)))
+    steps = int(config.steps or config.epochs * batches_per_epoch)
+    loader = make_loader(backbone.spec, [paths[i] for i in train_idx], train_labels, unl, config, steps, rng,
+                         seed, device)
+    run = _start_run(backbone, head, loss, _aux_for(aux, head, loss, config), config, amp, device, optimizer_state)
     t0 = time.perf_counter()
-    history, images = run.train(loader, steps, progress)
+    done = run.train(loader, steps, progress, holdout if holdout is not None and holdout.active else None)
     if run.cuda:
         torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - t0
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if run.cuda else None
-    backbone = backbone.to(memory_format=torch.contiguous_format).cpu().eval().requires_grad_(False)
-    return FinetuneResult(
-        backbone=backbone, head=head.cpu().eval(), loss=loss.cpu().eval(), losses=history, steps=steps,
-        seconds=seconds, device=str(device), amp=_amp_name(amp),
-        images=images, images_per_second=images / seconds if seconds > 0 else 0.0, trainable=trainable,
-        trainable_params=sum(q.numel() for q in run.backbone_params),
-        peak_memory_mb=peak, optimizer_state=adam_moments(run.opt, run.named),
-    )
+    done.eval_seconds += decode_seconds  # decoding the held-out and reference images once
+    return _result(run, done, config, trainable, time.perf_counter() - t0 + decode_seconds)
+
+
+def _aux_for(aux: nn.Linear | None, head: ProjectionHead, loss: EmbeddingLoss,
+             config: FinetuneConfig) -> nn.Linear | None:
+    """The consistency classifier to train: a copy of ``aux`` (checked), a fresh one, or None."""
+    if config.consistency <= 0:
+        return None
+    if aux is None:
+        return aux_classifier(head.out_dim, loss.num_classes)
+    if (aux.in_features, aux.out_features) != (head.out_dim, loss.num_classes):
+        raise ValueError(f"aux classifier maps {aux.in_features} → {aux.out_features}; "
+                         f"the head gives {head.out_dim}-d embeddings of {loss.num_classes} classes")
+    return copy.deepcopy(aux)
 
 
 def _checked_labels(backbone: Backbone, head: ProjectionHead, loss: EmbeddingLoss,
@@ -214,35 +187,43 @@ def _checked_labels(backbone: Backbone, head: ProjectionHead, loss: EmbeddingLos
     return labels
 
 
-def _loader(spec: BackboneSpec, paths: Sequence[Path], labels: np.ndarray, unlabeled: Sequence[Path],
-            config: FinetuneConfig, steps: int, rng: np.random.Generator, seed: int,
-            device: torch.device) -> DataLoader[tuple[Tensor, int, bool]]:
-    """``steps`` batches ``(images [B, 3, S, S], labels [B], ok [B])``: labeled ``paths`` with
-    ``labels`` (augmented when ``config.augment``), then ``unlabeled`` ones labeled -1."""
-    tf = train_transform(spec, config.crop_scale) if config.augment else make_preprocess(spec)
-    dataset = ImageLabelDataset(list(paths) + list(unlabeled), list(labels) + [-1] * len(unlabeled), tf,
-                                spec.input_size)
-    batches = StepBatches(labels, len(unlabeled), config, steps, rng)
-    workers = _workers(config, device)
-    return DataLoader(
-        dataset, batch_sampler=batches, num_workers=workers, collate_fn=_collate, pin_memory=device.type == "cuda",
-        generator=torch.Generator().manual_seed(seed), persistent_workers=False,
-        prefetch_factor=4 if workers else None,
+def _result(run: _Run, done: _Trained, config: FinetuneConfig, trainable: list[str],
+            seconds: float) -> FinetuneResult:
+    """Restore the best held-out state (if any), move the modules to the CPU and report."""
+    best = done.best
+    if best is not None:
+        best.restore(run.modules)
+    peak = torch.cuda.max_memory_allocated(run.device) / 2**20 if run.cuda else None
+    train_seconds = seconds - done.eval_seconds
+    backbone = run.backbone.to(memory_format=torch.contiguous_format).cpu().eval().requires_grad_(False)
+    return FinetuneResult(
+        backbone=backbone, head=run.head.cpu().eval(), loss=run.loss.cpu().eval(), losses=done.losses,
+        steps=len(done.losses), seconds=seconds, device=str(run.device), amp=_amp_name(run.amp),
+        images=done.images, images_per_second=done.images / train_seconds if train_seconds > 0 else 0.0,
+        trainable=trainable, trainable_params=sum(q.numel() for q in run.backbone_params), peak_memory_mb=peak,
+        optimizer_state=adam_moments(run.opt, run.named), config=config,
+        holdout_accuracy=None if best is None else best.best, best_step=None if best is None else best.best_step,
+        stopped_early=done.stopped_early, eval_history=[] if best is None else list(best.history),
+        eval_seconds=done.eval_seconds, data_seconds=done.data_seconds,
+        mask_rate=float(np.mean(done.mask_rates)) if done.mask_rates else None,
+        aux=None if run.aux is None else run.aux.cpu().eval().requires_grad_(False),
     )
 
 
-def _start_run(backbone: Backbone, head: ProjectionHead, loss: EmbeddingLoss, config: FinetuneConfig,
-               amp: torch.dtype | None, device: torch.device,
+def _start_run(backbone: Backbone, head: ProjectionHead, loss: EmbeddingLoss, aux: nn.Linear | None,
+               config: FinetuneConfig, amp: torch.dtype | None, device: torch.device,
                optimizer_state: Mapping[str, Tensor] | None) -> _Run:
     """Move the modules to ``device`` (channels_last on CUDA) and build their optimizer, resuming
-    ``optimizer_state`` when it matches."""
+    ``optimizer_state`` when it matches. ``aux`` gets an optimizer of its own (always fresh), so
+    the saved moments keep covering exactly the backbone, head and loss."""
     cuda = device.type == "cuda"
     backbone.to(device)
     if cuda:
         backbone.to(memory_format=torch.channels_last)
         torch.cuda.reset_peak_memory_stats(device)
-    head.to(device)
-    loss.to(device)
+    for module in (head, loss, aux):
+        if module is not None:
+            module.to(device)
     bb_params = [q for q in backbone.parameters() if q.requires_grad]
     hl_params = list(head.parameters()) + list(loss.parameters())
     opt = torch.optim.AdamW(
@@ -253,8 +234,24 @@ def _start_run(backbone: Backbone, head: ProjectionHead, loss: EmbeddingLoss, co
     if optimizer_state and not restore_adam_moments(opt, named, optimizer_state):
         warnings.warn("the saved optimizer state does not match the trained modules (other stages?); "
                       "fine-tuning with a fresh optimizer", stacklevel=3)
+    aux_opt = None if aux is None else torch.optim.AdamW(
+        _param_groups(list(aux.parameters()), config.head_lr, config.weight_decay))
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
-    return _Run(backbone, head, loss, opt, scaler, named, bb_params, hl_params, device, amp, config.max_grad_norm)
+    return _Run(backbone, head, loss, opt, scaler, named, bb_params, hl_params, device, amp, config,
+                aux, aux_opt)
+
+
+@dataclass
+class _Trained:
+    """What :meth:`_Run.train` did: per-step losses, images, timings, held-out record."""
+
+    losses: list[float] = field(default_factory=list)
+    images: int = 0
+    mask_rates: list[float] = field(default_factory=list)
+    eval_seconds: float = 0.0
+    data_seconds: float = 0.0
+    stopped_early: bool = False
+    best: BestState | None = None
 
 
 @dataclass
@@ -271,51 +268,100 @@ class _Run:
     head_loss_params: list[nn.Parameter]
     device: torch.device
     amp: torch.dtype | None
-    max_grad_norm: float | None
+    config: FinetuneConfig
+    aux: nn.Linear | None = None
+    aux_opt: torch.optim.Optimizer | None = None
 
     @property
     def cuda(self) -> bool:
         return self.device.type == "cuda"
 
-    def train(self, loader: DataLoader[tuple[Tensor, int, bool]], steps: int,
-              progress: StepProgress | None) -> tuple[list[float], int]:
-        """One step per batch of ``loader``; ``(per-step losses, images trained on)``."""
+    @property
+    def modules(self) -> list[nn.Module]:
+        """The trained modules whose state early stopping keeps."""
+        return [self.backbone, self.head, self.loss] + ([self.aux] if self.aux is not None else [])
+
+    def train_mode(self) -> None:
         set_train_mode(self.backbone)
         self.head.train()
         self.loss.train()
-        history: list[float] = []
-        images = 0
-        for step, (x, y, ok) in enumerate(loader):
-            history.append(self.step(x, y, ok, step))
-            images += int(ok.sum())
-            if progress and (step % 10 == 0 or step == steps - 1):
-                progress(step + 1, steps, history[-1])
-        return history, images
 
-    def step(self, x: Tensor, y: Tensor, ok: Tensor, step: int) -> float:
-        """One optimiser step on images ``[B, 3, S, S]`` and labels ``[B]`` (rows with ``ok``
-        ``[B]`` False failed to decode and are left out); the step's loss."""
+    def train(self, loader: DataLoader[Batch], steps: int, progress: StepProgress | None,
+              holdout: HoldoutEval | None) -> _Trained:
+        """One step per batch of ``loader``, scored on ``holdout`` every ``eval_every`` steps and
+        at the last one, stopping after ``patience`` scores without improvement."""
+        done = _Trained(best=BestState(self.config.patience) if holdout is not None else None)
+        self.train_mode()
+        waited = time.perf_counter()
+        for step, batch in enumerate(loader):
+            done.data_seconds += time.perf_counter() - waited
+            value, images, mask_rate = self.step(batch, step)
+            done.losses.append(value)
+            done.images += images
+            if mask_rate is not None:
+                done.mask_rates.append(mask_rate)
+            if progress and (step % 10 == 0 or step == steps - 1):
+                progress(step + 1, steps, value)
+            if holdout is not None and done.best is not None and ((step + 1) % self.config.eval_every == 0
+                                                                   or step == steps - 1):
+                t = time.perf_counter()
+                stop = done.best.update(step + 1, holdout.accuracy(nn.Sequential(self.backbone, self.head),
+                                                                   self.device, self.amp), self.modules)
+                self.train_mode()
+                done.eval_seconds += time.perf_counter() - t
+                if stop and step < steps - 1:
+                    done.stopped_early = True
+                    break
+            waited = time.perf_counter()
+        return done
+
+    def step(self, batch: Batch, step: int) -> tuple[float, int, float | None]:
+        """One optimiser step on a :class:`Batch` (rows that failed to decode are left out, both
+        views); ``(the step's loss, images trained on, mask rate or None)``."""
+        x, y, ok, strong = batch
+        if strong.shape[0]:
+            strong = strong[ok[y < 0]]
         if not bool(ok.all()):
             x, y = x[ok], y[ok]
+        n = x.shape[0]
+        if strong.shape[0]:
+            x = torch.cat([x, strong])  # one forward pass: BatchNorm sees both views together
         x = x.to(self.device, non_blocking=True)
         if self.cuda:
             x = x.contiguous(memory_format=torch.channels_last)
         y = y.to(self.device, non_blocking=True)
         ctx = torch.autocast(self.device.type, dtype=self.amp) if self.amp is not None else contextlib.nullcontext()
+        mask_rate = None
         with ctx:
-            value = self.loss(self.head(self.backbone(x)), y)
+            emb = self.head(self.backbone(x))
+            value = self.loss(emb[:n], y)
+            if self.aux is not None:
+                terms = consistency_terms(self.aux, emb[:n], y, emb[n:], self.config.consistency_threshold)
+                value = value + terms.supervised + self.config.consistency * terms.unlabeled
+                mask_rate = terms.mask_rate if bool((y < 0).any()) else None
         if not torch.isfinite(value):
             raise FloatingPointError(
                 f"loss {self.loss.name} became {value.item()} at fine-tune step {step}; lower the learning rates"
             )
-        self.opt.zero_grad(set_to_none=True)
+        self._optimise(value)
+        return float(value.detach()), int(x.shape[0]), mask_rate
+
+    def _optimise(self, value: Tensor) -> None:
+        """Backward pass, gradient clipping and the optimizer step(s), through the AMP scaler."""
+        opts = [self.opt] + ([self.aux_opt] if self.aux_opt is not None else [])
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
         self.scaler.scale(value).backward()
-        if self.max_grad_norm is not None:
-            self.scaler.unscale_(self.opt)
-            torch.nn.utils.clip_grad_norm_(self.backbone_params + self.head_loss_params, self.max_grad_norm)
-        self.scaler.step(self.opt)
+        if self.config.max_grad_norm is not None:
+            params = self.backbone_params + self.head_loss_params
+            for opt in opts:
+                self.scaler.unscale_(opt)
+            if self.aux is not None:
+                params = params + list(self.aux.parameters())
+            torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)
+        for opt in opts:
+            self.scaler.step(opt)
         self.scaler.update()
-        return float(value.detach())
 
 
 def backbone_state(backbone: nn.Module) -> dict[str, Tensor]:
