@@ -61,11 +61,11 @@ def consistency_terms(aux: nn.Module, embeddings: Tensor, labels: Tensor, strong
                       threshold: float) -> ConsistencyTerms:
     """The aux-classifier terms of a batch: ``embeddings`` ``[B, D]`` with ``labels`` ``[B]``
     (``-1`` = unlabeled, weak view) and ``strong`` ``[U, D]``, the strong views of the unlabeled
-    rows in the same order (``U`` = number of ``-1`` rows)."""
+    rows in the same order (``U`` = number of ``-1`` rows). A batch without labeled rows gets a
+    zero supervised term."""
     labeled = labels >= 0
-    if not bool(labeled.any()):
-        raise ValueError("consistency training needs labeled rows in every batch")
-    supervised = nn.functional.cross_entropy(aux(embeddings[labeled]).float(), labels[labeled])
+    supervised = (nn.functional.cross_entropy(aux(embeddings[labeled]).float(), labels[labeled])
+                  if bool(labeled.any()) else embeddings.sum() * 0.0)  # all labeled files failed to decode
     weak = embeddings[~labeled]
     if weak.shape[0] != strong.shape[0]:
         raise ValueError(f"{weak.shape[0]} weak unlabeled rows but {strong.shape[0]} strong views")

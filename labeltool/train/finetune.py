@@ -143,7 +143,7 @@ def finetune(
     train_idx, held_idx = holdout_split(labels, config.holdout, rng)
     t_decode = time.perf_counter()
     holdout = HoldoutEval(backbone.spec, paths, labels, train_idx, held_idx) if len(held_idx) else None
-    decode_seconds = time.perf_counter() - t_decode
+    decode_seconds = time.perf_counter() - t_decode if holdout is not None else 0.0
     wants_unlabeled = loss.uses_unlabeled or config.consistency > 0
     unl = list(unlabeled) if wants_unlabeled and config.unlabeled_batch > 0 else []
     train_labels = labels[train_idx]
@@ -171,7 +171,7 @@ def _aux_for(aux: nn.Linear | None, head: ProjectionHead, loss: EmbeddingLoss,
     if (aux.in_features, aux.out_features) != (head.out_dim, loss.num_classes):
         raise ValueError(f"aux classifier maps {aux.in_features} → {aux.out_features}; "
                          f"the head gives {head.out_dim}-d embeddings of {loss.num_classes} classes")
-    return copy.deepcopy(aux)
+    return copy.deepcopy(aux).requires_grad_(True)
 
 
 def _checked_labels(backbone: Backbone, head: ProjectionHead, loss: EmbeddingLoss,
@@ -206,7 +206,7 @@ def _result(run: _Run, done: _Trained, config: FinetuneConfig, trainable: list[s
         stopped_early=done.stopped_early, eval_history=[] if best is None else list(best.history),
         eval_seconds=done.eval_seconds, data_seconds=done.data_seconds,
         mask_rate=float(np.mean(done.mask_rates)) if done.mask_rates else None,
-        aux=None if run.aux is None else run.aux.cpu().eval().requires_grad_(False),
+        aux=None if run.aux is None else run.aux.cpu().eval(),
     )
 
 

@@ -1,4 +1,4 @@
-"""Fine-tune mode: stage freezing, frozen BatchNorm, learning, unlabeled batches, the session round
+"""Fine-tune mode: per-backbone defaults, stage freezing, frozen BatchNorm, learning, unlabeled batches, the session round
 end to end (cache, checkpoint, reopen, export), the CLI flags, and the CUDA autocast paths."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from labeltool.cli import build_parser, main, train_config
 from labeltool.config import ProjectConfig, SuggestConfig, TrainConfig
 from labeltool.losses import create_loss, list_losses
 from labeltool.losses.association import AssociationLoss
-from labeltool.models.backbones import Backbone, create_backbone
+from labeltool.models.backbones import Backbone, create_backbone, get_spec
 from labeltool.models.heads import ProjectionHead
 from labeltool.session import LabelingSession
 from labeltool.train.finetune import (
@@ -86,6 +86,10 @@ def test_config_is_validated_and_json_round_trips() -> None:
         TrainConfig(mode="finetune", finetune={"stagez": 1})
     with pytest.raises(ValueError, match="amp"):
         FinetuneConfig(amp="fp8")
+    with pytest.raises(ValueError, match="consistency_threshold"):
+        FinetuneConfig(consistency=1.0, consistency_threshold=0.0)
+    with pytest.raises(ValueError, match="consistency"):
+        FinetuneConfig(consistency=-1.0)
     assert FinetuneConfig(stages="all").stages == 0 and FinetuneConfig(stages="3").stages == 3
     cfg = TrainConfig(mode="finetune", finetune={"stages": "all", "crop_scale": (0.5, 1.0)}, seed=7, device="cpu")
     assert cfg.finetune is not None and cfg.finetune["stages"] == 0 and cfg.finetune["epochs"] == 5
@@ -93,6 +97,33 @@ def test_config_is_validated_and_json_round_trips() -> None:
     assert again == cfg and TrainConfig().to_json()["mode"] == "head"
     ft = cfg.finetune_config()
     assert (ft.seed, ft.device, ft.crop_scale) == (7, "cpu", (0.5, 1.0))
+
+
+def test_for_backbone_fills_in_from_scratch_defaults_and_keeps_user_settings() -> None:
+    assoc, hoffer, pretrained = get_spec("assoc_mnist"), get_spec("hoffer_mnist"), get_spec("efficientnet_lite0")
+    default = FinetuneConfig()
+    scratch = default.for_backbone(assoc)
+    assert (scratch.stages, scratch.backbone_lr, scratch.weight_decay) == (0, default.head_lr, 1e-3)
+    assert default.for_backbone(hoffer).weight_decay == default.weight_decay  # no spec override
+    assert default.for_backbone(pretrained) == default
+    mine = FinetuneConfig(stages=1, backbone_lr=5e-4, head_lr=2e-3, weight_decay=0.0).for_backbone(assoc)
+    assert (mine.stages, mine.backbone_lr, mine.head_lr, mine.weight_decay) == (1, 5e-4, 2e-3, 0.0)
+    assert FinetuneConfig(head_lr=2e-3).for_backbone(hoffer).backbone_lr == 2e-3  # the head's lr, as set
+
+
+def test_a_from_scratch_backbone_trains_every_stage() -> None:
+    scratch = create_backbone("hoffer_mnist")
+    torch.manual_seed(0)
+    head = ProjectionHead(128, 16, 32, 0.0)
+    loss = create_loss("cross_entropy", num_classes=len(CLASSES), embedding_dim=16)
+    res = finetune(scratch, head, loss, _labeled(), [], FinetuneConfig(steps=1, classes_per_batch=3,
+                                                                        samples_per_class=2, device="cpu", num_workers=0))
+    assert res.config is not None and res.config.stages == 0 and res.config.backbone_lr == res.config.head_lr
+    assert res.trainable == [n for n, _ in scratch.named_parameters()]
+    first = backbone_stages(scratch)[0][0]
+    assert not torch.equal(dict(res.backbone.named_parameters())["body.stages.0.0.weight"],
+                           next(first.parameters()))  # the input-side stage trained too
+    assert res.images_per_second > 0 and res.data_seconds > 0
 
 
 def test_cli_flags_reach_the_train_config() -> None:
