@@ -14,13 +14,16 @@ grayscale file decoded to RGB has three equal channels, whose mean is the origin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import Tensor, nn
+
 
 class StagedBody(nn.Module):
     """``stages`` applied in order to ``[B, C, S, S]`` (channel-mean first when ``grayscale``),
     then ``pool`` to features ``[B, D]``."""
 
-    def __init__(self, stages: list[nn.Module], pool: nn.Module, grayscale: bool) -> None:
+    def __init__(self, stages: Sequence[nn.Module], pool: nn.Module, grayscale: bool) -> None:
         super().__init__()
         self.stages = nn.ModuleList(stages)
         self.pool = pool

@@ -20,11 +20,11 @@ def backbone_stages(backbone: nn.Module) -> list[list[nn.Module]]:
         return _timm_stages(model)
     staged = getattr(body, "stages", None)
     if isinstance(staged, nn.ModuleList) and len(staged):
-        groups = [[m] for m in staged]
+        blocks: list[list[nn.Module]] = [[m] for m in staged]
         pool = getattr(body, "pool", None)
         if isinstance(pool, nn.Module):
-            groups[-1].append(pool)
-        return groups
+            blocks[-1].append(pool)
+        return blocks
     features = getattr(body, "features", None)
     if isinstance(features, nn.Sequential) and len(features) >= 3:
         mods = list(features)
