@@ -17,15 +17,18 @@ import numpy as np
 
 from labeltool.data.decode import DEFAULT_MAX_PIXELS
 from labeltool.losses import get_loss_class
-from labeltool.models.backbones import DEFAULT_BACKBONE, BackboneSpec, get_spec
+from labeltool.models.backbones import DEFAULT_BACKBONE, BackboneSpec, from_scratch_backbones, get_spec
 from labeltool.suggest.knn_scores import KNN_CONFIDENCES
 from labeltool.suggest.registry import list_sources
 
 __all__ = [
-    "AMP_MODES", "BALANCE_MODES", "REVIEWERS", "SOURCES", "ExportConfig", "SelftrainConfig", "TRAIN_MODES", "FinetuneConfig", "ProjectConfig", "SuggestConfig", "TrainConfig",
+    "AMP_MODES", "BALANCE_MODES", "NEW_PROJECT_MODE", "REVIEWERS", "SOURCES", "ExportConfig", "SelftrainConfig", "TRAIN_MODES", "FinetuneConfig", "ProjectConfig", "SuggestConfig", "TrainConfig",
 ]
 
-TRAIN_MODES = ("head", "finetune")
+TRAIN_MODES = ("head", "finetune", "auto")
+# what the app and the command line train with unless told otherwise (TrainConfig() itself
+# stays "head": a program asks for the choice, and its cost, explicitly)
+NEW_PROJECT_MODE = "auto"
 BALANCE_MODES = ("prevalence", "none")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 SOURCES: tuple[str, ...] = tuple(list_sources())  # the registered suggestion sources, sorted
@@ -200,16 +203,25 @@ class TrainConfig:
     device: str = "auto"
     min_steps: int = 300  # small seeds: enough steps whatever the epoch count
     max_steps: int = 1000  # large label sets: a continued round needs a few epochs, not 15
-    mode: str = "head"  # "head" | "finetune"
-    finetune: Mapping[str, Any] | None = None  # FinetuneConfig fields (finetune mode)
+    mode: str = "head"  # "head" | "finetune" | "auto" (chosen per round by held-out accuracy)
+    finetune: Mapping[str, Any] | None = None  # FinetuneConfig fields (finetune and auto modes)
+    backbone: str | None = None  # the network a fine-tune round trains; None = the project's backbone
 
     def __post_init__(self) -> None:
         if self.mode not in TRAIN_MODES:
             raise ValueError(f"unknown training mode {self.mode!r}; valid: {', '.join(TRAIN_MODES)}")
-        if self.mode == "finetune" or self.finetune is not None:
+        if self.mode != "head" or self.finetune is not None:
 
             # validated and completed with defaults, so the saved JSON reproduces the run
             object.__setattr__(self, "finetune", FinetuneConfig.from_mapping(self.finetune).to_json())
+        if self.backbone is not None:
+            spec = get_spec(self.backbone)  # raises for unknown names
+            if spec.pretrained:
+                raise ValueError(
+                    f"a round's own backbone must be a network trained from scratch ({', '.join(from_scratch_backbones())}); "
+                    f"{self.backbone!r} is pretrained: make it the project's backbone instead")
+            if self.mode == "head":
+                raise ValueError(f"{self.backbone!r} starts from random weights: train it with mode 'finetune' or 'auto'")
         cls = get_loss_class(self.loss)  # raises for unknown names
         known = {p.name for p in cls.hyperparams}
         bad = sorted(set(self.loss_params) - known)

@@ -30,6 +30,7 @@ from labeltool.io.review_file import read_decisions
 from labeltool.models.backbones import Backbone, create_backbone, get_spec
 from labeltool.models.extract import ExtractionResult, extract_to_cache, pick_device
 from labeltool.rounds.current import RoundEmbedding
+from labeltool.session_auto import SessionAuto
 from labeltool.session_rounds import SessionRounds
 from labeltool.session_views import SessionViews
 from labeltool.suggest.propose import Suggestion
@@ -54,7 +55,7 @@ class ScanSummary:
     classes: list[str]
 
 
-class LabelingSession(SessionRounds, SessionViews):
+class LabelingSession(SessionAuto, SessionRounds, SessionViews):
     """A project opened for labeling. Create with :meth:`open`."""
 
     def __init__(self, project: Project) -> None:
@@ -323,7 +324,7 @@ class LabelingSession(SessionRounds, SessionViews):
             "classifier": "loss" if ckpt.loss.has_classifier else "prototypes",
             "train_config": ckpt.meta.get("train_config"), "project": str(self.project.image_root.name),
         }
-        return ModelExport(self.build_model(), self.backbone_spec, self.classes, info,
+        return ModelExport(self.build_model(), self.checkpoint_base(ckpt).spec, self.classes, info,
                            state_dict_of(ckpt.head, ckpt.loss))
 
     @classmethod

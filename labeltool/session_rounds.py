@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from labeltool.data.project import Project
     from labeltool.data.store import Store
     from labeltool.models.backbones import Backbone, BackboneSpec
+    from labeltool.rounds.choose import Choice
 
 StepProgress = Callable[[int, int, float], None]
 
@@ -72,6 +73,10 @@ class SessionRounds:
     if TYPE_CHECKING:  # provided by LabelingSession
         @property
         def classes(self) -> list[str]: ...
+        def resolve_mode(self, config: TrainConfig, pool: Pool,
+                         labels: np.ndarray) -> tuple[TrainConfig, Choice | None]: ...
+        def round_base(self, meta: dict[str, Any]) -> Backbone: ...
+        def checkpoint_base(self, ckpt: Checkpoint) -> Backbone: ...
         @property
         def backbone_spec(self) -> BackboneSpec: ...
         def pool(self) -> Pool: ...
@@ -90,22 +95,26 @@ class SessionRounds:
             raise EmptyPoolError(self._no_pool_message())
         labels = pool.labels(self.label_state().labels)
         require_two_classes(labels)
+        config, choice = self.resolve_mode(config, pool, labels)
         prev = self._previous_checkpoint() if continue_training else None
         prev_state = None if prev is None else RoundState(prev.head, prev.loss, prev.load_optimizer_state(),
                                                           prev.finetuned)
         inputs = RoundInputs(pool.ids, pool.features, labels, self.classes)
-        go_on = continues(config, prev_state, int(pool.features.shape[1]), len(self.classes))
-        spec = self.backbone_spec
-        record: dict[str, Any] = {"train": config.to_json(), "backbone": spec.to_json()}
+        base = self.round_base({"backbone": {"name": config.backbone}}) if config.backbone else self.backbone()
+        go_on = continues(config, prev_state, base.spec.feature_dim or int(pool.features.shape[1]), len(self.classes))
+        record: dict[str, Any] = {"train": config.to_json(), "backbone": base.spec.to_json()}
+        if choice is not None:
+            record["auto"] = choice.to_json()
         images = None
         if config.mode == "finetune":
-            start_from = f"round-{prev.round}" if prev is not None and prev.finetuned else "pretrained"
-            record.update({"mode": "finetune", "continued_from": go_on, "backbone_from": start_from})
+            start_from = _start_from(prev, base)
+            record.update({"mode": "finetune", "continued_from": go_on and start_from != "scratch",
+                           "backbone_from": start_from})
             rid = self.store.start_round(record)
             images = self._finetune_images(pool, prev, start_from, self._round_feature_key(rid),
-                                           config.finetune_config().device)
+                                           config.finetune_config().device, base)
         else:
-            record.update({"feature_key": spec.cache_key(), "continued_from": go_on})
+            record.update({"feature_key": base.spec.cache_key(), "continued_from": go_on})
             rid = self.store.start_round(record)
         result = step(inputs, config, prev_state, images=images, progress=progress)
         try:
@@ -131,7 +140,8 @@ class SessionRounds:
 
     def _save_round(self, rid: int, config: TrainConfig, result: RoundResult) -> Checkpoint:
         """Checkpoint a round's head, loss, moments (and fine-tuned backbone)."""
-        spec, state = self.backbone_spec, result.state
+        spec = result.backbone.spec if result.backbone is not None else self.backbone_spec
+        state = result.state
         meta: dict[str, Any] = {
             "train_config": config.to_json(), "backbone": spec.to_json(), "classes": self.classes,
             "feature_key": spec.cache_key(), "n_labeled": int((result.labels >= 0).sum()),
@@ -154,9 +164,10 @@ class SessionRounds:
         return f"{self.backbone_spec.cache_key()}-ft-round{round_id}"
 
     def _finetune_images(self, pool: Pool, prev: Checkpoint | None, start_from: str, key: str,
-                         device: str) -> FinetuneImages:
-        start = prev.load_backbone(self.backbone()) if prev is not None and prev.finetuned else self.backbone()
-        start_key = prev.meta["feature_key"] if prev is not None and prev.finetuned else None
+                         device: str, base: Backbone) -> FinetuneImages:
+        resumed = prev is not None and start_from.startswith("round-")
+        start = prev.load_backbone(base) if prev is not None and resumed else base
+        start_key = prev.meta["feature_key"] if prev is not None and resumed else None
 
         def features(backbone: Backbone, which: str) -> PoolFeatures:
             return self.features_under(backbone, key if which == "tuned" else str(start_key), pool, device)
@@ -167,7 +178,7 @@ class SessionRounds:
     def features_under(self, backbone: Backbone, key: str, pool: Pool, device: str = "auto") -> PoolFeatures:
         """The pool's features ``[M, F]`` from the per-round cache ``key``, extracting (with
         ``backbone``) the rows it lacks. Images that fail to decode now are left out."""
-        cache = FeatureCache(self.project.embeddings_dir, key, int(pool.features.shape[1]))
+        cache = FeatureCache(self.project.embeddings_dir, key, backbone.spec.feature_dim or int(pool.features.shape[1]))
         if cache.missing(pool.hashes):
             items = [(h, self.project.image_path(r)) for h, r in zip(pool.hashes, pool.relpaths, strict=True)]
             extract_to_cache(backbone, cache, items, batch_size=self.project.config.embed_batch_size,
@@ -193,7 +204,7 @@ class SessionRounds:
         pool = self.pool()
         state = RoundState(ckpt.head, ckpt.loss, None, ckpt.finetuned)
         if ckpt.finetuned:
-            tuned = self.features_under(ckpt.load_backbone(self.backbone()), ckpt.meta["feature_key"], pool)
+            tuned = self.features_under(ckpt.load_backbone(self.checkpoint_base(ckpt)), ckpt.meta["feature_key"], pool)
             emb, probs = embed_pool(state, tuned.features)
             return RoundEmbedding(ckpt.round, ckpt, pool.ids[tuned.keep], emb, probs)
         if ckpt.head.in_dim != pool.features.shape[1]:
@@ -302,11 +313,13 @@ class SessionRounds:
         """Backbone + head + classifier of the current round, in eval mode on the CPU."""
         cur = self.current_round()
         labels = cur.labels(self.label_state().labels)
-        return assemble_model(cur.checkpoint, self.backbone(), cur.embeddings, labels, len(self.classes))
+        return assemble_model(cur.checkpoint, self.checkpoint_base(cur.checkpoint), cur.embeddings, labels,
+                              len(self.classes))
 
     def predict(self, paths: Sequence[str | Path]) -> tuple[list[str], np.ndarray]:
         """Predicted class names and probabilities ``[n, C]`` for image files, in process."""
-        return predict_files(self.build_model(), self.backbone_spec, paths, self.classes)
+        spec = self.checkpoint_base(self.current_round().checkpoint).spec
+        return predict_files(self.build_model(), spec, paths, self.classes)
 
     def _no_pool_message(self) -> str:
         """Why there is nothing to train on: no usable image at all, or images not embedded yet."""
@@ -321,3 +334,12 @@ class SessionRounds:
                     "(`labeltool status` lists each one and why)")
         return (f"no embedded images: {where} holds no images; put a few into one sub-folder per class (the seed) "
                 "and the rest anywhere below it, then run init (or rescan) again")
+
+
+def _start_from(prev: Checkpoint | None, base: Backbone) -> str:
+    """Where a fine-tune round on ``base`` starts: the previous round's network when it
+    fine-tuned the same one (``"round-N"``), else ``base``'s own weights (``"pretrained"``, or
+    ``"scratch"`` for a network at its random initialisation)."""
+    if prev is not None and prev.finetuned and (prev.meta.get("backbone") or {}).get("name") == base.spec.name:
+        return f"round-{prev.round}"
+    return "pretrained" if base.spec.pretrained else "scratch"

@@ -32,7 +32,13 @@ from labeltool.models.heads import ProjectionHead
 from labeltool.rounds.proposal import Proposal, propose_round
 from labeltool.suggest.propose import Suggestion, propose
 from labeltool.train.finetune import finetune
-from labeltool.train.head import StepProgress, class_probabilities, embed_features, train_head
+from labeltool.train.head import (
+    StepProgress,
+    class_probabilities,
+    embed_features,
+    new_head_and_loss,
+    train_head,
+)
 
 __all__ = [
     "FinetuneImages", "PoolFeatures", "RoundInputs", "RoundResult", "RoundState", "continues", "embed_pool",
@@ -86,8 +92,9 @@ class PoolFeatures:
 class FinetuneImages:
     """What a fine-tune round needs beyond arrays.
 
-    ``backbone`` is where fine-tuning starts (the previous round's fine-tuned backbone, or the
-    pretrained one: ``start_from`` says which, ``"pretrained"`` or ``"round-N"``); ``paths`` ``[N]``
+    ``backbone`` is where fine-tuning starts (the previous round's fine-tuned backbone, the
+    pretrained one, or a network at its random initialisation: ``start_from`` says which,
+    ``"round-N"``, ``"pretrained"`` or ``"scratch"``); ``paths`` ``[N]``
     the image file of each pool row; ``features(backbone, which)`` the pool's features under a
     backbone, ``which`` = ``"start"`` (the starting backbone, needed only when it is not the
     pretrained one) or ``"tuned"`` (the backbone this round produced).
@@ -224,7 +231,8 @@ def _finetune_round(inputs: RoundInputs, labels: np.ndarray, config: TrainConfig
                     images: FinetuneImages, progress: StepProgress | None) -> RoundResult:
     """Fine-tune mode: backbone, head and loss trained on the images, then the pool re-extracted."""
     ft = config.finetune_config()
-    go_on = continues(config, previous, inputs.features.shape[1], len(inputs.classes))
+    in_dim = images.backbone.spec.feature_dim or int(inputs.features.shape[1])
+    go_on = images.start_from != "scratch" and continues(config, previous, in_dim, len(inputs.classes))
     warm_seconds = 0.0
     if go_on and previous is not None:
         head, loss = previous.head, previous.loss
@@ -247,7 +255,7 @@ def _finetune_round(inputs: RoundInputs, labels: np.ndarray, config: TrainConfig
         "steps": res.steps, "final_loss": res.losses[-1] if res.losses else None,
         "device": res.device, "amp": res.amp, "images_per_second": round(res.images_per_second, 2),
         "peak_gpu_memory_mb": None if res.peak_memory_mb is None else round(res.peak_memory_mb, 1),
-        "trainable_params": res.trainable_params, "stages": ft.stages, "backbone_from": images.start_from,
+        "trainable_params": res.trainable_params, "stages": (res.config or ft).stages, "backbone_from": images.start_from,
         "n_pool": len(tuned.keep),
     }
     return RoundResult(state, inputs.ids[tuned.keep], labels[tuned.keep], emb, probs, {}, facts,
@@ -257,7 +265,11 @@ def _finetune_round(inputs: RoundInputs, labels: np.ndarray, config: TrainConfig
 def _warm_head(inputs: RoundInputs, labels: np.ndarray, config: TrainConfig,
                images: FinetuneImages) -> tuple[ProjectionHead, EmbeddingLoss, float]:
     """A fresh head trained on the starting backbone's features (the frozen ones, or those of
-    the previous round's fine-tuned backbone)."""
+    the previous round's fine-tuned backbone); an untrained one for a network trained from
+    scratch (its starting features are those of random weights)."""
+    if images.start_from == "scratch":
+        head, loss = new_head_and_loss(images.backbone.spec.feature_dim, len(inputs.classes), config)
+        return head, loss, 0.0
     if images.start_from == "pretrained":
         features, y = inputs.features, labels
     else:

@@ -1,0 +1,90 @@
+"""Scoring the candidates of mode ``auto`` (:mod:`labeltool.rounds.choose`) by training each one.
+
+Every candidate trains on the same labeled rows (the rest of the labeled set held out and
+treated as unlabeled) and is scored by 1-NN of the held-out images among the training ones in
+its embedding. A network trained end to end runs a short budget (``AUTO_STEPS`` steps, the
+round's other fine-tune settings) and embeds only the labeled images again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from labeltool.config import TrainConfig
+from labeltool.models.backbones import Backbone, create_backbone
+from labeltool.models.extract import iter_features, pick_device
+from labeltool.rounds.choose import HOLDOUT, Candidate, Choice, decide, score_embeddings, stratified_holdout
+from labeltool.train.finetune import finetune
+from labeltool.train.head import embed_features, new_head_and_loss, train_head
+
+__all__ = ["AUTO_STEPS", "choose_training", "score_finetune", "score_head"]
+
+AUTO_STEPS = 200  # fine-tune steps a candidate gets to show what it can do (fewer if the config asks)
+
+
+def score_head(features: Any, labels: np.ndarray, held: np.ndarray, config: TrainConfig) -> float:
+    """Held-out accuracy of a head trained on frozen ``features`` ``[N, F]``; ``labels`` ``[N]``
+    (-1 = unlabeled), ``held`` ``[N]`` marks the labeled rows held out."""
+    train_labels = np.where(held, -1, labels)
+    res = train_head(features, train_labels, int(labels.max()) + 1, replace(config, mode="head", backbone=None))
+    rows = np.flatnonzero(labels >= 0)
+    emb = embed_features(res.head, np.asarray(features[rows], dtype=np.float32), device=config.device)
+    is_held = held[rows]
+    return score_embeddings(emb[~is_held], labels[rows][~is_held], emb[is_held], labels[rows][is_held],
+                            res.loss.normalize_embeddings)
+
+
+def score_finetune(backbone: Backbone, features: Any | None, paths: Sequence[Path], labels: np.ndarray,
+                   held: np.ndarray, config: TrainConfig, num_classes: int) -> float:
+    """Held-out accuracy of ``backbone`` trained end to end for ``AUTO_STEPS`` steps on the
+    non-held labeled images of ``paths`` ``[N]``. ``features`` ``[N, F]`` (the backbone's frozen
+    ones) warm-start the head of a pretrained backbone; a from-scratch one starts untrained."""
+    train_rows = np.flatnonzero((labels >= 0) & ~held)
+    if backbone.spec.pretrained and features is not None:
+        warm = train_head(features, np.where(held, -1, labels), num_classes, replace(config, mode="head", backbone=None))
+        head, loss = warm.head, warm.loss
+    else:
+        head, loss = new_head_and_loss(backbone.spec.feature_dim, num_classes, config)
+    ft = config.finetune_config()
+    ft = replace(ft, steps=min(ft.steps, AUTO_STEPS) if ft.steps else AUTO_STEPS)
+    unl = [paths[int(i)] for i in np.flatnonzero(labels < 0)]
+    res = finetune(backbone, head, loss, [(paths[int(i)], int(labels[i])) for i in train_rows], unl, ft)
+    rows = np.flatnonzero(labels >= 0)
+    feats = np.zeros((len(rows), res.backbone.spec.feature_dim or 1), dtype=np.float32)
+    ok = np.zeros(len(rows), dtype=bool)
+    for idx, f, errors in iter_features(res.backbone, [paths[int(i)] for i in rows], batch_size=256,
+                                        device=pick_device(ft.device)):
+        if feats.shape[1] != f.shape[1]:
+            feats = np.zeros((len(rows), f.shape[1]), dtype=np.float32)
+        feats[idx], ok[idx] = f, [not e for e in errors]
+    emb = embed_features(res.head, feats, device=config.device)
+    is_held = held[rows]
+    tr, he = ~is_held & ok, is_held & ok
+    return score_embeddings(emb[tr], labels[rows][tr], emb[he], labels[rows][he], res.loss.normalize_embeddings)
+
+
+def choose_training(offered: Sequence[Candidate], features: Any, paths: Sequence[Path], labels: np.ndarray,
+                    config: TrainConfig, project_backbone: Callable[[], Backbone],
+                    progress: Callable[[str], None] | None = None) -> Choice:
+    """Score every candidate of ``offered`` on one stratified hold-out of the labeled rows of
+    ``labels`` ``[N]`` and pick (:func:`labeltool.rounds.choose.decide`)."""
+    lab = np.flatnonzero(labels >= 0)
+    held = np.zeros(len(labels), dtype=bool)
+    held[lab[stratified_holdout(labels[lab], HOLDOUT, config.seed)]] = True
+    num_classes = int(labels.max()) + 1
+    scores: dict[Candidate, float] = {}
+    for cand in offered:
+        if progress:
+            progress(f"scoring {cand.label}")
+        if cand.mode == "head":
+            scores[cand] = score_head(features, labels, held, config)
+        else:
+            net = create_backbone(cand.backbone) if cand.backbone else project_backbone()
+            frozen = None if cand.backbone else features
+            scores[cand] = score_finetune(net, frozen, paths, labels, held, config, num_classes)
+    return decide(scores, offered, int(len(lab)), int(held.sum()))
