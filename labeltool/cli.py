@@ -14,6 +14,7 @@ from typing import Any
 
 from labeltool.config import (
     BALANCE_MODES,
+    NEW_PROJECT_MODE,
     REVIEWERS,
     TRAIN_MODES,
     FinetuneConfig,
@@ -24,7 +25,7 @@ from labeltool.config import (
 )
 from labeltool.data.undo import command_line_actor
 from labeltool.losses import get_loss_class, list_losses
-from labeltool.models.backbones import list_backbones
+from labeltool.models.backbones import from_scratch_backbones, list_backbones
 from labeltool.session import LabelingSession
 from labeltool.suggest.knn_scores import KNN_CONFIDENCES
 from labeltool.suggest.registry import list_sources
@@ -84,8 +85,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         loss=args.loss, loss_params=_parse_params(args.param, args.loss), embedding_dim=args.dim,
         epochs=args.epochs, max_steps=args.max_steps, min_steps=capped_min_steps(args.max_steps), lr=args.lr,
-        seed=args.seed, device=args.device, mode=args.mode,
-        finetune={"stages": args.stages} if args.mode == "finetune" else None,
+        seed=args.seed, device=args.device, mode=args.mode, backbone=args.network,
+        finetune={"stages": args.stages, "steps": args.finetune_steps} if args.mode != "head" else None,
     )
 
 
@@ -127,6 +128,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     with _open(args) as s:
         m = s.train_round(train_config(args), _bar("train"), continue_training=not args.fresh)
         print(json.dumps({k: v for k, v in m.items() if k != "review"}, indent=2, default=str))
+        if args.mode == "auto" and (choice := s.training_choice()) is not None:
+            print(f"# auto: {choice.reason}", file=sys.stderr)
     return 0
 
 
@@ -144,6 +147,19 @@ def cmd_suggest(args: argparse.Namespace) -> int:
               file=sys.stderr)
         _trust_notes(s, s.batch_estimate(rows), s.store.last_finished_round())
     return 0
+
+
+def _training_line(s: LabelingSession) -> str:
+    """How the newest round learned: ``training: auto → ... (why)`` or the mode picked by hand."""
+    last = s.store.last_finished_round()
+    if last is None:
+        return "training: no round yet"
+    train = last.config.get("train") or {}
+    net = (last.config.get("backbone") or {}).get("name", "?")
+    choice = s.training_choice()
+    if choice is not None:
+        return f"training: auto → {choice.candidate.label}: {choice.reason}"
+    return f"training: {train.get('mode', 'head')} on {net} (chosen by hand)"
 
 
 def _precision(est: Any) -> str:
@@ -215,6 +231,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"backbone: {st['backbone']} @ {st['input_size']} px; device: {st['device']}; rounds: {st['rounds']}")
         for c, n in st["per_class"].items():
             print(f"  {_shown(c):30s} {n}")
+        print(_training_line(s))
         cov = s.coverage()
         print(cov.line() if cov is not None else
               "estimated accuracy of the remainder: unknown (no suggestions yet: run train, then suggest)")
@@ -260,10 +277,15 @@ def _training(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--lr", type=float, default=TRAIN.lr)
     sp.add_argument("--seed", type=int, default=TRAIN.seed)
     sp.add_argument("--device", default=TRAIN.device)
-    sp.add_argument("--mode", default=TRAIN.mode, choices=list(TRAIN_MODES),
-                    help="head: train a head on cached features; finetune: also train the backbone on images")
+    sp.add_argument("--mode", default=NEW_PROJECT_MODE, choices=_default_first(TRAIN_MODES, NEW_PROJECT_MODE),
+                    help="auto: pick head or end-to-end training (and the network) by held-out accuracy; "
+                         "head: train a head on cached features; finetune: also train the backbone on images")
+    sp.add_argument("--network", default=None, choices=from_scratch_backbones(),
+                    help="finetune/auto: train this small network from scratch instead of the project's backbone")
     sp.add_argument("--stages", default=str(FINETUNE.stages),
                     help="finetune mode: backbone stages to train (a number, or 0/all)")
+    sp.add_argument("--finetune-steps", type=int, default=FINETUNE.steps,
+                    help="finetune/auto: steps of end-to-end training per round (default: from --epochs)")
 
 
 def _suggesting(sp: argparse.ArgumentParser) -> None:

@@ -25,7 +25,9 @@ def folder(embedded_sample: Path, tmp_path: Path) -> Path:
 def test_status_train_suggest_review_export(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["status", str(folder)]) == 0
     assert "450 usable" in capsys.readouterr().out
-    assert main(["train", str(folder), "--loss", "triplet", "--epochs", "3", "--max-steps", "60", "--param", "margin=0.5"]) == 0
+    assert main(["train", str(folder), "--loss", "triplet", "--epochs", "3", "--max-steps", "60", "--param", "margin=0.5",
+                 "--finetune-steps", "3"]) == 0
+    assert "# auto: " in capsys.readouterr().err  # the default mode says what it chose and why
     assert main(["suggest", str(folder), "--batch", "15"]) == 0
     out = capsys.readouterr().out
     rows = list(csv.DictReader(out.splitlines()[out.splitlines().index("rank,image_id,path,class,confidence,p_right,source"):]))
@@ -35,7 +37,9 @@ def test_status_train_suggest_review_export(folder: Path, tmp_path: Path, capsys
     accepted = capsys.readouterr().out
     assert re.search(r"^accepted 5 suggestion\(s\); estimated precision \d\.\d\d \[\d\.\d\d, \d\.\d\d\]$", accepted, re.M), accepted
     assert main(["status", str(folder)]) == 0
-    remainder = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("estimated accuracy of the remainder: ")]
+    status = capsys.readouterr().out.splitlines()
+    assert any(ln.startswith("training: auto → ") and "held-out labels" in ln for ln in status), status
+    remainder = [ln for ln in status if ln.startswith("estimated accuracy of the remainder: ")]
     assert len(remainder) == 1 and "review(s) to reach 99%" in remainder[0]
     decisions = tmp_path / "d.csv"
     decisions.write_text(
@@ -61,7 +65,7 @@ def test_bad_input_gives_clear_errors(folder: Path, tmp_path: Path, capsys: pyte
     assert "no hyperparameter 'margin'" in capsys.readouterr().err
     bad = tmp_path / "bad.csv"
     bad.write_text("path,action,label\nunlabeled/u0001.png,accept,unicorn\nmissing.png,accept,bag\n")
-    assert main(["train", str(folder), "--epochs", "2", "--max-steps", "60"]) == 0
+    assert main(["train", str(folder), "--epochs", "2", "--max-steps", "60", "--mode", "head"]) == 0
     assert main(["review", str(folder), "--decisions", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "nothing recorded, 2 problem(s)" in err and "unicorn" in err and "missing.png" in err
@@ -71,7 +75,7 @@ def test_bad_input_gives_clear_errors(folder: Path, tmp_path: Path, capsys: pyte
 def test_selftrain_with_oracle_ends_with_more_correct_labels(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
     oracle = SAMPLE / "unlabeled_labels.csv"
     code = main(["selftrain", str(folder), "--rounds", "3", "--percent", "10", "--stratified", "--confidence", "1nn",
-                 "--oracle", str(oracle), "--reviewer", "none", "--epochs", "5", "--max-steps", "60"])
+                 "--oracle", str(oracle), "--reviewer", "none", "--epochs", "5", "--max-steps", "60", "--mode", "head"])
     assert code == 0
     truth = {r["path"]: r["label"] for r in csv.DictReader(oracle.open())}
     with LabelingSession.open(folder) as s:

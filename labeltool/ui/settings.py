@@ -11,8 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from labeltool.config import TRAIN_MODES, FinetuneConfig, SuggestConfig, TrainConfig
+from labeltool.config import NEW_PROJECT_MODE, TRAIN_MODES, FinetuneConfig, SuggestConfig, TrainConfig
 from labeltool.losses import HyperParam, get_loss_class, list_losses
+from labeltool.models.backbones import from_scratch_backbones
 from labeltool.suggest.knn_scores import KNN_CONFIDENCES
 from labeltool.suggest.registry import list_sources, source_info
 
@@ -24,6 +25,7 @@ SUGGEST = SuggestConfig()
 BATCH_BY = ("size", "percent of pool")
 REVIEW_BATCH = 48  # a batch of suggestions fills one review page of the default size
 POOL_PERCENT = 5.0  # the "percent of the pool" input's starting value (SuggestConfig.percent is None: unused)
+PROJECT_NETWORK = "project backbone"  # the network choice meaning "the project's own backbone"
 CONTINUE_TRAINING = True  # a round starts from the previous round's head unless told otherwise
 
 
@@ -124,10 +126,19 @@ def hyper_key(loss: str, name: str) -> str:
 def train_controls(default_dim: int) -> tuple[Control, ...]:
     """Mode, fine-tune settings (fine-tune mode only), schedule, and the ``advanced`` group."""
     finetune = ("mode", ("finetune",))
+    end_to_end = ("mode", ("finetune", "auto"))
     return (
-        Control("mode", "Mode", "radio", TRAIN.mode, choices=TRAIN_MODES,
-                help="head: a projection head on cached backbone features (seconds); finetune: the backbone's "
-                     "last stages are trained on the images too (use a GPU)"),
+        Control("mode", "Mode", "radio", NEW_PROJECT_MODE, choices=_default_first(TRAIN_MODES, NEW_PROJECT_MODE),
+                help="auto: picks a head on frozen features or a network trained end to end, by accuracy on "
+                     "held-out labels (says which and why); head: a projection head on cached backbone features "
+                     "(seconds); finetune: the backbone's last stages are trained on the images too (use a GPU)"),
+        Control("ft_network", "Network", "choice", PROJECT_NETWORK, choices=(PROJECT_NETWORK, *from_scratch_backbones()),
+                shown_if=finetune, help="the project's backbone, or a small network trained from scratch "
+                                        "(28-32 px images: digits, characters, small crops)"),
+        Control("ft_consistency", "Consistency weight (0 = off)", "float", FINETUNE.consistency, 0.0, 10.0,
+                fmt="%g", shown_if=end_to_end,
+                help="end-to-end training also learns from unlabeled images: a strongly augmented view is "
+                     "trained toward the confident prediction of a weakly augmented one (FixMatch)"),
         Control("ft_stages", "Backbone stages to train (0 = all)", "int", FINETUNE.stages, 0, 20, shown_if=finetune),
         Control("ft_epochs", "Fine-tune epochs", "int", FINETUNE.epochs, 1, 200, shown_if=finetune),
         Control("ft_lr", "Backbone learning rate", "float", FINETUNE.backbone_lr, 1e-7, 1.0, fmt="%g",
@@ -142,6 +153,10 @@ def train_controls(default_dim: int) -> tuple[Control, ...]:
         Control("seed", "Seed", "int", TRAIN.seed, 0, 2**31 - 1, group="advanced"),
         Control("continue", "Continue from the previous round", "bool", CONTINUE_TRAINING, group="advanced"),
     )
+
+
+def _default_first(choices: Sequence[str], default: str) -> tuple[str, ...]:
+    return (default, *(c for c in choices if c != default))
 
 
 def capped_min_steps(max_steps: int) -> int:
@@ -159,16 +174,21 @@ def train_config_from(loss: str, values: Mapping[str, Any]) -> TrainConfig:
     :func:`hyper_controls`); ``ValueError`` when a value is invalid."""
     params = {p.name: values[hyper_key(loss, p.name)] for p in get_loss_class(loss).hyperparams
               if hyper_key(loss, p.name) in values}
-    mode = values.get("mode", TRAIN.mode)
-    finetune = None
-    if mode == "finetune":
-        finetune = {"stages": int(values["ft_stages"]), "epochs": int(values["ft_epochs"]),
-                    "backbone_lr": float(values["ft_lr"]), "augment": bool(values["ft_augment"])}
+    mode = values.get("mode", NEW_PROJECT_MODE)
+    finetune: dict[str, Any] | None = None
+    network = None
+    if mode != "head":
+        finetune = {"consistency": float(values.get("ft_consistency", FINETUNE.consistency))}
+    if mode == "finetune" and finetune is not None:
+        finetune.update({"stages": int(values["ft_stages"]), "epochs": int(values["ft_epochs"]),
+                         "backbone_lr": float(values["ft_lr"]), "augment": bool(values["ft_augment"])})
+        chosen = values.get("ft_network", PROJECT_NETWORK)
+        network = None if chosen == PROJECT_NETWORK else str(chosen)
     max_steps = int(values["max_steps"])
     return TrainConfig(loss=loss, loss_params=params, embedding_dim=embedding_dim(values["dim"]),
                        epochs=int(values["epochs"]), lr=float(values["lr"]), hidden_dim=int(values["hidden"]),
                        max_steps=max_steps, min_steps=capped_min_steps(max_steps), seed=int(values["seed"]),
-                       mode=mode, finetune=finetune)
+                       mode=mode, finetune=finetune, backbone=network)
 
 
 # ---------------------------------------------------------------------------- suggestions

@@ -88,7 +88,7 @@ def test_corpus_through_the_cli_and_the_session(corpus: Path, tmp_path: Path, ca
                 assert s.thumbnail(r.id).is_file()  # every imported image can be shown
 
     assert _cli(["embed", root, "--device", "cpu", "--workers", "0"], capsys)[0] == 0
-    code, out, err = _cli(["train", root, "--epochs", "2", "--max-steps", "40", "--device", "cpu"], capsys)
+    code, out, err = _cli(["train", root, "--epochs", "2", "--max-steps", "40", "--device", "cpu", "--mode", "head"], capsys)
     assert code == 0, err
     code, out, _ = _cli(["suggest", root, "--batch", "5"], capsys)
     assert code == 0
@@ -149,7 +149,7 @@ def test_folders_that_cannot_be_trained(layout: str, why: str, tmp_path: Path,
     assert _cli(["init", str(root), "--image-size", "64"], capsys)[0] == 0
     assert _cli(["embed", str(root), "--device", "cpu", "--workers", "0"], capsys)[0] == 0
     assert _cli(["status", str(root)], capsys)[0] == 0
-    code, _, err = _cli(["train", str(root), "--epochs", "1", "--device", "cpu"], capsys)
+    code, _, err = _cli(["train", str(root), "--epochs", "1", "--device", "cpu", "--mode", "head"], capsys)
     assert code == 2 and err.startswith("labeltool train: error: ") and why in err
     code, _, err = _cli(["suggest", str(root)], capsys)
     assert code == 2 and "no round has been trained" in err

@@ -131,7 +131,11 @@ def test_cli_flags_reach_the_train_config() -> None:
         args = build_parser().parse_args([cmd, "x", "--mode", "finetune", "--stages", "2"])
         cfg = train_config(args)
         assert cfg.mode == "finetune" and cfg.finetune is not None and cfg.finetune["stages"] == 2
-    assert train_config(build_parser().parse_args(["train", "x"])).mode == "head"
+    default = train_config(build_parser().parse_args(["train", "x"]))
+    assert default.mode == "auto" and default.backbone is None  # new projects: chosen by held-out accuracy
+    picked = train_config(build_parser().parse_args(["train", "x", "--mode", "finetune", "--network", "hoffer_mnist",
+                                                     "--finetune-steps", "7"]))
+    assert picked.backbone == "hoffer_mnist" and picked.finetune is not None and picked.finetune["steps"] == 7
 
 
 def test_stages_of_the_bundled_backbones(backbone: Backbone) -> None:

@@ -71,17 +71,23 @@ def test_training_defaults_are_the_config_defaults() -> None:
     controls = hyper_controls(loss.default) + train_controls(default_dim=64)
     cfg = train_config_from(loss.default, _defaults(controls))
     hyper = {p.name: p.default for p in get_loss_class(loss.default).hyperparams}
-    assert cfg == TrainConfig(loss_params=hyper)
+    # the app's default mode is auto (held-out accuracy picks head or end to end); the rest as TrainConfig's
+    assert cfg == TrainConfig(loss_params=hyper, mode="auto", finetune={"consistency": 0.0})
     assert cfg.min_steps == TrainConfig().min_steps
 
 
 def test_finetune_settings_show_only_in_finetune_mode() -> None:
     controls = train_controls(default_dim=64)
     finetune = [c for c in controls if c.key.startswith("ft_")]
-    assert len(finetune) == 4
+    assert len(finetune) == 6
     assert not any(c.shown({"mode": "head"}) for c in finetune)
     assert all(c.shown({"mode": "finetune"}) for c in finetune)
+    assert [c.key for c in finetune if c.shown({"mode": "auto"})] == ["ft_consistency"]
     cfg = train_config_from("triplet", _defaults(controls, mode="finetune"))
+    assert cfg.backbone is None  # the project's backbone unless a small network is picked
+    scratch = train_config_from("triplet", _defaults(controls, mode="finetune", ft_network="hoffer_mnist",
+                                                     ft_consistency=1.0))
+    assert scratch.backbone == "hoffer_mnist" and scratch.finetune_config().consistency == 1.0
     ft = FinetuneConfig()
     assert cfg.finetune_config().stages == ft.stages and cfg.finetune_config().epochs == ft.epochs
     assert cfg.finetune_config().backbone_lr == ft.backbone_lr and cfg.finetune_config().augment == ft.augment
