@@ -21,8 +21,7 @@ from app_widgets import notes as show_notes
 from labeltool.session import LabelingSession, SuggestConfig, TrainConfig
 
 HOLD = LabelingSession.review_hold_key()
-REPO = Path(__file__).resolve().parent
-SAMPLE = REPO / "sample_data"
+SAMPLE = (REPO := Path(__file__).resolve().parent) / "sample_data"
 TABS = ["Review", "Train", "Explore", "Dataset", "Export"]
 ss = st.session_state
 
@@ -156,7 +155,8 @@ def train_page(session: LabelingSession, tcfg: TrainConfig | None, scfg: Suggest
     show_flash()
     if round_done:  # the round's message is above: its batch is in Review
         tab_button("Go to Review", "Review", primary=True)
-    st.markdown("A round trains the embedding on every label so far, embeds all images and proposes the next batch.")
+    st.markdown("A round trains the embedding on every label so far, embeds all images and proposes the next "
+                f"batch.  \n:gray[{session.training_line()}]")
     if st.button("Run a round", type="primary", disabled=tcfg is None or scfg is None, key="run_round"):
         run_round(session, tcfg, scfg)
     fig = session.rounds_figure()

@@ -18,6 +18,7 @@ import numpy as np
 _DEFAULT_TAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 CIFAR10_TAR = Path(os.environ.get("CIFAR10_TAR", str(_DEFAULT_TAR)))
 FMNIST_DIR = Path(os.environ.get("FMNIST_DIR", "/usr/share/datasets/fashion-mnist"))
+MNIST_NPZ = Path(os.environ.get("MNIST_NPZ", str(_DEFAULT_TAR.parent / "mnist.npz")))
 FMNIST_CLASSES = ["t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
                   "ankle boot"]
 
@@ -101,6 +102,15 @@ def load_fashion_mnist(folder: Path = FMNIST_DIR) -> ImageSet:
     x_te = _parse_idx(_open_idx(folder, "t10k-images-idx3-ubyte"))
     y_te = _parse_idx(_open_idx(folder, "t10k-labels-idx1-ubyte")).astype(np.int64)
     return ImageSet("fashion_mnist", list(FMNIST_CLASSES), x_tr, y_tr, x_te, y_te)
+
+
+def load_mnist(path: Path = MNIST_NPZ) -> ImageSet:
+    """MNIST from its ``.npz`` (``x_train [60000, 28, 28]`` uint8 ...): 60k train / 10k test."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; set MNIST_NPZ to the file described in shared/data/README.md")
+    with np.load(path) as z:
+        x_tr, y_tr, x_te, y_te = (np.asarray(z[k]) for k in ("x_train", "y_train", "x_test", "y_test"))
+    return ImageSet("mnist", [str(d) for d in range(10)], x_tr, y_tr.astype(np.int64), x_te, y_te.astype(np.int64))
 
 
 def synthetic_images(n_train: int, n_test: int, classes: int = 10, px: int = 32, seed: int = 0) -> ImageSet:

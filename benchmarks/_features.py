@@ -19,7 +19,14 @@ import _common  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _datasets import ImageSet, load_cifar10, load_fashion_mnist, stratified_subset, synthetic_images
+from _datasets import (
+    ImageSet,
+    load_cifar10,
+    load_fashion_mnist,
+    load_mnist,
+    stratified_subset,
+    synthetic_images,
+)
 from torchvision.transforms import v2 as T
 
 from labeltool.models.backbones import DEFAULT_BACKBONE, Backbone, create_backbone, get_spec, make_preprocess
@@ -118,10 +125,12 @@ def load_images(dataset: str, cache_dir: Path, subset: int | None = None, seed: 
         ds = load_cifar10(cache_dir)
     elif dataset == "fashion_mnist":
         ds = load_fashion_mnist()
+    elif dataset == "mnist":
+        ds = load_mnist()
     elif dataset == "synthetic_images":
         ds = synthetic_images(subset or 500, max(50, (subset or 500) // 5), seed=seed)
     else:
-        raise ValueError(f"unknown dataset {dataset!r}; valid: cifar10, fashion_mnist, synthetic_images, synthetic")
+        raise ValueError(f"unknown dataset {dataset!r}; valid: cifar10, fashion_mnist, mnist, synthetic_images, synthetic")
     if subset:
         tr = stratified_subset(ds.y_train, subset, seed)
         te = stratified_subset(ds.y_test, max(10, subset // 5), seed)

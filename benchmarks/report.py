@@ -95,10 +95,41 @@ def report(path: Path, heading: bool = True) -> str:
         for r in d["runs"]:
             out += ["", f"Rounds of {r['dataset']} / {r['reviewer']}:", ""]
             out.append(md_table(CALIBRATION_ROUND_HEADERS, calibration_round_rows(r)))
+    elif path.name.startswith("scratch"):
+        out += [scratch_papers(d), "", md_table(SCRATCH_HEADERS, scratch_rows(d["rows"]))]
+    elif path.name.startswith("auto"):
+        out.append(md_table(AUTO_HEADERS, [[r["dataset"], r["labels"], r["pool"], r["chosen"],
+                                            ", ".join(f"{k} {100 * v:.0f}%" for k, v in r["scores"].items()),
+                                            r["n_held"], r["decide_seconds"]] for r in d["rows"]]))
     elif path.name.startswith("vote_prior"):
         keys = [k for k in d["rows"][0] if k != "pool"] if d.get("rows") else []
         out.append(md_table(keys, [[r[k] for k in keys] for r in d["rows"]]))
     return "\n".join(out)
+
+
+SCRATCH_HEADERS = ["network", "loss", "consistency", "augment", "labels", "steps", "test 1-NN %", "test classifier %",
+                   "train s", "train img/s", "extract img/s"]
+AUTO_HEADERS = ["dataset", "labels", "pool", "auto chose", "held-out accuracy", "held out", "seconds to decide"]
+
+
+def scratch_papers(d: dict[str, Any]) -> str:
+    """The papers' figures for the same protocol, as one line."""
+    papers = d.get("papers") or {}
+    if not papers:
+        return f"{d['dataset']}, {d['labels']} labels (no published figure for this protocol)."
+    return f"{d['dataset']}, {d['labels']} labels; published: " + "; ".join(f"{k} {v}%" for k, v in papers.items()) + "."
+
+
+def scratch_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
+    """One row per run of ``bench_scratch.py``."""
+    pct = lambda v: None if v is None else round(100 * v, 2)  # noqa: E731
+    out = []
+    for r in rows:
+        ft = r.get("finetune") or {}
+        out.append([r["net"], r["loss"], ft.get("consistency", "-"), ft.get("augment", "-"), r["labels"],
+                    r.get("steps", "-"), pct(r["acc_1nn"]), pct(r.get("acc_clf")), r.get("train_seconds"),
+                    r.get("train_images_per_second", "-"), r.get("extract_images_per_second")])
+    return out
 
 
 CALIBRATION_HEADERS = ["dataset", "reviewer", "rounds", "MAE", "max error", "in 90% interval", "ECE",

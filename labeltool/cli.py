@@ -149,19 +149,6 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _training_line(s: LabelingSession) -> str:
-    """How the newest round learned: ``training: auto → ... (why)`` or the mode picked by hand."""
-    last = s.store.last_finished_round()
-    if last is None:
-        return "training: no round yet"
-    train = last.config.get("train") or {}
-    net = (last.config.get("backbone") or {}).get("name", "?")
-    choice = s.training_choice()
-    if choice is not None:
-        return f"training: auto → {choice.candidate.label}: {choice.reason}"
-    return f"training: {train.get('mode', 'head')} on {net} (chosen by hand)"
-
-
 def _precision(est: Any) -> str:
     """``estimated precision 0.93 [0.88, 0.96]`` (no interval when uncalibrated)."""
     if est.size == 0:
@@ -231,7 +218,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"backbone: {st['backbone']} @ {st['input_size']} px; device: {st['device']}; rounds: {st['rounds']}")
         for c, n in st["per_class"].items():
             print(f"  {_shown(c):30s} {n}")
-        print(_training_line(s))
+        print(s.training_line())
         cov = s.coverage()
         print(cov.line() if cov is not None else
               "estimated accuracy of the remainder: unknown (no suggestions yet: run train, then suggest)")

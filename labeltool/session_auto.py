@@ -72,6 +72,19 @@ class SessionAuto:
                 return Choice.from_json(data) if data else None
         return None
 
+    def training_line(self) -> str:
+        """How the newest round learned, for people: ``training: auto → <way>: <why>``, or the
+        mode and network picked by hand."""
+        last = self.store.last_finished_round()
+        if last is None:
+            return "training: no round yet"
+        choice = self.training_choice()
+        if choice is not None:
+            return f"training: auto → {choice.candidate.label}: {choice.reason}"
+        mode = (last.config.get("train") or {}).get("mode", "head")
+        net = (last.config.get("backbone") or {}).get("name", self.backbone_spec.name)
+        return f"training: {mode} on {net} (chosen by hand)"
+
     def image_kind(self, pool: Pool) -> tuple[float, bool]:
         """``(median shorter side in px, whether most images are grayscale)`` of the pool."""
         rows = [r for r in self.store.images() if r.width and r.height]

@@ -123,7 +123,9 @@ class SessionRounds:
             with contextlib.suppress(OSError, sqlite3.Error):
                 self.store.update_round_metrics(rid, {"failed": str(e)})
             raise
-        metrics = {**result.metrics, "round": rid, **result.facts}
+        metrics = {**result.metrics, "round": rid, **result.facts, "network": base.spec.name}
+        if choice is not None:
+            metrics["auto"] = choice.to_json()
         if result.backbone is not None:
             metrics["feature_key"] = ckpt.meta["feature_key"]
         metrics["review"] = review_stats(self.store.decisions())

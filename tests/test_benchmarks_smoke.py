@@ -351,3 +351,24 @@ def test_calibration_smoke(tmp_path: Path) -> None:
         assert len(r["rounds"]) == 2 and 0.0 <= r["mae"] <= r["max_error"] <= 1.0
         for w in r["rounds"]:
             assert w["batch"] == 50 and 0.0 <= w["true"] <= 1.0 and w["low"] <= w["stated"] <= w["high"]
+
+
+def test_scratch_and_auto_smoke(tmp_path: Path) -> None:
+    out = run("bench_scratch.py", tmp_path, "--dataset", "synthetic_images", "--losses", "cross_entropy",
+              "--steps", "3", "--per-class", "3", "--k", "2", "--unlabeled-batch", "4")
+    data = json.loads((tmp_path / "out" / "scratch_synthetic_images.json").read_text())
+    (row,) = data["rows"]
+    assert row["net"] == "hoffer_mnist" and row["steps"] == 3 and 0.0 <= row["acc_1nn"] <= 1.0
+    assert row["finetune"]["stages"] in (0, "all") and "1-NN" in out
+    run("bench_auto.py", tmp_path, "--datasets", "synthetic_images", "--pool", "120", "--per-class", "4",
+        "--image-size", "32", "--finetune-steps", "2")
+    auto = json.loads((tmp_path / "out" / "auto_choice.json").read_text())
+    (choice,) = auto["rows"]
+    assert choice["labels"] == 40 and set(choice["scores"]) == {"frozen efficientnet_lite0 features + head",
+                                                                 "hoffer_cifar trained from scratch"}
+    assert choice["chosen"] in choice["scores"] and choice["reason"]
+    with bench_path():
+        from report import report
+
+        for name in ("scratch_synthetic_images.json", "auto_choice.json"):
+            assert "|" in report(tmp_path / "out" / name)

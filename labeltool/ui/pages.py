@@ -223,7 +223,9 @@ class RoundOutcome:
         m = self.metrics
         text = (f"Round {m['round']}: {m['steps']} steps in {m['train_seconds']:.1f} s, "
                 f"final loss {m['final_loss']:.4g}; {len(self.suggestions)} suggestions to review")
-        return text + (" in the **Review** tab." if self.suggestions else ".")
+        text += " in the **Review** tab." if self.suggestions else "."
+        auto = m.get("auto")
+        return text + (f"\n\nMode auto: {auto['reason']}." if auto else "")
 
 
 # ---------------------------------------------------------------------------- text
