@@ -47,19 +47,47 @@ def _reflect(index: Tensor, n: int) -> Tensor:
     return torch.where(index >= n, period - index, index)
 
 
+def native_size(spec: BackboneSpec) -> T.Compose:
+    """PIL RGB image → uint8 ``[3, S, S]`` at the network's size (largest centred square,
+    resized): the deterministic start of a small input's views, which a trainer may decode
+    once and keep (:func:`weak_from_native`, :func:`strong_from_native` do the rest)."""
+    size = spec.input_size
+    return T.Compose([T.PILToTensor(), SquareCrop(),
+                      T.Resize(size, interpolation=T.InterpolationMode.BICUBIC, antialias=True), T.CenterCrop(size)])
+
+
+def _shift_flip(spec: BackboneSpec) -> list[T.Transform]:
+    ops: list[T.Transform] = [RandomShift(max(1, spec.input_size // 8))]
+    return [*ops, T.RandomHorizontalFlip()] if spec.hflip else ops
+
+
+def weak_from_native(spec: BackboneSpec) -> T.Compose:
+    """uint8 ``[3, S, S]`` (from :func:`native_size`) → the weak view, normalised float."""
+    return T.Compose([*_shift_flip(spec), *_to_float(spec)])
+
+
+def strong_from_native(spec: BackboneSpec) -> T.Compose:
+    """uint8 ``[3, S, S]`` (from :func:`native_size`) → the strong view, normalised float."""
+    return T.Compose([*_shift_flip(spec), *_strong_tail(spec)])
+
+
+def plain_from_native(spec: BackboneSpec) -> T.Compose:
+    """uint8 ``[3, S, S]`` (from :func:`native_size`) → normalised float, unaugmented."""
+    return T.Compose(_to_float(spec))
+
+
+def _strong_tail(spec: BackboneSpec) -> list[T.Transform]:
+    return [T.RandAugment(num_ops=RANDAUGMENT_OPS, magnitude=RANDAUGMENT_MAGNITUDE), *_to_float(spec),
+            T.RandomErasing(p=1.0, scale=(0.25, 0.25), ratio=(1.0, 1.0), value=0.0)]
+
+
 def _geometry(spec: BackboneSpec, crop_scale: tuple[float, float]) -> list[T.Transform]:
     """uint8 ``[3, H, W]`` → uint8 ``[3, S, S]``: the random crop (and flip) of the weak view."""
     size = spec.input_size
     if size <= SMALL_INPUT:
-        ops: list[T.Transform] = [
-            SquareCrop(),
-            T.Resize(size, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
-            T.CenterCrop(size),
-            RandomShift(max(1, size // 8)),
-        ]
-    else:
-        ops = [T.RandomResizedCrop(size, scale=crop_scale, interpolation=T.InterpolationMode.BICUBIC,
-                                   antialias=True)]
+        return [*native_size(spec).transforms[1:], *_shift_flip(spec)]
+    ops: list[T.Transform] = [T.RandomResizedCrop(size, scale=crop_scale, interpolation=T.InterpolationMode.BICUBIC,
+                                                  antialias=True)]
     if spec.hflip:
         ops.append(T.RandomHorizontalFlip())
     return ops
@@ -80,9 +108,4 @@ def weak_transform(spec: BackboneSpec, crop_scale: tuple[float, float] = (0.6, 1
 def strong_transform(spec: BackboneSpec, crop_scale: tuple[float, float] = (0.6, 1.0)) -> T.Compose:
     """PIL RGB image → strongly augmented normalised ``[3, S, S]``: the weak geometry,
     RandAugment(2, 9) on uint8, then a cutout of an S/2 square (set to 0, the mean)."""
-    return T.Compose([
-        T.PILToTensor(), *_geometry(spec, crop_scale),
-        T.RandAugment(num_ops=RANDAUGMENT_OPS, magnitude=RANDAUGMENT_MAGNITUDE),
-        *_to_float(spec),
-        T.RandomErasing(p=1.0, scale=(0.25, 0.25), ratio=(1.0, 1.0), value=0.0),
-    ])
+    return T.Compose([T.PILToTensor(), *_geometry(spec, crop_scale), *_strong_tail(spec)])
