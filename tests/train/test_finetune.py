@@ -14,7 +14,7 @@ import torch
 
 from labeltool import load_model
 from labeltool.cli import build_parser, main, train_config
-from labeltool.config import ProjectConfig, SuggestConfig, TrainConfig
+from labeltool.config import SCRATCH_STEPS, ProjectConfig, SuggestConfig, TrainConfig
 from labeltool.losses import create_loss, list_losses
 from labeltool.losses.association import AssociationLoss
 from labeltool.models.backbones import Backbone, create_backbone, get_spec
@@ -109,6 +109,9 @@ def test_for_backbone_fills_in_from_scratch_defaults_and_keeps_user_settings() -
     mine = FinetuneConfig(stages=1, backbone_lr=5e-4, head_lr=2e-3, weight_decay=0.0).for_backbone(assoc)
     assert (mine.stages, mine.backbone_lr, mine.head_lr, mine.weight_decay) == (1, 5e-4, 2e-3, 0.0)
     assert FinetuneConfig(head_lr=2e-3).for_backbone(hoffer).backbone_lr == 2e-3  # the head's lr, as set
+    assert scratch.steps == SCRATCH_STEPS and default.for_backbone(pretrained).steps is None
+    assert FinetuneConfig(steps=7).for_backbone(hoffer).steps == 7
+    assert FinetuneConfig(epochs=9).for_backbone(hoffer).steps is None  # epochs set: they decide
 
 
 def test_a_from_scratch_backbone_trains_every_stage() -> None:
