@@ -181,7 +181,7 @@ def run_round(session: LabelingSession, tcfg: Any, scfg: Any) -> None:
             chart.plotly_chart(session.loss_figure(trace.losses), key=f"loss_{len(trace.losses)}")
 
     outcome = guard(session.run_app_round, tcfg, scfg, progress=progress, continue_training=bool(ss["continue"]),
-                    start_umap=ss.umap_auto, on_proposing=lambda: bar.progress(1.0, text="Proposing suggestions…"))
+                    start_umap=ss.umap_auto, on_stage=lambda text, done: bar.progress(done, text=text))
     if outcome is None:
         return
     ss.evidence_for, ss[HOLD], ss.first_page = None, None, True

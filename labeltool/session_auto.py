@@ -58,7 +58,8 @@ class SessionAuto:
                             f"{int(side)} px images on this machine")
         elif needs_decision(previous, n_labeled, offered) or previous is None:
             paths = [self.project.image_path(r) for r in pool.relpaths]
-            choice = choose_training(offered, pool.features, paths, labels, config, self.backbone, progress)
+            choice = choose_training(offered, pool.features, paths, labels, config, self.backbone,
+                                     None if progress is None else lambda m: progress(f"Mode auto: {m}…"))
         else:
             choice = previous
         mode, net = choice.candidate.mode, choice.candidate.backbone
@@ -80,7 +81,7 @@ class SessionAuto:
             return "training: no round yet"
         choice = self.training_choice()
         if choice is not None:
-            return f"training: auto → {choice.candidate.label}: {choice.reason}"
+            return f"training: auto → {choice.reason}"  # the reason starts with the chosen way
         mode = (last.config.get("train") or {}).get("mode", "head")
         net = (last.config.get("backbone") or {}).get("name", self.backbone_spec.name)
         return f"training: {mode} on {net} (chosen by hand)"

@@ -73,8 +73,8 @@ class SessionRounds:
     if TYPE_CHECKING:  # provided by LabelingSession
         @property
         def classes(self) -> list[str]: ...
-        def resolve_mode(self, config: TrainConfig, pool: Pool,
-                         labels: np.ndarray) -> tuple[TrainConfig, Choice | None]: ...
+        def resolve_mode(self, config: TrainConfig, pool: Pool, labels: np.ndarray,
+                         progress: Callable[[str], None] | None = None) -> tuple[TrainConfig, Choice | None]: ...
         def round_base(self, meta: dict[str, Any]) -> Backbone: ...
         def checkpoint_base(self, ckpt: Checkpoint) -> Backbone: ...
         @property
@@ -85,17 +85,19 @@ class SessionRounds:
 
     # ------------------------------------------------------------------ training
     def train_round(self, config: TrainConfig, progress: StepProgress | None = None,
-                    *, continue_training: bool = True) -> dict[str, Any]:
+                    *, continue_training: bool = True, on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
         """Train on seed + accepted labels, embed the pool, checkpoint and record the round.
 
         With ``config.mode == "finetune"`` the backbone's last stages are fine-tuned on the images
-        too and the pool is re-embedded with it. Returns the round's metrics (including ``round``)."""
+        too and the pool is re-embedded with it; ``"auto"`` first picks the mode and network
+        (``on_stage`` hears each candidate being scored). Returns the round's metrics (including
+        ``round``)."""
         pool = self.pool()
         if len(pool) == 0:
             raise EmptyPoolError(self._no_pool_message())
         labels = pool.labels(self.label_state().labels)
         require_two_classes(labels)
-        config, choice = self.resolve_mode(config, pool, labels)
+        config, choice = self.resolve_mode(config, pool, labels, on_stage)
         prev = self._previous_checkpoint() if continue_training else None
         prev_state = None if prev is None else RoundState(prev.head, prev.loss, prev.load_optimizer_state(),
                                                           prev.finetuned)

@@ -59,7 +59,8 @@ class SessionViews:
         def pool(self) -> Pool: ...
         def stats(self) -> dict[str, Any]: ...
         def train_round(self, config: TrainConfig, progress: Callable[[int, int, float], None] | None = None,
-                        *, continue_training: bool = True) -> dict[str, Any]: ...
+                        *, continue_training: bool = True,
+                        on_stage: Callable[[str], None] | None = None) -> dict[str, Any]: ...
         def propose(self, config: SuggestConfig) -> list[Suggestion]: ...
         def export(self, out: str | Path, config: ExportConfig | None = None, **options: bool) -> Path: ...
         def _dataset_export(self) -> DatasetExport: ...
@@ -234,8 +235,10 @@ class SessionViews:
 
     def run_app_round(self, train: TrainConfig, suggest: SuggestConfig, *,
                       progress: Callable[[int, int, float], None] | None = None, continue_training: bool = True,
-                      start_umap: bool = False, on_proposing: Callable[[], None] | None = None) -> RoundOutcome:
-        """Train a round, propose its batch and (``start_umap``) start its UMAP in the background.
+                      start_umap: bool = False, on_stage: Callable[[str, float], None] | None = None) -> RoundOutcome:
+        """Train a round, propose its batch and (``start_umap``) start its UMAP in the background;
+        ``on_stage(text, fraction done)`` hears what mode auto scores before training starts, and
+        when proposing begins.
 
         A UMAP still computing for an earlier round is stopped first, so the round never competes
         with it for the CPU."""
@@ -243,9 +246,10 @@ class SessionViews:
         from labeltool.ui.pages import RoundOutcome
 
         UMAP_JOBS.cancel_all()
-        metrics = self.train_round(train, progress=progress, continue_training=continue_training)
-        if on_proposing is not None:
-            on_proposing()
+        stage = None if on_stage is None else (lambda text: on_stage(text, 0.0))
+        metrics = self.train_round(train, progress=progress, continue_training=continue_training, on_stage=stage)
+        if on_stage is not None:
+            on_stage("Proposing suggestions…", 1.0)
         rows = self.propose(suggest)
         if start_umap:
             self.projection(start_umap=True)

@@ -38,7 +38,7 @@ def test_status_train_suggest_review_export(folder: Path, tmp_path: Path, capsys
     assert re.search(r"^accepted 5 suggestion\(s\); estimated precision \d\.\d\d \[\d\.\d\d, \d\.\d\d\]$", accepted, re.M), accepted
     assert main(["status", str(folder)]) == 0
     status = capsys.readouterr().out.splitlines()
-    assert any(ln.startswith("training: auto → ") and "held-out labels" in ln for ln in status), status
+    assert any(ln.startswith("training: auto → ") and "held-out labels" in ln for ln in status), status  # the why
     remainder = [ln for ln in status if ln.startswith("estimated accuracy of the remainder: ")]
     assert len(remainder) == 1 and "review(s) to reach 99%" in remainder[0]
     decisions = tmp_path / "d.csv"
