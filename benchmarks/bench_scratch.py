@@ -74,7 +74,7 @@ def run_one(ds: ImageSet, paths: list[Path], seed_rows: np.ndarray, net: str, lo
         "acc_clf": None if probs is None else float((probs.argmax(1) == ds.y_test).mean()),
         "train_seconds": round(train_s, 1), "train_images_per_second": round(res.images_per_second, 1),
         "extract_images_per_second": round(len(ds.x_test) / extract_s, 1),
-        "finetune": ft.to_json(),
+        "finetune": (res.config or ft).to_json(),  # with the backbone's defaults filled in
     }
     for name in ("holdout_accuracy", "best_step", "stopped_early", "mask_rate"):
         if hasattr(res, name):

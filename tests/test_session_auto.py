@@ -49,3 +49,18 @@ def test_a_round_can_train_a_small_network_from_scratch(project: LabelingSession
         np.testing.assert_allclose(again.current_round().embeddings, emb, atol=1e-4)
         names, probs = again.predict([again.project.image_path(again.pool().relpaths[0])])
         assert names[0] in again.classes and probs.shape == (1, len(again.classes))
+
+
+def test_the_exported_model_of_a_from_scratch_round_predicts_like_the_session(project: LabelingSession,
+                                                                              tmp_path) -> None:
+    import labeltool
+
+    project.train_round(TrainConfig(mode="finetune", backbone="hoffer_mnist", finetune={"steps": 5}, **FAST))
+    out = project.export(tmp_path / "out", dataset=False)
+    model = labeltool.load_model(str(next(out.rglob("model.json")).parent))
+    assert model.spec.name == "hoffer_mnist" and model.spec.input_size == 28
+    paths = [project.project.image_path(r) for r in project.pool().relpaths[:6]]
+    names, probs = project.predict(paths)
+    pred = model.predict(paths)
+    np.testing.assert_allclose(pred.probabilities, probs, atol=1e-4)
+    assert pred.classes == names
