@@ -10,7 +10,6 @@ checkpoint names it, and :meth:`SessionAuto.round_base` rebuilds it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,7 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from labeltool.config import TrainConfig
 from labeltool.models.backbones import create_backbone, get_spec
 from labeltool.models.extract import pick_device
-from labeltool.rounds.auto import choose_training
+from labeltool.rounds.auto import choose_training, with_recipe
 from labeltool.rounds.choose import Choice, candidates, needs_decision
 
 if TYPE_CHECKING:
@@ -62,8 +61,7 @@ class SessionAuto:
                                      None if progress is None else lambda m: progress(f"Mode auto: {m}…"))
         else:
             choice = previous
-        mode, net = choice.candidate.mode, choice.candidate.backbone
-        return replace(config, mode=mode, backbone=net), choice
+        return with_recipe(config, choice.candidate), choice
 
     def training_choice(self) -> Choice | None:
         """The newest round's ``auto`` choice, or None (no round yet, or chosen by hand)."""

@@ -365,7 +365,7 @@ def test_scratch_and_auto_smoke(tmp_path: Path) -> None:
     auto = json.loads((tmp_path / "out" / "auto_choice.json").read_text())
     (choice,) = auto["rows"]
     assert choice["labels"] == 40 and set(choice["scores"]) == {"frozen efficientnet_lite0 features + head",
-                                                                 "hoffer_cifar trained from scratch"}
+                                                                 "hoffer_cifar trained from scratch + consistency"}
     assert choice["chosen"] in choice["scores"] and choice["reason"]
     with bench_path():
         from report import report

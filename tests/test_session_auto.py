@@ -16,12 +16,15 @@ def test_auto_scores_every_candidate_and_records_why(project: LabelingSession) -
     choice = project.training_choice()
     assert choice is not None and rec["auto"] == choice.to_json()
     # 28 px grayscale images on a CPU: a head on frozen features, or a small net from scratch
-    assert set(choice.scores) == {"frozen efficientnet_lite0 features + head", "hoffer_mnist trained from scratch"}
+    assert set(choice.scores) == {"frozen efficientnet_lite0 features + head",
+                                  "hoffer_mnist trained from scratch + consistency"}
     assert all(0.0 <= v <= 1.0 for v in choice.scores.values())
     assert choice.n_held >= 10 and choice.n_labeled == int((project.pool().labels(project.label_state().labels) >= 0).sum())
     assert choice.candidate.label in choice.reason
     assert rec["train"]["mode"] == choice.candidate.mode  # the round trained what was chosen
     assert rec["train"]["backbone"] == choice.candidate.backbone
+    if choice.candidate.backbone is not None:  # the from-scratch recipe learns from unlabeled images too
+        assert rec["train"]["finetune"]["consistency"] == choice.candidate.consistency
     assert metrics["round"] == 1
     # the next round keeps the choice while the labeled set has not grown
     project.train_round(TrainConfig(mode="auto", finetune={"steps": 3}, **FAST))

@@ -22,7 +22,7 @@ from labeltool.rounds.choose import HOLDOUT, Candidate, Choice, decide, score_em
 from labeltool.train.finetune import finetune
 from labeltool.train.head import embed_features, new_head_and_loss, train_head
 
-__all__ = ["AUTO_STEPS", "choose_training", "score_finetune", "score_head"]
+__all__ = ["AUTO_STEPS", "choose_training", "score_finetune", "score_head", "with_recipe"]
 
 AUTO_STEPS = 200  # fine-tune steps a candidate gets to show what it can do (fewer if the config asks)
 
@@ -68,6 +68,15 @@ def score_finetune(backbone: Backbone, features: Any | None, paths: Sequence[Pat
     return score_embeddings(emb[tr], labels[rows][tr], emb[he], labels[rows][he], res.loss.normalize_embeddings)
 
 
+def with_recipe(config: TrainConfig, cand: Candidate) -> TrainConfig:
+    """``config`` as ``cand`` trains: its mode and network, and its consistency weight where it
+    names one and the config's fine-tune settings leave consistency at its default (0)."""
+    ft = dict(config.finetune or {})
+    if cand.consistency is not None and not ft.get("consistency"):
+        ft["consistency"] = cand.consistency
+    return replace(config, mode=cand.mode, backbone=cand.backbone, finetune=ft if cand.mode != "head" else config.finetune)
+
+
 def choose_training(offered: Sequence[Candidate], features: Any, paths: Sequence[Path], labels: np.ndarray,
                     config: TrainConfig, project_backbone: Callable[[], Backbone],
                     progress: Callable[[str], None] | None = None) -> Choice:
@@ -86,5 +95,5 @@ def choose_training(offered: Sequence[Candidate], features: Any, paths: Sequence
         else:
             net = create_backbone(cand.backbone) if cand.backbone else project_backbone()
             frozen = None if cand.backbone else features
-            scores[cand] = score_finetune(net, frozen, paths, labels, held, config, num_classes)
+            scores[cand] = score_finetune(net, frozen, paths, labels, held, with_recipe(config, cand), num_classes)
     return decide(scores, offered, int(len(lab)), int(held.sum()))

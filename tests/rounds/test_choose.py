@@ -10,6 +10,7 @@ import pytest
 from labeltool.models.backbones import get_spec
 from labeltool.rounds.choose import (
     REGROW,
+    SCRATCH_CONSISTENCY,
     Candidate,
     Choice,
     candidates,
@@ -72,6 +73,23 @@ def test_decide_prefers_the_cheaper_way_within_the_noise() -> None:
     assert many.scores == {"head": 0.80, "scratch": 0.90}
     with pytest.raises(ValueError, match="no candidate"):
         decide({}, _offered(), 10, 2)
+
+
+def test_a_candidate_is_a_recipe_the_round_then_trains() -> None:
+    from labeltool.config import TrainConfig
+    from labeltool.rounds.auto import with_recipe
+
+    head, scratch = candidates(LITE, 28, grayscale=True, cuda=False)
+    assert scratch.consistency == SCRATCH_CONSISTENCY and head.consistency is None
+    auto = TrainConfig(mode="auto", finetune={"steps": 9})
+    cfg = with_recipe(auto, scratch)
+    assert (cfg.mode, cfg.backbone) == ("finetune", "hoffer_mnist")
+    assert cfg.finetune_config().consistency == SCRATCH_CONSISTENCY and cfg.finetune_config().steps == 9
+    mine = with_recipe(TrainConfig(mode="auto", finetune={"consistency": 0.3}), scratch)
+    assert mine.finetune_config().consistency == 0.3  # a weight the user set is kept
+    assert with_recipe(auto, head).mode == "head" and with_recipe(auto, head).backbone is None
+    choice = decide({head: 0.5, scratch: 0.9}, [head, scratch], 400, 100)
+    assert Choice.from_json(choice.to_json()).candidate.consistency == SCRATCH_CONSISTENCY
 
 
 def test_choice_round_trips_and_is_redecided_as_labels_grow() -> None:
