@@ -76,13 +76,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="auto_choice")
     args = ap.parse_args()
+    env = environment("cpu")  # machine, load and time at the start
     rows = [decide_on(d, args.pool, args.per_class, args.image_size, args.loss, args.seed, args.finetune_steps)
             for d in args.datasets]
     for r in rows:
         print(f"{r['dataset']:<14} → {r['chosen']} ({r['decide_seconds']} s): {r['reason']}")
     path = out_dir() / f"{args.out}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"rows": rows, "environment": environment("cpu")}, indent=2))
+    path.write_text(json.dumps({**env, "rows": rows}, indent=2))
     print(f"wrote {path}")
 
 

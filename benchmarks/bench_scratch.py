@@ -117,7 +117,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="mnist", choices=["mnist", "fashion_mnist", "cifar10", "synthetic_images"])
     ap.add_argument("--net", default="hoffer_mnist")
-    ap.add_argument("--losses", nargs="+", default=["distance_ratio_entropy", "association"])
+    ap.add_argument("--losses", nargs="*", default=["distance_ratio_entropy", "association"],
+                    help="none: only the --baseline")
     ap.add_argument("--per-class", type=int, default=10)
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--k", type=int, default=10, help="labeled images per class in a step")
@@ -128,7 +129,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    env = environment("cpu")  # machine, load and time at the start
     cache = default_cache_dir()
     ds = load_images(args.dataset, cache)
     seed_rows = balanced_seed(ds.y_train, args.per_class, args.seed)
@@ -147,8 +148,8 @@ def main() -> None:
         print(f"{r['net']:<34} {r['loss']:<24} 1-NN {100 * r['acc_1nn']:.2f}  classifier {clf}  "
               f"{r.get('train_seconds', '-')} s train")
     labels = int(len(seed_rows))
-    result = {"dataset": args.dataset, "labels": labels, "papers": PAPERS.get((args.dataset, labels), {}),
-              "rows": rows, "environment": environment("cpu")}
+    result = {**env, "dataset": args.dataset, "labels": labels, "papers": PAPERS.get((args.dataset, labels), {}),
+              "rows": rows}
     path = out_dir() / f"{args.out or 'scratch_' + args.dataset}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))

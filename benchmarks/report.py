@@ -36,7 +36,9 @@ def where(d: dict[str, Any]) -> str:
     """Device and command of a result file, one line."""
     dev = d.get("device_name") or d.get("device")
     commands = d.get("commands") or [d.get("command")]  # a result merged from several runs lists each
-    return f"_{dev} ({d.get('cpu_count')} CPU cores), started {d.get('started')}: " + "; ".join(
+    when = f"started {d['started']}" if "started" in d else f"finished {d.get('finished')}"
+    load = f", load {d['load_average'][0]}" if d.get("load_average") else ""
+    return f"_{dev} ({d.get('cpu_count')} CPU cores{load}), {when}: " + "; ".join(
         f"`{c}`" for c in commands) + "_"
 
 
@@ -126,9 +128,10 @@ def scratch_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
     out = []
     for r in rows:
         ft = r.get("finetune") or {}
+        whole = lambda v: "-" if v is None else int(round(v))  # noqa: E731
         out.append([r["net"], r["loss"], ft.get("consistency", "-"), ft.get("augment", "-"), r["labels"],
-                    r.get("steps", "-"), pct(r["acc_1nn"]), pct(r.get("acc_clf")), r.get("train_seconds"),
-                    r.get("train_images_per_second", "-"), r.get("extract_images_per_second")])
+                    r.get("steps", "-"), pct(r["acc_1nn"]), pct(r.get("acc_clf")), whole(r.get("train_seconds")),
+                    whole(r.get("train_images_per_second")), whole(r.get("extract_images_per_second"))])
     return out
 
 
