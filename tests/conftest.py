@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from labeltool.config import ProjectConfig
 from labeltool.session import LabelingSession
@@ -30,3 +31,13 @@ def project(embedded_sample: Path, tmp_path: Path) -> Iterator[LabelingSession]:
     shutil.copytree(embedded_sample, root)
     with LabelingSession.open(root) as s:
         yield s
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for tests of tiny tensors and per-image transforms: faster, and immune
+    to a busy CPU (the loader makes its items on one thread too)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

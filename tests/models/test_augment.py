@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 
 import numpy as np
@@ -17,13 +16,7 @@ MNIST = get_spec("hoffer_mnist")  # 28 px, hflip=False
 LARGE = replace(get_spec("hoffer_cifar"), input_size=72)  # takes the random-resized-crop path
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Per-image transforms, as the loader makes them (one thread; see ImageLabelDataset)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _ramp(size: int = 40) -> Image.Image:

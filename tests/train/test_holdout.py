@@ -3,7 +3,6 @@ and a fine-tuning run that returns its best state."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +22,7 @@ from sample_helpers import SAMPLE
 CLASSES = ("bag", "coat", "sandal", "trouser")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny batches run faster on one thread, above all on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_split_is_stratified_and_deterministic() -> None:
