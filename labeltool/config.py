@@ -29,8 +29,9 @@ TRAIN_MODES = ("head", "finetune", "auto")
 # what the app and the command line train with unless told otherwise (TrainConfig() itself
 # stays "head": a program asks for the choice, and its cost, explicitly)
 NEW_PROJECT_MODE = "auto"
-# steps of a from-scratch network's round unless set (hoffer_mnist on MNIST with 100 labels,
-# association loss: 97.6% test accuracy after 1,500 steps; see benchmarks/README.md)
+# steps of a from-scratch network's round unless set: a round's budget on a CPU (about 5 minutes
+# for hoffer_mnist); the network continues across rounds (one run of 1,500 steps reached 98.6% on
+# MNIST with 100 labels, benchmarks/README.md section 5)
 SCRATCH_STEPS = 600
 BALANCE_MODES = ("prevalence", "none")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
