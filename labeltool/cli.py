@@ -29,7 +29,7 @@ from labeltool.models.backbones import from_scratch_backbones, list_backbones
 from labeltool.session import LabelingSession
 from labeltool.suggest.knn_scores import KNN_CONFIDENCES
 from labeltool.suggest.registry import list_sources
-from labeltool.ui.settings import capped_min_steps
+from labeltool.ui.settings import capped_min_steps, default_first
 
 
 def _shown(name: object, keep_newlines: bool = False) -> str:
@@ -244,11 +244,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 TRAIN, SUGGEST, PROJECT, FINETUNE = TrainConfig(), SuggestConfig(), ProjectConfig(), FinetuneConfig()
 
 
-def _default_first(choices: Sequence[str], default: str) -> list[str]:
-    """``choices`` with ``default`` moved to the front (the order ``--help`` lists them in)."""
-    return [default, *(c for c in choices if c != default)]
-
-
 def _common(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("path", help="the image folder")
     sp.add_argument("--project-dir", help="where the project lives (default PATH/.labeltool)")
@@ -264,7 +259,7 @@ def _training(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--lr", type=float, default=TRAIN.lr)
     sp.add_argument("--seed", type=int, default=TRAIN.seed)
     sp.add_argument("--device", default=TRAIN.device)
-    sp.add_argument("--mode", default=NEW_PROJECT_MODE, choices=_default_first(TRAIN_MODES, NEW_PROJECT_MODE),
+    sp.add_argument("--mode", default=NEW_PROJECT_MODE, choices=default_first(TRAIN_MODES, NEW_PROJECT_MODE),
                     help="auto: pick head or end-to-end training (and the network) by held-out accuracy; "
                          "head: train a head on cached features; finetune: also train the backbone on images")
     sp.add_argument("--network", default=None, choices=from_scratch_backbones(),
@@ -278,13 +273,13 @@ def _training(sp: argparse.ArgumentParser) -> None:
 def _suggesting(sp: argparse.ArgumentParser) -> None:
     """Options of a suggestion batch; defaults from SuggestConfig, sources from their registry."""
     sp.add_argument("--source", default=SUGGEST.source, choices=list_sources())
-    sp.add_argument("--confidence", default=SUGGEST.confidence, choices=_default_first(KNN_CONFIDENCES, SUGGEST.confidence))
+    sp.add_argument("--confidence", default=SUGGEST.confidence, choices=default_first(KNN_CONFIDENCES, SUGGEST.confidence))
     sp.add_argument("--k", type=int, default=SUGGEST.k)
     sp.add_argument("--batch", type=int, default=SUGGEST.batch_size)
     sp.add_argument("--percent", type=float, default=SUGGEST.percent, help="propose this %% of the unlabeled pool")
     sp.add_argument("--stratified", action="store_true", help="equal quota per predicted class")
     sp.add_argument("--min-confidence", type=float, default=SUGGEST.min_confidence)
-    sp.add_argument("--balance", default=SUGGEST.balance, choices=_default_first(BALANCE_MODES, SUGGEST.balance),
+    sp.add_argument("--balance", default=SUGGEST.balance, choices=default_first(BALANCE_MODES, SUGGEST.balance),
                     help="prevalence: each class gets a share of the batch in proportion to its estimated share")
     sp.add_argument("--calibration-folds", type=int, default=SUGGEST.calibration_folds,
                     help="folds of verified labels the stated precision is checked on (0 = off)")

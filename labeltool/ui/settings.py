@@ -128,7 +128,7 @@ def train_controls(default_dim: int) -> tuple[Control, ...]:
     finetune = ("mode", ("finetune",))
     end_to_end = ("mode", ("finetune", "auto"))
     return (
-        Control("mode", "Mode", "radio", NEW_PROJECT_MODE, choices=_default_first(TRAIN_MODES, NEW_PROJECT_MODE),
+        Control("mode", "Mode", "radio", NEW_PROJECT_MODE, choices=default_first(TRAIN_MODES, NEW_PROJECT_MODE),
                 help="auto: picks a head on frozen features or a network trained end to end, by accuracy on "
                      "held-out labels (says which and why); head: a projection head on cached backbone features "
                      "(seconds); finetune: the backbone's last stages are trained on the images too (use a GPU)"),
@@ -155,7 +155,8 @@ def train_controls(default_dim: int) -> tuple[Control, ...]:
     )
 
 
-def _default_first(choices: Sequence[str], default: str) -> tuple[str, ...]:
+def default_first(choices: Sequence[str], default: str) -> tuple[str, ...]:
+    """``choices`` with ``default`` moved to the front (the order a menu or ``--help`` lists them in)."""
     return (default, *(c for c in choices if c != default))
 
 
