@@ -14,6 +14,7 @@ from typing import Any
 
 from labeltool.config import (
     BALANCE_MODES,
+    EXTRACT_RUNTIME,
     NEW_PROJECT_MODE,
     REVIEWERS,
     TRAIN_MODES,
@@ -26,6 +27,7 @@ from labeltool.config import (
 from labeltool.data.undo import command_line_actor
 from labeltool.losses import get_loss_class, list_losses
 from labeltool.models.backbones import from_scratch_backbones, list_backbones
+from labeltool.models.runtimes import runtime_names
 from labeltool.session import LabelingSession
 from labeltool.suggest.knn_scores import KNN_CONFIDENCES
 from labeltool.suggest.registry import list_sources
@@ -115,8 +117,9 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_embed(args: argparse.Namespace) -> int:
     with _open(args) as s:
-        res = s.embed(_bar("embed"), device=args.device, num_workers=args.workers)
-        print(f"embedded {res.computed} new image(s) on {res.device}; cached: {len(s.feature_cache())}")
+        res = s.embed(_bar("embed"), device=args.device, num_workers=args.workers, runtime=args.runtime)
+        on = res.device if res.runtime == "torch" else f"{res.device} ({res.runtime})"
+        print(f"embedded {res.computed} new image(s) on {on}; cached: {len(s.feature_cache())}")
         for path, why in res.failed.items():
             print(f"  failed {_shown(path)}: {_shown(why)}")
         for note in res.notes:
@@ -297,6 +300,8 @@ def _init_options(sp: argparse.ArgumentParser) -> None:
 def _embed_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--device", default=TRAIN.device)
     sp.add_argument("--workers", type=int, default=None, help="image decoding processes")
+    sp.add_argument("--runtime", default=EXTRACT_RUNTIME, choices=runtime_names(),
+                    help="what runs the backbone: auto = OpenVINO or ONNX Runtime on a CPU, PyTorch on a GPU")
 
 
 def _train_options(sp: argparse.ArgumentParser) -> None:

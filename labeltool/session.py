@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from labeltool.config import ExportConfig, ProjectConfig, SuggestConfig, TrainConfig
+from labeltool.config import EXTRACT_RUNTIME, ExportConfig, ProjectConfig, SuggestConfig, TrainConfig
 from labeltool.data.decisions import LabelState
 from labeltool.data.features import FeatureCache
 from labeltool.data.names import validate_class_name
@@ -140,6 +140,11 @@ class LabelingSession(SessionAuto, SessionRounds, SessionViews):
             self._backbone = create_backbone(c.backbone, image_size=c.image_size, checkpoint=c.checkpoint)
         return self._backbone
 
+    @property
+    def runtime_dir(self) -> Path:
+        """Where the backbone's exports for inference runtimes are kept (one file per feature key)."""
+        return self.project.cache_dir / "runtime"
+
     def feature_cache(self) -> FeatureCache:
         if self._cache is None:
             spec = self.backbone_spec
@@ -149,15 +154,17 @@ class LabelingSession(SessionAuto, SessionRounds, SessionViews):
 
     def embed(
         self, progress: Progress | None = None, *, device: str = "auto", rescan: bool = True,
-        num_workers: int | None = None,
+        num_workers: int | None = None, runtime: str = EXTRACT_RUNTIME,
     ) -> ExtractionResult:
-        """Compute backbone features for every usable image not yet cached."""
+        """Compute backbone features for every usable image not yet cached; ``runtime`` runs the
+        backbone (``auto``: an inference runtime on a CPU, its ONNX export kept in the project)."""
         if rescan:
             self.scan()
         items = [(r.sha256, self.project.image_path(r.relpath)) for r in self._usable_images() if r.sha256]
         result = extract_to_cache(
             self.backbone(), self.feature_cache(), items, batch_size=self.project.config.embed_batch_size,
             device=pick_device(device), num_workers=num_workers, progress=progress,
+            runtime=runtime, export_dir=self.runtime_dir,
         )
         if result.failed:  # decoded at scan time but not now (changed on disk mid-run): rescan records why
             self.scan()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from labeltool.config import SuggestConfig, TrainConfig
+from labeltool.config import EXTRACT_RUNTIME, SuggestConfig, TrainConfig
 from labeltool.data.anchors import round_reviews, verified_images
 from labeltool.data.features import FeatureCache
 from labeltool.data.pool import Pool, RowView
@@ -26,6 +26,7 @@ from labeltool.eval.review import review_stats
 from labeltool.io.check_file import check_path, load_check, save_check
 from labeltool.models.extract import extract_to_cache, pick_device
 from labeltool.models.heads import LabelerModel
+from labeltool.models.runtimes import onnx_file
 from labeltool.rounds.current import RoundEmbedding, pending_suggestions
 from labeltool.rounds.model import assemble_model, predict_files
 from labeltool.rounds.proposal import AnchorCheck, Coverage, coverage_from, propose_round, uncalibrated
@@ -79,6 +80,8 @@ class SessionRounds:
         def checkpoint_base(self, ckpt: Checkpoint) -> Backbone: ...
         @property
         def backbone_spec(self) -> BackboneSpec: ...
+        @property
+        def runtime_dir(self) -> Path: ...
         def pool(self) -> Pool: ...
         def label_state(self) -> LabelState: ...
         def backbone(self, with_classifier: bool = False) -> Backbone: ...
@@ -186,7 +189,8 @@ class SessionRounds:
         if cache.missing(pool.hashes):
             items = [(h, self.project.image_path(r)) for h, r in zip(pool.hashes, pool.relpaths, strict=True)]
             extract_to_cache(backbone, cache, items, batch_size=self.project.config.embed_batch_size,
-                             device=pick_device(device))
+                             device=pick_device(device), runtime=EXTRACT_RUNTIME, export_dir=self.runtime_dir)
+            onnx_file(self.runtime_dir, key).unlink(missing_ok=True)  # a round's network is exported once
             backbone.cpu()
         keep = np.array([i for i, h in enumerate(pool.hashes) if h in cache], dtype=np.int64)
         hashes = [pool.hashes[i] for i in keep]

@@ -39,8 +39,8 @@ def onnx_model_bytes(module: nn.Module, example: Tensor, *, input_name: str = "i
 def write_onnx(module: nn.Module, example: Tensor, path: Path, *, input_name: str = "images",
                output_name: str = "output") -> Path:
     """Export ``module`` (see :func:`onnx_model_bytes`) to ``path`` atomically; returns ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)  # an unwritable place fails before the export's cost
     data = onnx_model_bytes(module, example, input_name=input_name, output_name=output_name)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
     tmp.write_bytes(data)
     tmp.replace(path)
