@@ -7,8 +7,8 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "load_model"]
 
 
-def load_model(path: str):  # noqa: ANN201 - re-exported, typed in labeltool.io.model_io
+def load_model(path: str, runtime: str = "auto"):  # noqa: ANN201 - re-exported, typed in labeltool.io.model_io
     """Load an exported model folder; see :func:`labeltool.io.model_io.load_model`."""
     from labeltool.io.model_io import load_model as _load
 
-    return _load(path)
+    return _load(path, runtime)

@@ -20,7 +20,7 @@ from crashkit import SEED, ForkServer, kills, small_sample
 
 from labeltool.config import ProjectConfig, SuggestConfig, TrainConfig
 from labeltool.data.store import Store
-from labeltool.io.model_io import HEAD_WEIGHTS, MODEL_JSON, TORCHSCRIPT
+from labeltool.io.model_io import HEAD_WEIGHTS, MODEL_JSON, NETWORK_FILES
 from labeltool.session import LabelingSession
 from labeltool.train.checkpoints import latest_round, load_checkpoint
 
@@ -164,7 +164,7 @@ def _assert_complete_export(out: Path, expected: int) -> None:
     files = {p.relative_to(out / "dataset").as_posix() for p in (out / "dataset").rglob("*") if p.is_file()}
     assert files - {"manifest.csv", "manifest.parquet"} == set(man["path"])
     if (out / "model").exists():
-        for name in (TORCHSCRIPT, HEAD_WEIGHTS, MODEL_JSON):
+        for name in (*NETWORK_FILES, HEAD_WEIGHTS, MODEL_JSON):
             assert (out / "model" / name).stat().st_size > 0
 
 
