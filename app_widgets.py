@@ -250,3 +250,25 @@ def grid(session: Session, cards: Iterable[Card]) -> None:
             with st.container(horizontal=card.inline, gap="small"):
                 for b in card.buttons:
                     button(session, b, width="content" if card.inline else "stretch")
+
+
+LIVE_EVERY_S = 3.0
+
+
+def live_progress(read: Callable[[], tuple[str, float] | None]) -> None:
+    """A progress bar under the page title that refreshes itself every few seconds while ``read``
+    returns ``(text, fraction)``; when it returns None the bar is gone (one rerun of the page
+    brings in what the job produced)."""
+    state = read()
+    if state is None:
+        return
+
+    @st.fragment(run_every=LIVE_EVERY_S)
+    def bar() -> None:
+        now = read()
+        if now is None:
+            st.rerun()  # the job finished: rerun the page so counts and the pool catch up
+        text, fraction = now
+        st.progress(min(1.0, max(0.0, fraction)), text=text)
+
+    bar()

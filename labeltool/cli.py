@@ -116,10 +116,15 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
+    if args.job:
+        return _embed_job(args)
     with _open(args) as s:
-        res = s.embed(_bar("embed"), device=args.device, num_workers=args.workers, runtime=args.runtime)
+        res = s.embed(_bar("embed"), device=args.device, num_workers=args.workers, runtime=args.runtime,
+                      limit=args.first)
         on = res.device if res.runtime == "torch" else f"{res.device} ({res.runtime})"
         print(f"embedded {res.computed} new image(s) on {on}; cached: {len(s.feature_cache())}")
+        if args.background and s.missing_features():
+            print(s.start_embed_job(runtime=args.runtime).line())
         for path, why in res.failed.items():
             print(f"  failed {_shown(path)}: {_shown(why)}")
         for note in res.notes:
@@ -190,6 +195,14 @@ def cmd_review(args: argparse.Namespace) -> int:
     return 0
 
 
+def _embed_job(args: argparse.Namespace) -> int:
+    """The background job's own process: embed what is missing, reporting to cache/embed_job.json."""
+    with _open(args, scan=False) as s:
+        res = s.run_embed_job(device=args.device, num_workers=args.workers, runtime=args.runtime)
+        print(f"embedded {res.computed} image(s) ({res.runtime}); {len(res.failed)} failed")
+    return 0
+
+
 def cmd_selftrain(args: argparse.Namespace) -> int:
     from labeltool.rounds.selftrain import read_oracle, run_selftrain
 
@@ -217,6 +230,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             return 0
         print(f"folder:   {st['image_root']}\nproject:  {st['project_dir']}")
         print(f"images:   {st['images']} ({st['usable']} usable, {len(st['broken'])} broken, {st['embedded']} embedded)")
+        if (job := s.embed_job()) is not None and not job.finished:
+            print(f"          {job.line()}")
         print(f"labeled:  {st['labeled']} {st['by_source']}; unlabeled: {st['unlabeled']}")
         print(f"backbone: {st['backbone']} @ {st['input_size']} px; device: {st['device']}; rounds: {st['rounds']}")
         for c, n in st["per_class"].items():
@@ -302,6 +317,11 @@ def _embed_options(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--workers", type=int, default=None, help="image decoding processes")
     sp.add_argument("--runtime", default=EXTRACT_RUNTIME, choices=runtime_names(),
                     help="what runs the backbone: auto = OpenVINO or ONNX Runtime on a CPU, PyTorch on a GPU")
+    sp.add_argument("--first", type=int, default=None, metavar="N",
+                    help="embed only N images now: the labeled ones first, then a representative sample")
+    sp.add_argument("--background", action="store_true",
+                    help="after that, embed the rest in a background process (see `labeltool status`)")
+    sp.add_argument("--job", action="store_true", help=argparse.SUPPRESS)  # the background process itself
 
 
 def _train_options(sp: argparse.ArgumentParser) -> None:

@@ -24,7 +24,7 @@ from labeltool.suggest.knn_scores import KNN_CONFIDENCES
 from labeltool.suggest.registry import list_sources
 
 __all__ = [
-    "AMP_MODES", "BALANCE_MODES", "EXPORT_MIN_IMAGES", "EXTRACT_RUNTIME", "NEW_PROJECT_MODE", "REVIEWERS", "SCRATCH_STEPS", "SOURCES", "ExportConfig", "SelftrainConfig", "TRAIN_MODES", "FinetuneConfig", "ProjectConfig", "SuggestConfig", "TrainConfig",
+    "AMP_MODES", "BALANCE_MODES", "EXPORT_MIN_IMAGES", "EXTRACT_RUNTIME", "FIRST_EMBED_SAMPLE", "NEW_PROJECT_MODE", "REVIEWERS", "SCRATCH_STEPS", "SOURCES", "ExportConfig", "SelftrainConfig", "TRAIN_MODES", "FinetuneConfig", "ProjectConfig", "SuggestConfig", "TrainConfig",
 ]
 
 TRAIN_MODES = ("head", "finetune", "auto")
@@ -39,6 +39,9 @@ EXTRACT_RUNTIME = "auto"
 # "auto" exports the backbone (about 3-15 s) only for a job of this many images or more, unless an
 # export is already cached: at 224 px it pays back from a few hundred images on a 2-core CPU
 EXPORT_MIN_IMAGES = 512
+# a new project in the app embeds the labeled images and this many others first (a representative
+# sample: benchmarks/README.md §3), proposes from them, and embeds the rest in the background
+FIRST_EMBED_SAMPLE = 1000
 
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from labeltool.config import EXTRACT_RUNTIME, ExportConfig, ProjectConfig, SuggestConfig, TrainConfig
+from labeltool.config import ExportConfig, ProjectConfig, SuggestConfig, TrainConfig
 from labeltool.data.decisions import LabelState
 from labeltool.data.features import FeatureCache
 from labeltool.data.names import validate_class_name
@@ -28,9 +28,9 @@ from labeltool.data.undo import new_actor
 from labeltool.io.export import DatasetExport, ModelExport, export_project
 from labeltool.io.review_file import read_decisions
 from labeltool.models.backbones import Backbone, create_backbone, get_spec
-from labeltool.models.extract import ExtractionResult, extract_to_cache, pick_device
 from labeltool.rounds.current import RoundEmbedding
 from labeltool.session_auto import SessionAuto
+from labeltool.session_embed import SessionEmbed
 from labeltool.session_rounds import SessionRounds
 from labeltool.session_views import SessionViews
 from labeltool.suggest.propose import Suggestion
@@ -55,7 +55,7 @@ class ScanSummary:
     classes: list[str]
 
 
-class LabelingSession(SessionAuto, SessionRounds, SessionViews):
+class LabelingSession(SessionAuto, SessionEmbed, SessionRounds, SessionViews):
     """A project opened for labeling. Create with :meth:`open`."""
 
     def __init__(self, project: Project) -> None:
@@ -140,35 +140,12 @@ class LabelingSession(SessionAuto, SessionRounds, SessionViews):
             self._backbone = create_backbone(c.backbone, image_size=c.image_size, checkpoint=c.checkpoint)
         return self._backbone
 
-    @property
-    def runtime_dir(self) -> Path:
-        """Where the backbone's exports for inference runtimes are kept (one file per feature key)."""
-        return self.project.cache_dir / "runtime"
-
     def feature_cache(self) -> FeatureCache:
         if self._cache is None:
             spec = self.backbone_spec
             dim = spec.feature_dim or self.backbone().spec.feature_dim
             self._cache = FeatureCache(self.project.embeddings_dir, spec.cache_key(), dim)
         return self._cache
-
-    def embed(
-        self, progress: Progress | None = None, *, device: str = "auto", rescan: bool = True,
-        num_workers: int | None = None, runtime: str = EXTRACT_RUNTIME,
-    ) -> ExtractionResult:
-        """Compute backbone features for every usable image not yet cached; ``runtime`` runs the
-        backbone (``auto``: an inference runtime on a CPU, its ONNX export kept in the project)."""
-        if rescan:
-            self.scan()
-        items = [(r.sha256, self.project.image_path(r.relpath)) for r in self._usable_images() if r.sha256]
-        result = extract_to_cache(
-            self.backbone(), self.feature_cache(), items, batch_size=self.project.config.embed_batch_size,
-            device=pick_device(device), num_workers=num_workers, progress=progress,
-            runtime=runtime, export_dir=self.runtime_dir,
-        )
-        if result.failed:  # decoded at scan time but not now (changed on disk mid-run): rescan records why
-            self.scan()
-        return result
 
     def _usable_images(self) -> list[ImageRow]:
         return [r for r in self.store.images() if r.status == "ok"]

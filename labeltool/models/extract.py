@@ -248,6 +248,7 @@ def extract_to_cache(
     progress: Progress | None = None,
     runtime: str = "torch",
     export_dir: Path | None = None,
+    limit: int | None = None,
 ) -> ExtractionResult:
     """Compute features for ``items`` ``(sha256, path)`` not yet in ``cache`` and append them.
 
@@ -257,6 +258,7 @@ def extract_to_cache(
     keeps its progress. ``runtime`` (``auto``, ``torch`` or a registered runtime) runs the
     backbone; a registered runtime keeps the backbone's ONNX export in ``export_dir`` under the
     cache's key (see :func:`choose_runtime`). ``ExtractionResult.runtime`` says which ran.
+    ``limit`` computes only the first ``limit`` missing items, in ``items``' order.
     """
     device = device or pick_device()
     todo_hashes = set(cache.missing([h for h, _ in items]))
@@ -265,6 +267,7 @@ def extract_to_cache(
         if h in todo_hashes:
             todo.append((h, p))
             todo_hashes.discard(h)
+    todo = todo if limit is None else todo[: max(0, limit)]
     workers, note = resolve_workers(num_workers, len(todo), batch_size)
     choice = choose_runtime(runtime, device, len(todo), export_dir, cache.key) if todo else RuntimeChoice()
     choice, export_note = _exported(backbone, choice, fall_back=runtime == "auto")

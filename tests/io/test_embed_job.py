@@ -1,0 +1,71 @@
+"""The background embedding job's progress file: written by the job, read (and checked) by others."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from labeltool.io import embed_job
+from labeltool.io.embed_job import JobProgress, job_file, read_job
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_the_progress_written_by_the_job_is_what_a_reader_sees(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(embed_job, "_alive", lambda pid: True)
+    monkeypatch.setattr(embed_job, "WRITE_EVERY_S", 0.0)
+    progress = JobProgress(tmp_path)
+    assert read_job(tmp_path).line() == "embedding in the background: starting"  # type: ignore[union-attr]
+    progress(100, 400)
+    status = read_job(tmp_path)
+    assert status is not None and status.running and (status.done, status.total) == (100, 400)
+    assert status.line().startswith("embedding in the background: 100/400 image(s), ")
+    progress.finish(runtime="openvino")
+    status = read_job(tmp_path)
+    assert status is not None and status.finished and not status.running and status.runtime == "openvino"
+    assert status.line() == "background embedding finished: 100 image(s)"
+
+
+def test_progress_is_written_at_most_every_so_often_and_always_at_the_end(tmp_path: Path) -> None:
+    progress = JobProgress(tmp_path)
+    progress(1, 10)  # within WRITE_EVERY_S of the first write: kept in memory only
+    assert read_job(tmp_path).done == 0  # type: ignore[union-attr]
+    progress(10, 10)
+    assert read_job(tmp_path).done == 10  # type: ignore[union-attr]
+
+
+def test_a_job_that_died_reads_as_stopped_with_how_to_resume(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(embed_job, "WRITE_EVERY_S", 0.0)
+    progress = JobProgress(tmp_path)
+    progress(40, 100)
+    data = json.loads(job_file(tmp_path).read_text())
+    job_file(tmp_path).write_text(json.dumps({**data, "pid": _dead_pid()}))
+    status = read_job(tmp_path)
+    assert status is not None and not status.running and not status.finished
+    assert "stopped at 40/100" in status.line() and "labeltool embed" in status.line()
+
+
+def test_a_live_process_that_is_not_a_labeltool_job_does_not_count_as_the_job(tmp_path: Path) -> None:
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        JobProgress(tmp_path)
+        data = json.loads(job_file(tmp_path).read_text())
+        job_file(tmp_path).write_text(json.dumps({**data, "pid": other.pid}))
+        assert read_job(tmp_path).running is False  # type: ignore[union-attr]
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_failed_job_reports_its_error_and_a_missing_or_torn_file_reads_as_none(tmp_path: Path) -> None:
+    assert read_job(tmp_path) is None
+    JobProgress(tmp_path).finish(error="OSError: disk full")
+    assert read_job(tmp_path).line() == "background embedding failed: OSError: disk full"  # type: ignore[union-attr]
+    job_file(tmp_path).write_text('{"pid": 1, "star')
+    assert read_job(tmp_path) is None
