@@ -5,16 +5,20 @@ Backends, in order of preference:
 - ``"faiss-gpu"``: faiss ``GpuIndexFlatL2`` (only when the installed faiss has GPU support and sees
   a GPU; the CPU wheel simply does not offer it);
 - ``"torch-cuda"``: exact fp32 ``matmul`` distances + ``topk`` on the GPU, in chunks;
-- ``"faiss-cpu"``: faiss ``IndexFlatL2`` (OpenMP threads left at faiss's default);
-- ``"numpy"``: brute force in chunks, always available.
+- ``"faiss-cpu"``: faiss ``IndexFlatIP`` on the augmented base of :mod:`labeltool.suggest.knn_cpu`;
+- ``"numpy"``: the same search with numpy's BLAS product, always available.
 
-Every backend returns the same neighbours up to ties: candidates are found with the usual
-``|q|² + |b|² − 2 q·b`` expansion, then the distances of the ``k`` candidates are recomputed exactly
-as ``Σ (q − b)²`` in fp32 and the rows are sorted by ``(distance, index)``. So distances of
-identical pairs are exactly 0 and equal distances are ordered by base index on every backend.
+Every backend returns the same neighbours up to ties: candidates are found from fp32 products,
+then the distances of the candidates are recomputed exactly as ``Σ (q − b)²`` in fp32 and the rows
+are sorted by ``(distance, index)``. So distances of identical pairs are exactly 0 and equal
+distances are ordered by base index on every backend. The CPU backends fetch ``k + 1``
+candidates and prove from a bound on the products' rounding that they hold the ``k`` nearest rows
+(searching the few rows where they do not again with more); the GPU backends fetch
+``k + 8 + k // 4``.
 
-Queries may be a ``np.memmap``: they are converted to float32 one chunk at a time, never as a
-whole. faiss and torch are imported on first use.
+:class:`ExactIndex` is built once from the base and searched any number of times;
+:func:`knn_search` builds one and searches it. Queries may be a ``np.memmap``: they are converted
+to float32 one chunk at a time, never as a whole. faiss and torch are imported on first use.
 """
 
 from __future__ import annotations
@@ -26,17 +30,17 @@ from typing import Any
 
 import numpy as np
 
+from labeltool.suggest import knn_cpu
+from labeltool.suggest.knn_cpu import CpuExact, refine
+
 BACKENDS: tuple[str, ...] = ("faiss-gpu", "torch-cuda", "faiss-cpu", "numpy")
 
-# Distance blocks are bounded to about this many elements (queries x base rows).
-_NUMPY_BLOCK = 1 << 22
+# Distance blocks on the GPU are bounded to about this many elements (queries x base rows).
 _TORCH_BLOCK = 1 << 26
-# Rows per exact re-ranking step (rows x k x D floats).
-_REFINE_ELEMS = 1 << 24
 # faiss's GPU flat index supports at most this many neighbours per query.
 _FAISS_GPU_MAX_K = 2048
 
-Searcher = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+Searcher = Callable[[np.ndarray, int, int], tuple[np.ndarray, np.ndarray]]
 
 
 def _faiss() -> Any | None:
@@ -138,6 +142,69 @@ def _load_all(x: np.ndarray, size: int, name: str) -> np.ndarray:
     return out
 
 
+def _check_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+class ExactIndex:
+    """Exact kNN over one base ``[N, D]`` (float16/float32, may be a memmap), built once.
+
+    Building converts and checks the base (``ValueError`` on NaN/inf) and prepares the backend's
+    index; :meth:`search` then costs only the queries. ``approximate`` is False.
+    """
+
+    approximate = False
+    kind = "exact"
+
+    def __init__(self, base: np.ndarray, *, backend: str = "auto", chunk_size: int = 65536) -> None:
+        _check_matrix(base, "base")
+        self.chunk_size = _check_int(chunk_size, "chunk_size")
+        self.backend = resolve_backend(backend)
+        self.rows, self.dim = base.shape
+        base32 = _load_all(base, self.chunk_size, "base")
+        self._cpu: CpuExact | None = None
+        self._gpu: Searcher | None = None
+        self._base32 = base32
+        if self.rows == 0:
+            return
+        if self.backend in ("faiss-cpu", "numpy"):
+            self._cpu = CpuExact(base32, use_faiss=self.backend == "faiss-cpu")
+        elif self.backend == "torch-cuda":
+            self._gpu = _torch_searcher(base32, self.chunk_size)
+        else:
+            self._gpu = _faiss_gpu_searcher(base32)
+
+    def search(self, queries: np.ndarray, k: int, *, chunk_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(distances [Q, k'] float32, indices [Q, k'] int64)`` of the ``k' = min(k, N)`` nearest
+        base rows of every query row (ascending, ties by index); ``queries [Q, D]`` are read
+        ``chunk_size`` rows at a time. ``ValueError`` on bad queries or ``k``."""
+        _check_matrix(queries, "queries")
+        if queries.shape[1] != self.dim:
+            raise ValueError(f"queries and base must have the same dimension, got {queries.shape[1]} and {self.dim}")
+        kk = min(_check_int(k, "k"), self.rows)
+        size = self.chunk_size if chunk_size is None else _check_int(chunk_size, "chunk_size")
+        dist_out = np.empty((queries.shape[0], kk), dtype=np.float32)
+        idx_out = np.empty((queries.shape[0], kk), dtype=np.int64)
+        for s, q in _chunks(queries, size, "queries"):
+            if kk == 0:
+                continue  # still converted: bad queries never pass silently
+            dist_out[s : s + q.shape[0]], idx_out[s : s + q.shape[0]] = self._search_block(q, kk)
+        return dist_out, idx_out
+
+    def _search_block(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        fetch = min(self.rows, k + _extra_candidates(k))
+        if self.backend == "faiss-gpu" and fetch > _FAISS_GPU_MAX_K:
+            if self._cpu is None:  # faiss's GPU flat index cannot return that many
+                self._cpu = CpuExact(self._base32, use_faiss=True)
+            return self._cpu.search(q, k)
+        if self._cpu is not None:
+            return self._cpu.search(q, k)
+        assert self._gpu is not None
+        return self._gpu(q, fetch, k)
+
+
 def knn_search(
     queries: np.ndarray,
     base: np.ndarray,
@@ -168,127 +235,31 @@ def knn_search(
         raise ValueError(
             f"queries and base must have the same dimension, got {queries.shape[1]} and {base.shape[1]}"
         )
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be an integer >= 1, got {k!r}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
-    name = resolve_backend(backend)
-    q_rows, n_rows = queries.shape[0], base.shape[0]
-    kk = min(int(k), n_rows)
-    dist_out = np.empty((q_rows, kk), dtype=np.float32)
-    idx_out = np.empty((q_rows, kk), dtype=np.int64)
-    if n_rows == 0:
-        # Still validate the queries, so bad input never passes silently.
-        for _ in _chunks(queries, chunk_size, "queries"):
-            pass
-        return dist_out, idx_out
-    if q_rows == 0:
-        _load_all(base, chunk_size, "base")
-        return dist_out, idx_out
-    # A few extra candidates go into the exact re-ranking, so near-ties and exact ties at the k-th
-    # place resolve the same way (by index) on every backend.
-    fetch = min(n_rows, kk + _extra_candidates(kk))
-    if name == "faiss-gpu" and fetch > _FAISS_GPU_MAX_K:
-        name = "faiss-cpu"
-    searcher = _make_searcher(name, base, chunk_size)
-    for s, q in _chunks(queries, chunk_size, "queries"):
-        d, i = searcher(q, fetch)
-        d, i = d[:, :kk], i[:, :kk]
-        dist_out[s : s + q.shape[0]] = d
-        idx_out[s : s + q.shape[0]] = i
-    return dist_out, idx_out
+    _check_int(k, "k")
+    _check_int(chunk_size, "chunk_size")
+    return ExactIndex(base, backend=backend, chunk_size=chunk_size).search(queries, k)
 
 
 def _extra_candidates(k: int) -> int:
-    """How many candidates beyond ``k`` are re-ranked exactly."""
+    """How many candidates beyond ``k`` the GPU backends re-rank exactly."""
     return 8 + k // 4
 
 
-# --- CPU backends --------------------------------------------------------------------------------
+# --- GPU backends: ``search(q, fetch, k)`` re-ranks ``fetch`` candidates, returns the first ``k`` ---
 
 
-def _refine(
-    q: np.ndarray, idx: np.ndarray, k: int, gather: Callable[[np.ndarray], np.ndarray]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact distances of the candidates ``idx [q, m]``, sorted by (distance, index), first ``k``.
-
-    ``gather(idx_block [r, m])`` returns the candidate rows as float32 ``[r, m, D]``.
-    """
-    rows, m = idx.shape
-    dist = np.empty((rows, m), dtype=np.float32)
-    step = max(1, _REFINE_ELEMS // max(1, m * q.shape[1]))
-    for s in range(0, rows, step):
-        diff = gather(idx[s : s + step]) - q[s : s + step, None, :]
-        dist[s : s + step] = np.einsum("rmd,rmd->rm", diff, diff)
-    order = np.lexsort((idx, dist), axis=-1)[:, :k]
-    return np.take_along_axis(dist, order, 1), np.take_along_axis(idx, order, 1)
-
-
-def _make_searcher(name: str, base: np.ndarray, chunk_size: int) -> Searcher:
-    if name == "numpy":
-        return _numpy_searcher(_load_all(base, chunk_size, "base"))
-    if name == "torch-cuda":
-        return _torch_searcher(base, chunk_size)
-    return _faiss_searcher(base, chunk_size, gpu=(name == "faiss-gpu"))
-
-
-def _smallest(d: np.ndarray, k: int) -> np.ndarray:
-    """Column positions of the ``k`` smallest entries of each row of ``d`` (unordered)."""
-    if k >= d.shape[1]:
-        return np.broadcast_to(np.arange(d.shape[1]), d.shape)
-    return np.argpartition(d, k - 1, axis=1)[:, :k]
-
-
-def _numpy_searcher(base32: np.ndarray) -> Searcher:
-    n = base32.shape[0]
-    bnorm = np.einsum("nd,nd->n", base32, base32)
-
-    def gather(ids: np.ndarray) -> np.ndarray:
-        return base32[ids]
-
-    def search(q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        rows = q.shape[0]
-        q_step = max(1, min(rows, _NUMPY_BLOCK // max(1, min(n, 8192))))
-        b_step = max(k, _NUMPY_BLOCK // q_step)
-        best_d = np.empty((rows, k), dtype=np.float32)
-        best_i = np.empty((rows, k), dtype=np.int64)
-        for qs in range(0, rows, q_step):
-            qb = q[qs : qs + q_step]
-            qn = np.einsum("qd,qd->q", qb, qb)
-            run_d = np.empty((qb.shape[0], 0), dtype=np.float32)
-            run_i = np.empty((qb.shape[0], 0), dtype=np.int64)
-            for bs in range(0, n, b_step):
-                d = qn[:, None] + bnorm[None, bs : bs + b_step] - 2.0 * (qb @ base32[bs : bs + b_step].T)
-                part = _smallest(d, k)
-                cd = np.concatenate([run_d, np.take_along_axis(d, part, 1)], 1)
-                ci = np.concatenate([run_i, part.astype(np.int64) + bs], 1)
-                sel = _smallest(cd, k)
-                run_d, run_i = np.take_along_axis(cd, sel, 1), np.take_along_axis(ci, sel, 1)
-            end = qs + qb.shape[0]
-            best_d[qs:end], best_i[qs:end] = _refine(qb, run_i, k, gather)
-        return best_d, best_i
-
-    return search
-
-
-def _faiss_searcher(base: np.ndarray, chunk_size: int, *, gpu: bool) -> Searcher:
+def _faiss_gpu_searcher(base32: np.ndarray) -> Searcher:
     faiss = _faiss()
     if faiss is None:  # pragma: no cover - resolve_backend checked this
         raise ValueError("faiss is not installed (pip install faiss-cpu)")
-    dim = base.shape[1]
-    res = faiss.StandardGpuResources() if gpu else None
-    index = faiss.GpuIndexFlatL2(res, dim) if gpu else faiss.IndexFlatL2(dim)
+    res = faiss.StandardGpuResources()
+    index = faiss.GpuIndexFlatL2(res, base32.shape[1])
     keep = (index, res)  # the GPU resources must outlive the index
-    for _, block in _chunks(base, chunk_size, "base"):
-        index.add(block)
+    index.add(base32)
 
-    def gather(ids: np.ndarray) -> np.ndarray:
-        # rows come from the caller's array (memmap or float16 alike), converted per block
-        return np.asarray(base[ids.ravel()], dtype=np.float32).reshape(*ids.shape, dim)
-
-    def search(q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        _, idx = keep[0].search(q, k)
-        return _refine(q, idx.astype(np.int64, copy=False), k, gather)
+    def search(q: np.ndarray, fetch: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        _, idx = keep[0].search(q, fetch)
+        return refine(q, idx.astype(np.int64, copy=False), k, base32)
 
     return search
 
@@ -299,12 +270,12 @@ def _writable(x: np.ndarray) -> np.ndarray:
 
 
 def _torch_refine(q: Any, idx: Any, base_t: Any, k: int) -> tuple[Any, Any]:
-    """Torch twin of :func:`_refine`: exact distances of ``idx [q, m]``, sorted by (distance, index)."""
+    """Torch twin of :func:`labeltool.suggest.knn_cpu.refine`: exact distances of ``idx [q, m]``, sorted by (distance, index)."""
     import torch
 
     rows, m = idx.shape
     dist = torch.empty((rows, m), dtype=torch.float32, device=q.device)
-    step = max(1, _REFINE_ELEMS // max(1, m * q.shape[1]))
+    step = max(1, knn_cpu._REFINE_ELEMS // max(1, m * q.shape[1]))
     for s in range(0, rows, step):
         diff = base_t[idx[s : s + step]] - q[s : s + step, None, :]
         dist[s : s + step] = (diff * diff).sum(2)
@@ -336,22 +307,22 @@ def _exact_fp32_matmul() -> Iterator[None]:
             torch.set_float32_matmul_precision(old_prec)
 
 
-def _torch_searcher(base: np.ndarray, chunk_size: int) -> Searcher:
+def _torch_searcher(base32: np.ndarray, chunk_size: int) -> Searcher:
     import torch
 
     dev = torch.device("cuda")
-    n, dim = base.shape
+    n, dim = base32.shape
     base_t = torch.empty((n, dim), dtype=torch.float32, device=dev)
-    for s, block in _chunks(base, chunk_size, "base"):
-        base_t[s : s + block.shape[0]] = torch.from_numpy(_writable(block)).to(dev)
+    for s in range(0, n, chunk_size):
+        base_t[s : s + chunk_size] = torch.from_numpy(_writable(base32[s : s + chunk_size])).to(dev)
     bnorm = (base_t * base_t).sum(1)
 
-    def search(q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(q: np.ndarray, fetch: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         rows = q.shape[0]
         out_d = torch.empty((rows, k), dtype=torch.float32, device=dev)
         out_i = torch.empty((rows, k), dtype=torch.int64, device=dev)
         q_step = max(1, min(rows, _TORCH_BLOCK // max(1, min(n, 16384))))
-        b_step = max(k, _TORCH_BLOCK // q_step)
+        b_step = max(fetch, _TORCH_BLOCK // q_step)
         q_all = torch.from_numpy(_writable(q)).to(dev)
         with torch.no_grad(), _exact_fp32_matmul():
             for qs in range(0, rows, q_step):
@@ -361,13 +332,13 @@ def _torch_searcher(base: np.ndarray, chunk_size: int) -> Searcher:
                 for bs in range(0, n, b_step):
                     bb = base_t[bs : bs + b_step]
                     d = torch.addmm(qn + bnorm[None, bs : bs + b_step], qb, bb.T, alpha=-2.0)
-                    cd, ci = torch.topk(d, min(k, d.shape[1]), dim=1, largest=False)
+                    cd, ci = torch.topk(d, min(fetch, d.shape[1]), dim=1, largest=False)
                     ci = ci + bs
                     if run_d is not None and run_i is not None:
                         cd = torch.cat([run_d, cd], 1)
                         ci = torch.cat([run_i, ci], 1)
-                        if cd.shape[1] > k:
-                            cd, sel = torch.topk(cd, k, dim=1, largest=False)
+                        if cd.shape[1] > fetch:
+                            cd, sel = torch.topk(cd, fetch, dim=1, largest=False)
                             ci = torch.gather(ci, 1, sel)
                     run_d, run_i = cd, ci
                 end = qs + qb.shape[0]

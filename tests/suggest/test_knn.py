@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from labeltool.suggest import knn
+from labeltool.suggest import knn, knn_cpu
 from labeltool.suggest.knn import available_backends, knn_search, resolve_backend
 
 BACKENDS = available_backends()
@@ -57,9 +57,9 @@ def test_backend_float16_and_small_blocks(
 ) -> None:
     q, b = (x.astype(np.float16) for x in data)
     # tiny blocks force the running top-k merge over base blocks and several refine steps
-    monkeypatch.setattr(knn, "_NUMPY_BLOCK", 256)
+    monkeypatch.setattr(knn_cpu, "_NUMPY_BLOCK", 256)
     monkeypatch.setattr(knn, "_TORCH_BLOCK", 256)
-    monkeypatch.setattr(knn, "_REFINE_ELEMS", 1000)
+    monkeypatch.setattr(knn_cpu, "_REFINE_ELEMS", 1000)
     assert_matches(knn_search(q, b, 5, backend=backend, chunk_size=50), brute_force(q, b, 5))
 
 
