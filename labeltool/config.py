@@ -172,6 +172,11 @@ class SuggestConfig:
       calibrated (each trains one extra head per round); 0 turns calibration off.
     - ``target_accuracy``: the accuracy the coverage meter counts the reviews still needed for.
     - ``warn_below``: a batch whose estimated precision is below it is flagged before acceptance.
+    - ``approximate_from``: from this many labeled images on, kNN suggestions find each unlabeled
+      image's nearest labeled ones with an approximate faiss index (IVF, or HNSW for a pool much
+      larger than the labeled set; its breadth calibrated to recall@1 >= 0.995 against exact search
+      on a sample), built once per round; below it the search is exact. Only on the CPU (on a GPU
+      the search stays exact). ``None``: always exact. Default 100,000 (benchmarks/README.md §3).
     """
 
     source: str = "knn"
@@ -189,8 +194,11 @@ class SuggestConfig:
     calibration_folds: int = 5
     target_accuracy: float = 0.99
     warn_below: float = 0.9
+    approximate_from: int | None = 100_000
 
     def __post_init__(self) -> None:
+        if self.approximate_from is not None and (not is_int(self.approximate_from) or self.approximate_from < 1):
+            raise ValueError(f"approximate_from must be None or an integer >= 1, got {self.approximate_from!r}")
         if self.balance not in BALANCE_MODES:
             raise ValueError(f"balance must be one of {list(BALANCE_MODES)}, got {self.balance!r}")
         if not is_int(self.calibration_folds) or self.calibration_folds < 0 or self.calibration_folds == 1:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from labeltool.suggest.knn import knn_search
+from labeltool.suggest.ann import build_index
 from labeltool.suggest.knn_scores import neighbor_class_scores, vote_temperature
 from labeltool.suggest.registry import register_source
 from labeltool.suggest.sources.base import ChunkScores, ScoringContext, SuggestionSource, best_allowed
@@ -27,16 +27,17 @@ class Neighbours:
 
 
 def nearest_labeled(ctx: ScoringContext) -> Neighbours:
-    """kNN of every unlabeled position among the labeled rows, searched chunk by chunk."""
+    """kNN of every unlabeled position among the labeled rows (exact, or approximate from
+    ``config.approximate_from`` labeled rows on: :func:`~labeltool.suggest.ann.build_index`)."""
     kk = min(ctx.config.k, ctx.labeled_classes.size)
     n_u = ctx.unlabeled.size
     nn_d = np.empty((n_u, kk), dtype=np.float32)
     nn_i = np.empty((n_u, kk), dtype=np.int64)
+    index = build_index(ctx.labeled_rows, backend=ctx.knn_backend, approximate_from=ctx.config.approximate_from,
+                        queries=n_u)  # built once, searched chunk by chunk
     for s, e in ctx.chunks():
         q = ctx.unlabeled_rows(s, e)
-        nn_d[s : s + q.shape[0]], nn_i[s : s + q.shape[0]] = knn_search(
-            q, ctx.labeled_rows, kk, backend=ctx.knn_backend
-        )
+        nn_d[s : s + q.shape[0]], nn_i[s : s + q.shape[0]] = index.search(q, kk)
     return Neighbours(nn_d, nn_i, vote_temperature(nn_d[:, 0]))
 
 

@@ -1,0 +1,160 @@
+"""Approximate nearest neighbours for large labeled sets: a calibrated faiss IVF or HNSW index.
+
+:func:`build_index` is the switch: below ``approximate_from`` base rows (or with ``None``, or on a
+GPU backend, where exact search is fast) it returns the exact
+:class:`~labeltool.suggest.knn.ExactIndex`, so results are identical to
+:func:`~labeltool.suggest.knn.knn_search`; from there on an :class:`ApproxIndex`.
+
+The kind is chosen by size: ``"ivf"`` (``IndexIVFFlat``, ``2·√N`` lists, k-means on ``32`` rows
+per list) unless the expected queries are at least ``_HNSW_QUERIES_PER_ROW`` times the base rows,
+where ``"hnsw"`` (``IndexHNSWFlat``, 16 links) pays for its slower build with faster queries.
+Its search breadth (IVF ``nprobe``, HNSW ``efSearch``) is calibrated when it is built: the
+smallest breadth whose recall@1 on a sample of base rows, each searched leaving itself out,
+reaches ``target_recall`` against exact search (measured, :attr:`ApproxIndex.calibration`). An
+HNSW graph that misses the target even at the widest breadth is replaced by IVF; IVF at its
+widest probes every list, which is exact. Results are re-ranked like exact search (distances
+``Σ (q − b)²`` in fp32, ties by index); a query with fewer than ``k`` hits is searched exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from labeltool.suggest.knn import ExactIndex, _check_int, _check_matrix, _chunks, _load_all, resolve_backend
+from labeltool.suggest.knn_cpu import refine
+
+ANN_KINDS: tuple[str, ...] = ("ivf", "hnsw")
+TARGET_RECALL = 0.995
+_SAMPLE = 512
+_HNSW_QUERIES_PER_ROW = 3.0
+_IVF_PROBES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+_HNSW_EF = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+
+
+def choose_kind(rows: int, queries: int | None) -> str:
+    """``"hnsw"`` when ``queries >= _HNSW_QUERIES_PER_ROW · rows``, else ``"ivf"``."""
+    if queries is not None and queries >= _HNSW_QUERIES_PER_ROW * rows:
+        return "hnsw"
+    return "ivf"
+
+
+class ApproxIndex:
+    """Approximate kNN over one base ``[N, D]`` (float16/float32), built and calibrated once.
+
+    ``kind`` ``"auto"`` (see :func:`choose_kind`, ``queries`` = the expected number of queries),
+    ``"ivf"`` or ``"hnsw"``. :meth:`search` has the signature and output of
+    :meth:`ExactIndex.search <labeltool.suggest.knn.ExactIndex.search>`.
+    """
+
+    approximate = True
+
+    def __init__(self, base: np.ndarray, *, kind: str = "auto", queries: int | None = None,
+                 target_recall: float = TARGET_RECALL, seed: int = 0, chunk_size: int = 65536) -> None:
+        _check_matrix(base, "base")
+        if kind != "auto" and kind not in ANN_KINDS:
+            raise ValueError(f"unknown approximate index kind {kind!r}; valid: {['auto', *ANN_KINDS]}")
+        if not 0.0 < target_recall <= 1.0:
+            raise ValueError(f"target_recall must be in (0, 1], got {target_recall!r}")
+        self.chunk_size = _check_int(chunk_size, "chunk_size")
+        self.rows, self.dim = base.shape
+        if self.rows < 2:
+            raise ValueError(f"an approximate index needs at least 2 base rows, got {self.rows}")
+        self._base32 = _load_all(base, self.chunk_size, "base")
+        self._exact: ExactIndex | None = None
+        self._index: Any = None
+        self._rng = np.random.default_rng(seed)
+        self.kind = choose_kind(self.rows, queries) if kind == "auto" else kind
+        self._target = float(target_recall)
+        self.calibration: dict[str, Any] = {}
+        if self.kind == "hnsw" and not self._build_hnsw():
+            self.kind = "ivf"
+        if self.kind == "ivf":
+            self._build_ivf()
+
+    def _exact_index(self) -> ExactIndex:
+        if self._exact is None:
+            self._exact = ExactIndex(self._base32, backend="faiss-cpu", chunk_size=self.chunk_size)
+        return self._exact
+
+    def _build_ivf(self) -> None:
+        import faiss
+
+        nlist = int(max(1, min(self.rows // 8, round(2.0 * np.sqrt(self.rows)))))
+        self._quantizer = faiss.IndexFlatL2(self.dim)
+        index = faiss.IndexIVFFlat(self._quantizer, self.dim, nlist)
+        index.cp.niter = 10
+        index.cp.seed = int(self._rng.integers(1 << 30))
+        index.cp.min_points_per_centroid = 1  # a small training sample is fine, and not worth a warning
+        n_train = min(self.rows, 32 * nlist)
+        index.train(self._base32[np.sort(self._rng.choice(self.rows, n_train, replace=False))])
+        index.add(self._base32)
+        self._index = index
+        probes = [p for p in _IVF_PROBES if p < nlist] + [nlist]
+        self._calibrate("nprobe", probes, lambda p: setattr(index, "nprobe", p))
+
+    def _build_hnsw(self) -> bool:
+        import faiss
+
+        index = faiss.IndexHNSWFlat(self.dim, 16)
+        index.hnsw.efConstruction = 40
+        index.add(self._base32)
+        self._index = index
+        return self._calibrate("efSearch", list(_HNSW_EF), lambda e: setattr(index.hnsw, "efSearch", e))
+
+    def _calibrate(self, name: str, values: list[int], apply: Any) -> bool:
+        """Set the smallest breadth in ``values`` that reaches the target recall@1 on a sample of base
+        rows searched leaving themselves out (the widest one if none does); True if one did."""
+        rows = np.sort(self._rng.choice(self.rows, min(_SAMPLE, self.rows), replace=False))
+        sample = self._base32[rows]
+        best = _nearest_other(*self._exact_index().search(sample, 2), rows)
+        for value in values:
+            apply(value)
+            d, i = self._index.search(sample, 2)
+            found = _nearest_other(d, i, rows)
+            recall = float(np.mean(found <= best + 1e-5 * (1.0 + best)))
+            self.calibration = {name: value, "recall_at_1": round(recall, 4), "sample": int(rows.size)}
+            if recall >= self._target:
+                return True
+        return False
+
+    def search(self, queries: np.ndarray, k: int, *, chunk_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(distances [Q, k'] float32, indices [Q, k'] int64)``, ``k' = min(k, N)``: approximate
+        nearest base rows of every query row, ascending, ties by index."""
+        _check_matrix(queries, "queries")
+        if queries.shape[1] != self.dim:
+            raise ValueError(f"queries and base must have the same dimension, got {queries.shape[1]} and {self.dim}")
+        kk = min(_check_int(k, "k"), self.rows)
+        size = self.chunk_size if chunk_size is None else _check_int(chunk_size, "chunk_size")
+        dist_out = np.empty((queries.shape[0], kk), dtype=np.float32)
+        idx_out = np.empty((queries.shape[0], kk), dtype=np.int64)
+        for s, q in _chunks(queries, size, "queries"):
+            _, idx = self._index.search(q, kk)
+            idx = idx.astype(np.int64, copy=False)
+            d, i = refine(q, np.maximum(idx, 0), kk, self._base32)
+            short = np.flatnonzero((idx < 0).any(axis=1))
+            if short.size:
+                d[short], i[short] = self._exact_index().search(q[short], kk)
+            dist_out[s : s + q.shape[0]], idx_out[s : s + q.shape[0]] = d, i
+        return dist_out, idx_out
+
+
+def _nearest_other(dist: np.ndarray, idx: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """``[r]`` smallest distance in each row of ``dist [r, m]`` whose index is not the row's own
+    ``own [r]`` (``inf`` if none)."""
+    return np.where((idx == own[:, None]) | (idx < 0), np.inf, dist).min(axis=1)
+
+
+def build_index(base: np.ndarray, *, backend: str = "auto", approximate_from: int | None = None,
+                queries: int | None = None, chunk_size: int = 65536) -> ExactIndex | ApproxIndex:
+    """The index to search ``base [N, D]`` with: an :class:`ApproxIndex` when ``approximate_from``
+    is set, ``N >= approximate_from`` and the backend resolves to ``"faiss-cpu"``; else an
+    :class:`~labeltool.suggest.knn.ExactIndex` on ``backend``. ``queries``: how many query rows
+    are expected (picks the approximate kind)."""
+    if approximate_from is not None:
+        _check_int(approximate_from, "approximate_from")
+        _check_matrix(base, "base")
+        if base.shape[0] >= max(2, approximate_from) and resolve_backend(backend) == "faiss-cpu":
+            return ApproxIndex(base, queries=queries, chunk_size=chunk_size)
+    return ExactIndex(base, backend=backend, chunk_size=chunk_size)
