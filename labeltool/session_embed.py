@@ -13,7 +13,7 @@ from labeltool.data.embed_order import embedding_order
 from labeltool.data.features import FeatureCache
 from labeltool.data.project import Project
 from labeltool.data.store import ImageRow
-from labeltool.io.embed_job import EmbedJobStatus, JobProgress, read_job, start_job
+from labeltool.io.embed_job import EmbedJobStatus, JobProgress, read_job, start_job, stop_job
 from labeltool.models.backbones import Backbone
 from labeltool.models.extract import ExtractionResult, Progress, extract_to_cache, pick_device
 
@@ -63,6 +63,10 @@ class SessionEmbed:
         """Embed the images still missing in a background process (one per project; see
         :mod:`labeltool.io.embed_job`); returns its status."""
         return start_job(self.project.image_root, self.project.dir, self.project.cache_dir, runtime=runtime)
+
+    def stop_embed_job(self) -> bool:
+        """Stop the background embedding job (what it embedded stays cached); True if one ran."""
+        return stop_job(self.project.cache_dir)
 
     def embed_job(self) -> EmbedJobStatus | None:
         """The background embedding job's last status (None when there never was one)."""

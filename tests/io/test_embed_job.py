@@ -69,3 +69,18 @@ def test_a_failed_job_reports_its_error_and_a_missing_or_torn_file_reads_as_none
     assert read_job(tmp_path).line() == "background embedding failed: OSError: disk full"  # type: ignore[union-attr]
     job_file(tmp_path).write_text('{"pid": 1, "star')
     assert read_job(tmp_path) is None
+
+
+def test_stop_ends_the_running_job_and_reports_whether_one_ran(tmp_path: Path) -> None:
+    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "labeltool", "embed"])
+    try:
+        JobProgress(tmp_path)
+        data = json.loads(job_file(tmp_path).read_text())
+        job_file(tmp_path).write_text(json.dumps({**data, "pid": job.pid}))
+        assert read_job(tmp_path).running  # type: ignore[union-attr]
+        assert embed_job.stop_job(tmp_path) is True
+        assert job.wait(timeout=10) == -15
+        assert embed_job.stop_job(tmp_path) is False
+    finally:
+        job.kill()
+        job.wait()
