@@ -30,13 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from labeltool.suggest import knn_cpu
 from labeltool.suggest.knn_cpu import CpuExact, refine
 
 BACKENDS: tuple[str, ...] = ("faiss-gpu", "torch-cuda", "faiss-cpu", "numpy")
 
 # Distance blocks on the GPU are bounded to about this many elements (queries x base rows).
 _TORCH_BLOCK = 1 << 26
+# Rows per exact re-ranking step on the GPU (rows x k x D floats).
+_TORCH_REFINE_ELEMS = 1 << 24
 # faiss's GPU flat index supports at most this many neighbours per query.
 _FAISS_GPU_MAX_K = 2048
 
@@ -275,7 +276,7 @@ def _torch_refine(q: Any, idx: Any, base_t: Any, k: int) -> tuple[Any, Any]:
 
     rows, m = idx.shape
     dist = torch.empty((rows, m), dtype=torch.float32, device=q.device)
-    step = max(1, knn_cpu._REFINE_ELEMS // max(1, m * q.shape[1]))
+    step = max(1, _TORCH_REFINE_ELEMS // max(1, m * q.shape[1]))
     for s in range(0, rows, step):
         diff = base_t[idx[s : s + step]] - q[s : s + step, None, :]
         dist[s : s + step] = (diff * diff).sum(2)

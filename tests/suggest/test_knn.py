@@ -60,6 +60,7 @@ def test_backend_float16_and_small_blocks(
     monkeypatch.setattr(knn_cpu, "_NUMPY_BLOCK", 256)
     monkeypatch.setattr(knn, "_TORCH_BLOCK", 256)
     monkeypatch.setattr(knn_cpu, "_REFINE_ELEMS", 1000)
+    monkeypatch.setattr(knn, "_TORCH_REFINE_ELEMS", 1000)
     assert_matches(knn_search(q, b, 5, backend=backend, chunk_size=50), brute_force(q, b, 5))
 
 
