@@ -32,6 +32,8 @@ ORIENTATION = {  # EXIF orientation -> the transpose that shows the image uprigh
 
 def read_meta(model_dir: Path) -> dict[str, Any]:
     """``model.json`` of a format 2 folder (an older or newer format is refused, saying why)."""
+    if not (model_dir / "model.json").is_file():
+        sys.exit(f"{model_dir} holds no model.json: give the exported model folder (OUT/model)")
     meta = json.loads((model_dir / "model.json").read_text(encoding="utf-8"))
     version = meta.get("format_version")
     if version != SUPPORTED_FORMAT:

@@ -63,7 +63,14 @@ def _torch_fn(module: Callable[[torch.Tensor], torch.Tensor]) -> ModelFn:
 
 
 def _load_torch_export(path: Path) -> ModelFn:
-    return _torch_fn(torch.export.load(str(path)).module())
+    try:
+        program = torch.export.load(str(path))
+    except Exception as e:  # a damaged file or one of an incompatible PyTorch: many error types
+        raise ValueError(
+            f"{path} cannot be read by PyTorch {torch.__version__} ({type(e).__name__}: {e}); load the folder "
+            "with runtime='onnx' (model.onnx does not depend on the PyTorch version) or export the model again"
+        ) from e
+    return _torch_fn(program.module())
 
 
 def _load_onnx(path: Path) -> ModelFn:
@@ -71,7 +78,10 @@ def _load_onnx(path: Path) -> ModelFn:
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: ONNX Runtime's notices are not the caller's concern
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types for a bad file
+        raise ValueError(f"{path} cannot be read by ONNX Runtime {ort.__version__} ({e}); export the model again") from e
     name = session.get_inputs()[0].name
 
     def run(images: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ from labeltool.session import LabelingSession
 
 from sample_helpers import REPO
 
-FAST = TrainConfig(epochs=5, min_steps=20)
+FAST = TrainConfig(loss="cross_entropy", epochs=5, min_steps=20)  # a loss with its own classifier
 SCRIPT = REPO / "docs" / "predict_onnx.py"
 N_IMAGES = 6
 
@@ -111,7 +111,7 @@ def _write_format_1(s: LabelingSession, model_dir: Path, dest: Path) -> Path:
 
 def test_both_runtimes_predict_as_the_session_without_warnings(exported: Exported) -> None:
     meta = json.loads((exported.model_dir / MODEL_JSON).read_text())
-    assert meta["format_version"] == FORMAT_VERSION == 2
+    assert meta["format_version"] == FORMAT_VERSION == 2 and meta["classifier"] == "loss"
     assert sorted(p.name for p in exported.model_dir.iterdir()) == sorted([*NETWORK_FILES, "head.safetensors", MODEL_JSON])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -179,6 +179,16 @@ def _folder(tmp_path: Path, meta: object) -> Path:
 
 META = {"format_version": 2, "classes": ["a", "b"],
         "backbone": {"name": "x", "input_size": 8, "mean": [0, 0, 0], "std": [1, 1, 1]}}
+
+
+@pytest.mark.parametrize(("runtime", "name", "match"), [
+    ("auto", "model.pt2", r"cannot be read by PyTorch .*runtime='onnx'"),
+    ("onnx", "model.onnx", "cannot be read by ONNX Runtime .*export the model again"),
+])
+def test_a_damaged_network_file_is_a_clear_error(tmp_path: Path, runtime: str, name: str, match: str) -> None:
+    (_folder(tmp_path, META) / name).write_bytes(b"not a model")
+    with pytest.raises(ValueError, match=match):
+        load_model(tmp_path, runtime=runtime)
 
 
 @pytest.mark.parametrize(("meta", "runtime", "error", "match"), [
