@@ -16,8 +16,8 @@ from typing import Any
 
 import streamlit as st
 
+import app_widgets as widgets
 from app_widgets import act, bump, button, control, controls, grid, kept, show_flash, stats, tab_button, thumb
-from app_widgets import live_progress as job_progress
 from app_widgets import notes as show_notes
 from labeltool.session import LabelingSession, SuggestConfig, TrainConfig
 
@@ -279,12 +279,11 @@ def main() -> None:
     missing = session.missing_features() if ss.get("embed_checked") != ss.folder else 0
     ss.embed_checked = ss.folder
     if missing and session.embed_job_progress_line() is None:  # the labeled images and a sample now, the rest later
-        bar = st.progress(0.0, text=f"Embedding {missing} images…")
-        if guard(session.embed_first, lambda d, t: bar.progress(min(1.0, d / max(t, 1)), text=f"Embedding images {d}/{t}")) is None:
+        if guard(session.embed_first, *widgets.progress_bar(f"Embedding {missing} images…", "Embedding images")) is None:
             return
         bump()
         st.rerun()
-    job_progress(session.embed_job_progress_line)
+    widgets.live_progress(session.embed_job_progress_line)
     tabs = st.tabs(TABS, key="tab", on_change="rerun")
     pages: list[Callable[[], None]] = [
         lambda: review_page(session, tcfg, scfg), lambda: train_page(session, tcfg, scfg), lambda: explore_page(session),

@@ -252,22 +252,31 @@ def grid(session: Session, cards: Iterable[Card]) -> None:
                     button(session, b, width="content" if card.inline else "stretch")
 
 
+def progress_bar(text: str, counting: str) -> tuple[Callable[[int, int], None], Callable[[str], None]]:
+    """A progress bar showing ``text``, and its two callbacks: ``(done, total)`` shows
+    "<counting> done/total", a stage message replaces the text and empties the bar."""
+    bar = st.progress(0.0, text=text)
+    return (lambda d, t: bar.progress(min(1.0, d / max(t, 1)), text=f"{counting} {d}/{t}"),
+            lambda stage: bar.progress(0.0, text=stage))
+
+
 LIVE_EVERY_S = 3.0
 
 
 def live_progress(read: Callable[[], tuple[str, float] | None]) -> None:
-    """A progress bar under the page title that refreshes itself every few seconds while ``read``
-    returns ``(text, fraction)``; when it returns None the bar is gone (one rerun of the page
-    brings in what the job produced)."""
-    state = read()
-    if state is None:
-        return
+    """A progress bar that refreshes itself every few seconds while ``read`` returns
+    ``(text, fraction)``. The fragment is rendered on every run, timed only while there is
+    progress to show: when the job ends, one full rerun brings in what it produced and the next
+    definition (untimed) stops the refreshes."""
+    running = read() is not None
 
-    @st.fragment(run_every=LIVE_EVERY_S)
+    @st.fragment(run_every=LIVE_EVERY_S if running else None)
     def bar() -> None:
         now = read()
         if now is None:
-            st.rerun()  # the job finished: rerun the page so counts and the pool catch up
+            if running:  # it ended since the page was laid out: let counts and the pool catch up
+                st.rerun()
+            return
         text, fraction = now
         st.progress(min(1.0, max(0.0, fraction)), text=text)
 

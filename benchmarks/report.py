@@ -26,6 +26,7 @@ from _common import md_table, out_dir
 from _protocol import primary
 from bench_human_cost import HEADERS as COST_HEADERS
 from bench_human_cost import method_label, round_rows, summary_rows
+from bench_knn import knn_tables
 from bench_paper_protocol import HEADERS as PROTOCOL_HEADERS
 from bench_paper_protocol import run_gain, summarize, table_rows
 from bench_sources import pivot as sources_pivot
@@ -89,6 +90,9 @@ def report(path: Path, heading: bool = True) -> str:
     elif path.name.startswith("speed"):
         for title, headers, rows in speed_tables(d):
             out += [f"**{title}**", "", md_table(headers, rows), ""]
+    elif path.name.startswith("knn"):
+        for title, headers, rows in knn_tables(d):
+            out += [f"**{title}**", "", md_table(headers, rows), ""]
     elif path.name.startswith("sources"):
         out += ["Precision of the top 5% / 20% of the pool by confidence (bold: the best at 20%):", ""]
         out.append(md_table(*sources_pivot(d["summary"])))
@@ -103,10 +107,26 @@ def report(path: Path, heading: bool = True) -> str:
         out.append(md_table(AUTO_HEADERS, [[r["dataset"], r["labels"], r["pool"], r["chosen"],
                                             ", ".join(f"{k} {100 * v:.0f}%" for k, v in r["scores"].items()),
                                             r["n_held"], r["decide_seconds"]] for r in d["rows"]]))
+    elif path.name.startswith("embed_runtimes"):
+        out.append(md_table(EMBED_HEADERS, embed_rows(d["rows"])))
     elif path.name.startswith("vote_prior"):
         keys = [k for k in d["rows"][0] if k != "pool"] if d.get("rows") else []
         out.append(md_table(keys, [[r[k] for k in keys] for r in d["rows"]]))
     return "\n".join(out)
+
+
+EMBED_HEADERS = ["backbone", "px", "runtime", "decode img/s (1 process)", "model img/s", "model × torch",
+                 "end to end img/s", "end to end × torch", "cosine to torch min / mean", "export s"]
+
+
+def embed_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
+    """One row per backbone and runtime of a ``bench_embed.py`` result."""
+    def x(v: Any) -> str:
+        return "–" if v is None else f"{v:.2f}×"
+    return [[r["backbone"], r["input_px"], r["runtime"], r["decode_img_s_1proc"], r["model_img_s"],
+             x(r.get("model_x_torch")), "–" if r["end_to_end_img_s"] is None else r["end_to_end_img_s"],
+             x(r.get("end_to_end_x_torch")), f"{r['cosine_min']:.4f} / {r['cosine_mean']:.4f}",
+             "–" if r["export_s"] is None else r["export_s"]] for r in rows]
 
 
 SCRATCH_HEADERS = ["network", "loss", "consistency", "augment", "labels", "steps", "test 1-NN %", "test classifier %",

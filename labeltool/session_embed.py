@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,7 @@ class SessionEmbed:
     def embed(
         self, progress: Progress | None = None, *, device: str = "auto", rescan: bool = True,
         num_workers: int | None = None, runtime: str = EXTRACT_RUNTIME, limit: int | None = None,
+        on_stage: Callable[[str], None] | None = None,
     ) -> ExtractionResult:
         """Compute backbone features for the usable images not yet cached, labeled ones first and
         then the rest in a representative order (:func:`~labeltool.data.embed_order.embedding_order`);
@@ -53,7 +55,7 @@ class SessionEmbed:
         result = extract_to_cache(
             self.backbone(), self.feature_cache(), items, batch_size=self.project.config.embed_batch_size,
             device=pick_device(device), num_workers=num_workers, progress=progress,
-            runtime=runtime, export_dir=self.runtime_dir, limit=limit,
+            runtime=runtime, export_dir=self.runtime_dir, limit=limit, on_stage=on_stage,
         )
         if result.failed:  # decoded at scan time but not now (changed on disk mid-run): rescan records why
             self.scan()
@@ -84,10 +86,12 @@ class SessionEmbed:
         progress.finish(runtime=result.runtime)
         return result
 
-    def embed_first(self, progress: Progress | None = None) -> ExtractionResult:
+    def embed_first(self, progress: Progress | None = None,
+                    on_stage: Callable[[str], None] | None = None) -> ExtractionResult:
         """Embed what a first round needs now (the labeled images and a representative sample of
         :data:`~labeltool.config.FIRST_EMBED_SAMPLE` others), then the rest in a background job."""
-        result = self.embed(progress, rescan=False, limit=len(self.label_state().labels) + FIRST_EMBED_SAMPLE)
+        result = self.embed(progress, rescan=False, limit=len(self.label_state().labels) + FIRST_EMBED_SAMPLE,
+                            on_stage=on_stage)
         if self.missing_features():
             self.start_embed_job()
         return result

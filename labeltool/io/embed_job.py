@@ -114,8 +114,9 @@ class JobProgress:
         self._write()
 
     def __call__(self, done: int, total: int) -> None:
+        first = total != self.status.total  # the total is known: readers stop saying "starting"
         self.status = EmbedJobStatus(**{**asdict(self.status), "done": done, "total": total, "updated": time.time()})
-        if time.monotonic() - self._written >= WRITE_EVERY_S or done >= total:
+        if first or time.monotonic() - self._written >= WRITE_EVERY_S or done >= total:
             self._write()
 
     def finish(self, error: str | None = None, runtime: str = "") -> None:

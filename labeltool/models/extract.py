@@ -222,11 +222,15 @@ def choose_runtime(requested: str, device: torch.device, n_images: int, export_d
     return RuntimeChoice(name, export_dir, key)
 
 
-def _exported(backbone: Backbone, choice: RuntimeChoice, *, fall_back: bool) -> tuple[RuntimeChoice, str | None]:
+def _exported(backbone: Backbone, choice: RuntimeChoice, *, fall_back: bool,
+              on_stage: Callable[[str], None] | None = None) -> tuple[RuntimeChoice, str | None]:
     """``choice`` with its ONNX export in place; when the export fails and ``fall_back``, PyTorch
     and a note saying why (a folder that cannot be written, an architecture the exporter refuses)."""
     if choice.runtime == "torch" or choice.export_dir is None:
         return choice, None
+    if on_stage is not None and not onnx_file(choice.export_dir, choice.key).exists():
+        on_stage(f"Preparing {backbone.spec.name} for {choice.runtime} (once per project; "
+                 "about 10-30 s on a laptop CPU)…")
     try:
         exported_backbone(backbone, choice.export_dir, choice.key)
     except Exception as e:  # the exporter raises many types; any of them means "run in PyTorch"
@@ -249,6 +253,7 @@ def extract_to_cache(
     runtime: str = "torch",
     export_dir: Path | None = None,
     limit: int | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> ExtractionResult:
     """Compute features for ``items`` ``(sha256, path)`` not yet in ``cache`` and append them.
 
@@ -258,7 +263,8 @@ def extract_to_cache(
     keeps its progress. ``runtime`` (``auto``, ``torch`` or a registered runtime) runs the
     backbone; a registered runtime keeps the backbone's ONNX export in ``export_dir`` under the
     cache's key (see :func:`choose_runtime`). ``ExtractionResult.runtime`` says which ran.
-    ``limit`` computes only the first ``limit`` missing items, in ``items``' order.
+    ``limit`` computes only the first ``limit`` missing items, in ``items``' order; ``on_stage``
+    hears of a step without progress counts (the one-off export).
     """
     device = device or pick_device()
     todo_hashes = set(cache.missing([h for h, _ in items]))
@@ -270,7 +276,7 @@ def extract_to_cache(
     todo = todo if limit is None else todo[: max(0, limit)]
     workers, note = resolve_workers(num_workers, len(todo), batch_size)
     choice = choose_runtime(runtime, device, len(todo), export_dir, cache.key) if todo else RuntimeChoice()
-    choice, export_note = _exported(backbone, choice, fall_back=runtime == "auto")
+    choice, export_note = _exported(backbone, choice, fall_back=runtime == "auto", on_stage=on_stage)
     notes = [n for n in (note, export_note) if n]
     failed: dict[str, str] = {}
     done = 0

@@ -34,7 +34,9 @@ def test_the_progress_written_by_the_job_is_what_a_reader_sees(tmp_path: Path, m
 
 def test_progress_is_written_at_most_every_so_often_and_always_at_the_end(tmp_path: Path) -> None:
     progress = JobProgress(tmp_path)
-    progress(1, 10)  # within WRITE_EVERY_S of the first write: kept in memory only
+    progress(0, 10)  # the total is news: written at once
+    assert read_job(tmp_path).total == 10  # type: ignore[union-attr]
+    progress(1, 10)  # within WRITE_EVERY_S of the last write: kept in memory only
     assert read_job(tmp_path).done == 0  # type: ignore[union-attr]
     progress(10, 10)
     assert read_job(tmp_path).done == 10  # type: ignore[union-attr]
