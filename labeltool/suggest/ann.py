@@ -5,19 +5,22 @@ GPU backend, where exact search is fast) it returns the exact
 :class:`~labeltool.suggest.knn.ExactIndex`, so results are identical to
 :func:`~labeltool.suggest.knn.knn_search`; from there on an :class:`ApproxIndex`.
 
-The kind is chosen by size: ``"ivf"`` (``IndexIVFFlat``, ``2·√N`` lists, k-means on ``32`` rows
+The kind is chosen by size: ``"ivf"`` (``IndexIVFFlat``, ``4·√N`` lists, k-means on ``32`` rows
 per list) unless the expected queries are at least ``_HNSW_QUERIES_PER_ROW`` times the base rows,
 where ``"hnsw"`` (``IndexHNSWFlat``, 16 links) pays for its slower build with faster queries.
-Its search breadth (IVF ``nprobe``, HNSW ``efSearch``) is calibrated when it is built: the
-smallest breadth whose recall@1 on a sample of base rows, each searched leaving itself out,
-reaches ``target_recall`` against exact search (measured, :attr:`ApproxIndex.calibration`). An
-HNSW graph that misses the target even at the widest breadth is replaced by IVF; IVF at its
-widest probes every list, which is exact. Results are re-ranked like exact search (distances
-``Σ (q − b)²`` in fp32, ties by index); a query with fewer than ``k`` hits is searched exactly.
+Its search breadth (IVF ``nprobe``, HNSW ``efSearch``) is calibrated on the first query chunk: the
+smallest breadth whose recall@1 on up to ``_SAMPLE`` of those queries reaches ``target_recall``
+against exact search (measured, :attr:`ApproxIndex.calibration`). An HNSW graph that misses the
+target even at its widest breadth (class-clustered data can leave it in the wrong cluster) is
+replaced by IVF; IVF at its widest probes every list, which is exact. Results are re-ranked like
+exact search (distances ``Σ (q − b)²`` in fp32, ties by index); a query with fewer than ``k`` hits
+is searched exactly.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -27,9 +30,10 @@ from labeltool.suggest.knn_cpu import refine
 
 ANN_KINDS: tuple[str, ...] = ("ivf", "hnsw")
 TARGET_RECALL = 0.995
-_SAMPLE = 512
+_SAMPLE = 1000
 _HNSW_QUERIES_PER_ROW = 3.0
-_IVF_PROBES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+_LISTS_PER_ROOT = 4.0
+_IVF_PROBES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 256)
 _HNSW_EF = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 
 
@@ -68,9 +72,10 @@ class ApproxIndex:
         self.kind = choose_kind(self.rows, queries) if kind == "auto" else kind
         self._target = float(target_recall)
         self.calibration: dict[str, Any] = {}
-        if self.kind == "hnsw" and not self._build_hnsw():
-            self.kind = "ivf"
-        if self.kind == "ivf":
+        self._sweep: tuple[str, list[int], Callable[[int], None]] = ("", [], lambda _: None)
+        if self.kind == "hnsw":
+            self._build_hnsw()
+        else:
             self._build_ivf()
 
     def _exact_index(self) -> ExactIndex:
@@ -81,7 +86,7 @@ class ApproxIndex:
     def _build_ivf(self) -> None:
         import faiss
 
-        nlist = int(max(1, min(self.rows // 8, round(2.0 * np.sqrt(self.rows)))))
+        nlist = int(max(1, min(self.rows // 8, round(_LISTS_PER_ROOT * np.sqrt(self.rows)))))
         self._quantizer = faiss.IndexFlatL2(self.dim)
         index = faiss.IndexIVFFlat(self._quantizer, self.dim, nlist)
         index.cp.niter = 10
@@ -92,36 +97,43 @@ class ApproxIndex:
         index.add(self._base32)
         self._index = index
         probes = [p for p in _IVF_PROBES if p < nlist] + [nlist]
-        self._calibrate("nprobe", probes, lambda p: setattr(index, "nprobe", p))
+        self._sweep = ("nprobe", probes, lambda p: setattr(index, "nprobe", p))
 
-    def _build_hnsw(self) -> bool:
+    def _build_hnsw(self) -> None:
         import faiss
 
         index = faiss.IndexHNSWFlat(self.dim, 16)
         index.hnsw.efConstruction = 40
         index.add(self._base32)
         self._index = index
-        return self._calibrate("efSearch", list(_HNSW_EF), lambda e: setattr(index.hnsw, "efSearch", e))
+        self._sweep = ("efSearch", list(_HNSW_EF), lambda e: setattr(index.hnsw, "efSearch", e))
 
-    def _calibrate(self, name: str, values: list[int], apply: Any) -> bool:
-        """Set the smallest breadth in ``values`` that reaches the target recall@1 on a sample of base
-        rows searched leaving themselves out (the widest one if none does); True if one did."""
-        rows = np.sort(self._rng.choice(self.rows, min(_SAMPLE, self.rows), replace=False))
-        sample = self._base32[rows]
-        best = _nearest_other(*self._exact_index().search(sample, 2), rows)
-        for value in values:
-            apply(value)
-            d, i = self._index.search(sample, 2)
-            found = _nearest_other(d, i, rows)
-            recall = float(np.mean(found <= best + 1e-5 * (1.0 + best)))
-            self.calibration = {name: value, "recall_at_1": round(recall, 4), "sample": int(rows.size)}
-            if recall >= self._target:
-                return True
-        return False
+    def calibrate(self, sample: np.ndarray) -> None:
+        """Set the smallest breadth whose recall@1 on ``sample [S, D]`` float32 queries reaches the
+        target against exact search (an HNSW graph that misses it is replaced by IVF; IVF's widest
+        breadth probes every list). Fills :attr:`calibration`."""
+        t = time.perf_counter()
+        best = self._exact_index().search(sample, 1)[0][:, 0].astype(np.float64)
+        while True:
+            name, values, apply = self._sweep
+            for value in values:
+                apply(value)
+                d, i = self._index.search(sample, 1)
+                found = np.where(i[:, 0] < 0, np.inf, d[:, 0])
+                recall = float(np.mean(found <= best + 1e-5 * (1.0 + best)))
+                if recall >= self._target:
+                    break
+            if recall >= self._target or self.kind == "ivf":
+                break
+            self.kind = "ivf"
+            self._build_ivf()
+        self.calibration = {name: value, "recall_at_1": round(recall, 4), "sample": int(sample.shape[0]),
+                            "seconds": round(time.perf_counter() - t, 3)}
 
     def search(self, queries: np.ndarray, k: int, *, chunk_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(distances [Q, k'] float32, indices [Q, k'] int64)``, ``k' = min(k, N)``: approximate
-        nearest base rows of every query row, ascending, ties by index."""
+        nearest base rows of every query row, ascending, ties by index. The first search calibrates
+        the index on up to ``_SAMPLE`` rows of its first chunk (:meth:`calibrate`)."""
         _check_matrix(queries, "queries")
         if queries.shape[1] != self.dim:
             raise ValueError(f"queries and base must have the same dimension, got {queries.shape[1]} and {self.dim}")
@@ -130,6 +142,9 @@ class ApproxIndex:
         dist_out = np.empty((queries.shape[0], kk), dtype=np.float32)
         idx_out = np.empty((queries.shape[0], kk), dtype=np.int64)
         for s, q in _chunks(queries, size, "queries"):
+            if not self.calibration and q.shape[0]:
+                pick = self._rng.choice(q.shape[0], min(_SAMPLE, q.shape[0]), replace=False)
+                self.calibrate(q[np.sort(pick)])
             _, idx = self._index.search(q, kk)
             idx = idx.astype(np.int64, copy=False)
             d, i = refine(q, np.maximum(idx, 0), kk, self._base32)
@@ -138,12 +153,6 @@ class ApproxIndex:
                 d[short], i[short] = self._exact_index().search(q[short], kk)
             dist_out[s : s + q.shape[0]], idx_out[s : s + q.shape[0]] = d, i
         return dist_out, idx_out
-
-
-def _nearest_other(dist: np.ndarray, idx: np.ndarray, own: np.ndarray) -> np.ndarray:
-    """``[r]`` smallest distance in each row of ``dist [r, m]`` whose index is not the row's own
-    ``own [r]`` (``inf`` if none)."""
-    return np.where((idx == own[:, None]) | (idx < 0), np.inf, dist).min(axis=1)
 
 
 def build_index(base: np.ndarray, *, backend: str = "auto", approximate_from: int | None = None,

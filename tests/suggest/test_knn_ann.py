@@ -25,14 +25,15 @@ def mixture(n: int, dim: int = 16, classes: int = 8, seed: int = 0) -> tuple[np.
 
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
 def test_approx_index_recall_and_exact_distances(kind: str) -> None:
-    x, _ = mixture(2500)
-    base, q = x[:2000], x[2000:]
+    x, _ = mixture(1200)
+    base, q = x[:1000], x[1000:]
     index = ApproxIndex(base, kind=kind)
-    assert index.approximate and index.kind == kind
-    assert index.calibration["recall_at_1"] >= ann.TARGET_RECALL
-    d, i = index.search(q, 5, chunk_size=128)
+    assert index.approximate and index.kind == kind and index.calibration == {}
+    d, i = index.search(q, 5, chunk_size=64)
+    assert index.kind == kind and index.calibration["recall_at_1"] >= ann.TARGET_RECALL
+    assert index.calibration["sample"] == 64  # the first chunk
     ed, ei = knn_search(q, base, 5)
-    assert d.dtype == np.float32 and i.dtype == np.int64 and d.shape == i.shape == (500, 5)
+    assert d.dtype == np.float32 and i.dtype == np.int64 and d.shape == i.shape == (200, 5)
     assert (i[:, 0] == ei[:, 0]).mean() >= 0.97
     # distances are those of the returned rows, computed as exact search computes them
     want = ((q[:, None, :] - base[i]) ** 2).sum(-1)
@@ -43,6 +44,7 @@ def test_approx_index_recall_and_exact_distances(kind: str) -> None:
 def test_approx_index_fills_short_rows_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
     x, _ = mixture(600)
     index = ApproxIndex(x[:500], kind="ivf")
+    index.search(x[500:], 4)  # calibrated
     real = index._index
 
     class Short:
@@ -60,9 +62,12 @@ def test_approx_index_fills_short_rows_exactly(monkeypatch: pytest.MonkeyPatch) 
 
 def test_hnsw_that_misses_the_target_becomes_ivf(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ann, "_HNSW_EF", (1,))
-    x, _ = mixture(1500, classes=30)
-    index = ApproxIndex(x, kind="hnsw", target_recall=1.0)
+    x, _ = mixture(700, classes=30)
+    index = ApproxIndex(x[:600], kind="hnsw", target_recall=1.0)
+    assert index.kind == "hnsw"
+    d, i = index.search(x[600:], 3)
     assert index.kind == "ivf" and "nprobe" in index.calibration
+    np.testing.assert_array_equal(i[:, 0], knn_search(x[600:], x[:600], 1)[1][:, 0])
 
 
 def test_kind_chosen_by_size() -> None:
@@ -98,7 +103,7 @@ def test_approx_index_bad_arguments(kwargs: dict, match: str) -> None:
         SuggestConfig(approximate_from=0)
 
 
-def _round(n: int = 1200, labeled: int = 400) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _round(n: int = 800, labeled: int = 300) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     x, y = mixture(n, classes=6, seed=3)
     labels = np.full(n, -1, dtype=np.int64)
     labels[:labeled] = y[:labeled]
@@ -124,16 +129,16 @@ def test_suggestions_identical_to_exact_below_threshold_and_approximate_above(
 
     monkeypatch.setattr("labeltool.suggest.sources.knn.build_index", spy_build)
     monkeypatch.setattr(ApproxIndex, "search", spy_search)
-    monkeypatch.setattr(propose, "_CHUNK", 256)  # several query chunks per round
+    monkeypatch.setattr(propose, "_CHUNK", 128)  # several query chunks per round
     cfg = SuggestConfig(batch_size=None, calibration_folds=0)
     exact = propose.propose(emb, labels, ids, dataclasses.replace(cfg, approximate_from=None))
-    default = propose.propose(emb, labels, ids, cfg)  # 400 labeled, far below the default threshold
-    at_400 = propose.propose(emb, labels, ids, dataclasses.replace(cfg, approximate_from=401))
+    default = propose.propose(emb, labels, ids, cfg)  # 300 labeled, far below the default threshold
+    at_300 = propose.propose(emb, labels, ids, dataclasses.replace(cfg, approximate_from=301))
     assert built == [False, False, False] and searched == []
-    assert default == exact and at_400 == exact
-    approx = propose.propose(emb, labels, ids, dataclasses.replace(cfg, approximate_from=400))
+    assert default == exact and at_300 == exact
+    approx = propose.propose(emb, labels, ids, dataclasses.replace(cfg, approximate_from=300))
     assert built[-1] is True  # one index for the round ...
-    assert len(built) == 4 and sum(searched) == 800 and len(searched) == 4  # ... searched chunk by chunk
+    assert len(built) == 4 and sum(searched) == 500 and len(searched) == 4  # ... searched chunk by chunk
     same = {(s.image_id, s.class_id) for s in approx} & {(s.image_id, s.class_id) for s in exact}
     assert len(same) >= 0.95 * len(exact)
 
