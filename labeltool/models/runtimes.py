@@ -1,7 +1,7 @@
 """Inference runtimes for feature extraction: PyTorch eager, or an exported ONNX file run by
 OpenVINO or ONNX Runtime (registry).
 
-On a CPU an inference runtime runs the same backbone 2-7x faster than PyTorch eager
+On a CPU an inference runtime runs the same backbone several times faster than PyTorch eager
 (benchmarks/README.md §3), so ``auto`` picks the first installed of :data:`CPU_PREFERENCE` there;
 on a GPU, and for training, PyTorch stays the path. The ONNX file is written once per backbone
 (keyed by its feature-cache key and the opset) through :mod:`labeltool.models.onnx_export` and
@@ -123,20 +123,29 @@ def _load_onnxruntime(path: Path, threads: int) -> FeatureFn:
     return run
 
 
-def _load_openvino(path: Path, threads: int) -> FeatureFn:
-    import openvino as ov
+def _openvino_loader(precision: str) -> Callable[[Path, int], FeatureFn]:
+    """OpenVINO on the CPU computing in ``precision`` (``f32``, or ``bf16`` where the CPU has it)."""
 
-    # OpenVINO's CPU default precision is bf16 where the CPU has it (AMX / AVX-512 BF16), else f32;
-    # features stay within cosine 0.999 of PyTorch's either way (bench_embed.py measures it)
-    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads})
-    request = compiled.create_infer_request()
+    def load(path: Path, threads: int) -> FeatureFn:
+        import openvino as ov
 
-    def run(x: np.ndarray) -> np.ndarray:
-        out = request.infer({0: np.ascontiguousarray(x, np.float32)})
-        return np.array(next(iter(out.values())), dtype=np.float32)
+        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                              "INFERENCE_PRECISION_HINT": precision})
+        request = compiled.create_infer_request()
 
-    return run
+        def run(x: np.ndarray) -> np.ndarray:
+            out = request.infer({0: np.ascontiguousarray(x, np.float32)})
+            return np.array(next(iter(out.values())), dtype=np.float32)
+
+        return run
+
+    return load
 
 
-register_runtime(Runtime("openvino", "openvino", "OpenVINO (Intel), CPU", _load_openvino))
+# f32: the features of PyTorch (cosine > 0.9999). bf16 (AMX / AVX-512 BF16 CPUs) is about twice
+# as fast again but not exact enough to be the default: EfficientNet-Lite2's features fell to
+# cosine 0.987 of PyTorch's on the sample's photos (benchmarks/README.md §3); pick it by hand.
+register_runtime(Runtime("openvino", "openvino", "OpenVINO (Intel), CPU, float32", _openvino_loader("f32")))
+register_runtime(Runtime("openvino_bf16", "openvino", "OpenVINO, CPU, bfloat16 where the CPU has it",
+                         _openvino_loader("bf16")))
 register_runtime(Runtime("onnxruntime", "onnxruntime", "ONNX Runtime, CPU execution provider", _load_onnxruntime))
