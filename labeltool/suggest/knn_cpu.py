@@ -31,6 +31,9 @@ _REFINE_ELEMS = 1 << 18
 # faiss's product blocks, query rows x base rows (its defaults are 4096 x 1024): 5% less CPU time
 # measured at 100k x 4k rows, 64-d, one thread.
 _FAISS_BLOCKS = (512, 4096)
+# faiss multiplies with BLAS from this many query rows on (its default, 128000 / D, sends up to
+# ~2000 queries through a loop over the base, 10-30x slower against a large base).
+_FAISS_BLAS_FROM_ROWS = 32
 _UNIT = 2.0**-24
 _SAFETY = 2.0
 
@@ -59,17 +62,20 @@ def _top_products(ip: np.ndarray, m: int) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _faiss_blocks() -> Iterator[None]:
-    """faiss's product block sizes set to :data:`_FAISS_BLOCKS` inside the block, restored after."""
+def _faiss_blocks(dim: int) -> Iterator[None]:
+    """faiss's product blocks set to :data:`_FAISS_BLOCKS` and its BLAS threshold to
+    :data:`_FAISS_BLAS_FROM_ROWS` rows of ``dim`` inside the block, restored after."""
     import faiss
 
     cv = faiss.cvar
-    old = (cv.distance_compute_blas_query_bs, cv.distance_compute_blas_database_bs)
+    old = (cv.distance_compute_blas_query_bs, cv.distance_compute_blas_database_bs, cv.distance_compute_blas_threshold)
     cv.distance_compute_blas_query_bs, cv.distance_compute_blas_database_bs = _FAISS_BLOCKS
+    cv.distance_compute_blas_threshold = _FAISS_BLAS_FROM_ROWS * dim
     try:
         yield
     finally:
-        cv.distance_compute_blas_query_bs, cv.distance_compute_blas_database_bs = old
+        (cv.distance_compute_blas_query_bs, cv.distance_compute_blas_database_bs,
+         cv.distance_compute_blas_threshold) = old
 
 
 class CpuExact:
@@ -107,7 +113,7 @@ class CpuExact:
         qa[:, : self.dim] = q
         qa[:, self.dim] = 1.0
         if self._index is not None:
-            with _faiss_blocks():
+            with _faiss_blocks(self.dim + 1):
                 ip, idx = self._index.search(qa, m)
             idx = idx.astype(np.int64, copy=False)
         else:

@@ -171,3 +171,24 @@ def test_ties_at_the_kth_place_are_searched_again(use_faiss: bool, monkeypatch: 
     np.testing.assert_array_equal(i, [[0, 1, 2, 3, 4], [24, 25, 26, 27, 28]])
     assert fetched[0] == 6 and len(fetched) > 1  # the k+1 first candidates could not prove the order
     np.testing.assert_array_equal(d[1], 0.0)
+
+
+def test_ivf_that_must_probe_many_lists_answers_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ann, "_MAX_PROBED_SHARE", 0.0)
+    x, _ = mixture(700)
+    index = ApproxIndex(x[:600], kind="ivf")
+    d, i = index.search(x[600:], 4)
+    assert index.exact_instead and index.calibration["exact_instead"]
+    for got, want in zip((d, i), knn_search(x[600:], x[:600], 4), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_small_query_blocks_use_the_product_path() -> None:
+    import faiss
+
+    from labeltool.suggest import knn_cpu
+
+    before = faiss.cvar.distance_compute_blas_threshold
+    with knn_cpu._faiss_blocks(65):
+        assert faiss.cvar.distance_compute_blas_threshold == knn_cpu._FAISS_BLAS_FROM_ROWS * 65
+    assert faiss.cvar.distance_compute_blas_threshold == before  # restored
