@@ -10,11 +10,14 @@ given seed on a given device.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import mmap
 import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +26,7 @@ from torch import Tensor
 from labeltool.config import TrainConfig
 from labeltool.losses import EmbeddingLoss, create_loss
 from labeltool.models.extract import pick_device
-from labeltool.models.heads import ProjectionHead
+from labeltool.models.heads import ProjectionHead, fold_head, resolve_precision
 from labeltool.train.optim_state import adam_moments, named_trainables, restore_adam_moments
 from labeltool.train.sampling import BalancedSampler, CyclingSampler
 
@@ -71,8 +74,10 @@ def train_head(
     without them a continued round restarts Adam, whose first steps are full-size whatever the
     gradient (see :mod:`labeltool.train.optim_state`).
 
-    Losses that use unlabeled images get their rows copied once to the device (as float16)
-    when they take at most ``resident_bytes``; a larger pool is gathered batch by batch.
+    Every step's batch is drawn before the first step (:meth:`HeadBatches.plan`), so losses
+    that use unlabeled images read only the rows the run will draw (at most ``steps x
+    unlabeled_batch``, whatever the pool size): copied once to the device as float16 when they
+    take at most ``resident_bytes``, else gathered batch by batch.
     """
     labels = np.asarray(labels, dtype=np.int64)
     labeled = _labeled_rows(features, labels, num_classes)
@@ -86,10 +91,11 @@ def train_head(
     if continued and optimizer_state and not restore_adam_moments(opt, named, optimizer_state):
         warnings.warn("the saved optimizer state does not match the head; continuing with a fresh optimizer",
                       stacklevel=2)
-    batches = HeadBatches(features, labels, labeled, loss.uses_unlabeled, config, rng, device, resident_bytes)
+    batches = HeadBatches(features, labels, labeled, loss.uses_unlabeled, config, rng, device)
     steps = step_count(len(labeled), batches.sampler.batch_size, config)
     t0 = time.perf_counter()
-    history = _run_steps(head, loss, opt, batches, steps, progress, config.loss)
+    plan = batches.plan(steps, resident_bytes)
+    history = _run_steps(head, loss, opt, batches, plan, progress, config.loss)
     moments = adam_moments(opt, named)
     return TrainResult(head.cpu(), loss.cpu(), history, steps, time.perf_counter() - t0, str(device), moments)
 
@@ -128,15 +134,16 @@ def step_count(n_labeled: int, batch_size: int, config: TrainConfig) -> int:
 
 
 def _run_steps(head: ProjectionHead, loss: EmbeddingLoss, opt: torch.optim.Optimizer, batches: HeadBatches,
-               steps: int, progress: StepProgress | None, loss_name: str) -> list[float]:
-    """Run ``steps`` optimiser steps (train mode, back in eval mode after); the per-step losses."""
+               plan: StepPlan, progress: StepProgress | None, loss_name: str) -> list[float]:
+    """Run the planned optimiser steps (train mode, back in eval mode after); the per-step losses."""
     head.train()
     loss.train()
+    steps = len(plan.labeled)
     trace = torch.zeros(steps, device=batches.device)  # per-step loss, read back in blocks (no sync per step)
     history: list[float] = []
     every = 10 if progress else 50
     for start in range(0, steps, every):
-        block = _draw_block(batches.sampler, batches.unlabeled, min(every, steps - start), batches.device)
+        block = plan.on_device(start, min(every, steps - start), batches.device)
         for step, (ix, iu) in enumerate(block, start):
             x, y = batches.gather(ix, iu)
             value = loss(head(x), y)
@@ -161,30 +168,47 @@ def make_optimizer(params: list[torch.nn.Parameter], lr: float, weight_decay: fl
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
-class UnlabeledBatches:
-    """Unlabeled rows for the losses that use them, cycling through the pool: indices are drawn
-    on the host (:meth:`draw`), rows ``[U, F]`` float32 on ``device`` come from :meth:`rows`."""
+@dataclass
+class StepPlan:
+    """Every step's indices, drawn before the first step: ``labeled[t]`` into the labeled rows,
+    ``unlabeled[t]`` into :class:`UnlabeledRows` (an empty list when the loss uses none)."""
 
-    def __init__(self, features: np.ndarray, unlabeled: np.ndarray, batch: int, rng: np.random.Generator,
-                 device: torch.device, resident_bytes: int) -> None:
+    labeled: list[np.ndarray]
+    unlabeled: list[np.ndarray]
+    unlabeled_on_device: bool = False  # unlabeled indices address a resident copy on the device
+
+    def on_device(self, start: int, n: int, device: torch.device) -> list[tuple[Tensor, Tensor | np.ndarray | None]]:
+        """Steps ``start:start + n`` as ``(labeled, unlabeled)`` index pairs, moved to the device in
+        one copy per block (a copy per step would wait for the device every step); unlabeled
+        indices stay on the host when their rows are gathered there anyway."""
+        lab = self.labeled[start : start + n]
+        lab_dev = torch.as_tensor(np.concatenate(lab), device=device).split([len(a) for a in lab])
+        if not self.unlabeled:
+            return [(ix, None) for ix in lab_dev]
+        unl = self.unlabeled[start : start + n]
+        if not self.unlabeled_on_device:
+            return list(zip(lab_dev, unl, strict=True))
+        unl_dev = torch.as_tensor(np.concatenate(unl), device=device).split([len(u) for u in unl])
+        return list(zip(lab_dev, unl_dev, strict=True))
+
+
+class UnlabeledRows:
+    """The unlabeled rows a run draws (``draws``: pool rows per step): read once, in file order,
+    into a float16 copy on ``device`` when they take at most ``resident_bytes``, else gathered
+    from ``features`` batch by batch. :attr:`steps` are the draws as indices for :meth:`rows`."""
+
+    def __init__(self, features: Any, draws: list[np.ndarray], device: torch.device, resident_bytes: int) -> None:
         self.features, self.device = features, device
+        needed = np.unique(np.concatenate(draws)) if draws else np.zeros(0, dtype=np.int64)
         self.resident: Tensor | None = None
-        if len(unlabeled) and len(unlabeled) * features.shape[1] * 2 <= resident_bytes:
-            self.resident = torch.as_tensor(np.asarray(features[unlabeled], dtype=np.float16), device=device)
-            self.cycle = CyclingSampler(np.arange(len(unlabeled)), batch, rng)
+        if needed.size and needed.size * features.shape[1] * 2 <= resident_bytes:
+            self.resident = torch.as_tensor(np.asarray(features[needed], dtype=np.float16), device=device)
+            self.steps = [np.searchsorted(needed, d) for d in draws]
         else:
-            self.cycle = CyclingSampler(unlabeled, batch, rng)
-
-    def __len__(self) -> int:
-        return len(self.cycle)
-
-    def draw(self) -> np.ndarray:
-        """Host indices of the next batch (rows of the resident copy, else of ``features``)."""
-        ix = self.cycle()
-        return ix if self.resident is not None else np.sort(ix)  # sorted: memmap locality
+            self.steps = [np.sort(d) for d in draws]  # sorted: memmap locality
 
     def rows(self, ix: Tensor | np.ndarray) -> Tensor:
-        """Float32 rows ``[U, F]`` on the device for indices from :meth:`draw` (moved by :func:`_draw_block`)."""
+        """Float32 rows ``[U, F]`` on the device for one step's indices from :attr:`steps`."""
         if self.resident is not None:
             return self.resident[ix].float()
         return torch.as_tensor(np.asarray(self.features[np.asarray(ix)], dtype=np.float32), device=self.device)
@@ -192,45 +216,42 @@ class UnlabeledBatches:
 
 class HeadBatches:
     """The rows a head trains on: labeled features ``[L, F]`` and labels ``[L]`` on ``device``, a
-    class-balanced :class:`BalancedSampler` over them, and the unlabeled pool (empty unless
-    ``with_unlabeled``) as :class:`UnlabeledBatches`."""
+    class-balanced :class:`BalancedSampler` over them and, with ``with_unlabeled``, a
+    :class:`CyclingSampler` over the unlabeled pool; :meth:`plan` draws a run's batches."""
 
-    def __init__(self, features: np.ndarray, labels: np.ndarray, labeled: np.ndarray, with_unlabeled: bool,
-                 config: TrainConfig, rng: np.random.Generator, device: torch.device, resident_bytes: int) -> None:
-        self.device = device
+    def __init__(self, features: Any, labels: np.ndarray, labeled: np.ndarray, with_unlabeled: bool,
+                 config: TrainConfig, rng: np.random.Generator, device: torch.device) -> None:
+        self.features, self.device = features, device
         self.x_lab = torch.as_tensor(np.asarray(features[labeled], dtype=np.float32), device=device)
         self.y_lab = torch.as_tensor(labels[labeled], device=device)
         self.sampler = BalancedSampler(labels[labeled], config.classes_per_batch, config.samples_per_class, rng)
         unlabeled = np.flatnonzero(labels < 0) if with_unlabeled else np.zeros(0, dtype=np.int64)
-        self.unlabeled = UnlabeledBatches(features, unlabeled, config.unlabeled_batch, rng, device, resident_bytes)
+        self.cycle = CyclingSampler(unlabeled, config.unlabeled_batch, rng) if len(unlabeled) else None
+        self.unlabeled: UnlabeledRows | None = None
+
+    def plan(self, steps: int, resident_bytes: int = RESIDENT_UNLABELED_BYTES) -> StepPlan:
+        """Draw ``steps`` batches in step order (each step's labeled batch, then its unlabeled one)
+        and read the unlabeled rows they use (:class:`UnlabeledRows`)."""
+        lab: list[np.ndarray] = []
+        unl: list[np.ndarray] = []
+        for _ in range(steps):
+            lab.append(self.sampler())
+            if self.cycle is not None:
+                unl.append(self.cycle())
+        if self.cycle is None:
+            return StepPlan(lab, [])
+        self.unlabeled = UnlabeledRows(self.features, unl, self.device, resident_bytes)
+        return StepPlan(lab, self.unlabeled.steps, unlabeled_on_device=self.unlabeled.resident is not None)
 
     def gather(self, ix: Tensor, iu: Tensor | np.ndarray | None) -> tuple[Tensor, Tensor]:
         """One step's batch ``([B, F], [B])``: labeled rows ``ix``, then unlabeled rows ``iu`` labeled -1."""
         x, y = self.x_lab[ix], self.y_lab[ix]
-        if iu is None:
+        if iu is None or self.unlabeled is None:
             return x, y
         xu = self.unlabeled.rows(iu)
         x = torch.cat([x, xu])
         y = torch.cat([y, torch.full((len(xu),), -1, dtype=torch.int64, device=self.device)])
         return x, y
-
-
-def _draw_block(sampler: BalancedSampler, unlabeled: UnlabeledBatches, n: int,
-                device: torch.device) -> list[tuple[Tensor, Tensor | np.ndarray | None]]:
-    """Indices for ``n`` steps, drawn on the host in step order and moved to the device in one
-    copy per block (a copy per step would wait for the device every step)."""
-    lab, unl = [], []
-    for _ in range(n):
-        lab.append(sampler())
-        if len(unlabeled):
-            unl.append(unlabeled.draw())
-    lab_dev = torch.as_tensor(np.concatenate(lab), device=device).split([len(a) for a in lab])
-    if not unl:
-        return [(ix, None) for ix in lab_dev]
-    if unlabeled.resident is None:  # gathered on the host anyway
-        return list(zip(lab_dev, unl, strict=True))
-    unl_dev = torch.as_tensor(np.concatenate(unl), device=device).split([len(u) for u in unl])
-    return list(zip(lab_dev, unl_dev, strict=True))
 
 
 def _read_back(trace: Tensor, history: list[float], loss_name: str) -> None:
@@ -254,17 +275,63 @@ def _fresh(in_dim: int, dim: int, num_classes: int, config: TrainConfig) -> tupl
     return head, loss
 
 
+EMBED_CHUNK = 8192  # rows per step of a pool pass: [8192, 1280] float16 is 21 MB
+
+
 @torch.inference_mode()
-def embed_features(head: ProjectionHead, features: np.ndarray, *, chunk: int = 65536, device: str = "auto") -> np.ndarray:
-    """Run the head over ``features`` ``[N, F]`` (memmap-friendly, chunked) → ``[N, D]`` float32."""
+def embed_features(head: ProjectionHead, features: Any, *, chunk: int = EMBED_CHUNK, device: str = "auto",
+                   precision: str = "float32") -> np.ndarray:
+    """Run the head over ``features`` ``[N, F]`` (array, memmap or row view) → ``[N, D]`` float32.
+
+    ``chunk`` rows at a time go to the device in their own dtype (a float16 cache is never
+    copied to float32 whole), and the pages of a memory-mapped ``features`` leave the process
+    after their chunk (:func:`release_mapped`). ``precision`` ``"float32"`` runs the module as
+    trained; ``"bfloat16"`` its folded form with the first product in bfloat16
+    (:func:`~labeltool.models.heads.fold_head`); ``"auto"`` picks bfloat16 on a CPU with AMX
+    (:func:`~labeltool.models.heads.resolve_precision`).
+    """
     dev = pick_device(device)
+    mode = resolve_precision(precision, dev)
     head = head.to(dev).eval()
-    out = np.empty((features.shape[0], head.out_dim), dtype=np.float32)
-    for s in range(0, features.shape[0], chunk):
-        x = torch.as_tensor(np.asarray(features[s : s + chunk], dtype=np.float32), device=dev)
-        out[s : s + chunk] = head(x).float().cpu().numpy()
+    run: Callable[[Tensor], Tensor] = fold_head(head) if mode == "bfloat16" else head
+    n = features.shape[0]
+    out = np.empty((n, head.out_dim), dtype=np.float32)
+    staging: np.ndarray | None = None
+    for s in range(0, n, chunk):
+        block = features[s : s + chunk]
+        staging = _staged(block, staging)
+        x = torch.from_numpy(staging[: len(block)]).to(dev)
+        out[s : s + len(block)] = run(x).float().cpu().numpy()
+        release_mapped(block)
     head.cpu()
     return out
+
+
+def _staged(block: np.ndarray, staging: np.ndarray | None) -> np.ndarray:
+    """``block [r, F]`` copied into a reusable writable buffer (float16 and float32 keep their
+    dtype, anything else becomes float32); a new buffer when ``staging`` is too small or another dtype."""
+    dtype = block.dtype if block.dtype in (np.float16, np.float32) else np.dtype(np.float32)
+    if staging is None or staging.dtype != dtype or staging.shape[0] < block.shape[0] or staging.shape[1:] != block.shape[1:]:
+        staging = np.empty(block.shape, dtype=dtype)
+    np.copyto(staging[: block.shape[0]], block, casting="same_kind")
+    return staging
+
+
+def release_mapped(block: Any) -> None:
+    """Drop the pages under ``block`` (a C-contiguous view into a read-only memory-mapped file)
+    from this process: they stay in the page cache, so reading them again costs no disk I/O,
+    but the process's resident set no longer counts them. Anything else is left alone."""
+    if not isinstance(block, np.ndarray) or block.size == 0 or not block.flags.c_contiguous:
+        return
+    mapped: Any = block
+    while mapped is not None and not isinstance(mapped, mmap.mmap):
+        mapped = getattr(mapped, "base", None)
+    if mapped is None or not hasattr(mmap, "MADV_DONTNEED") or not memoryview(mapped).readonly:
+        return
+    start = block.ctypes.data - np.frombuffer(mapped, dtype=np.uint8).ctypes.data
+    first = start // mmap.PAGESIZE * mmap.PAGESIZE
+    with contextlib.suppress(OSError, ValueError):
+        mapped.madvise(mmap.MADV_DONTNEED, first, min(start + block.nbytes, len(mapped)) - first)
 
 
 @torch.inference_mode()

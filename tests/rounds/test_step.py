@@ -13,7 +13,7 @@ import torch
 
 from labeltool.config import SuggestConfig, TrainConfig
 from labeltool.eval.prevalence import estimate_shares, remaining_shares
-from labeltool.rounds.step import RoundInputs, RoundState, continues, step, suggest
+from labeltool.rounds.step import POOL_PRECISION, RoundInputs, RoundState, continues, pool_rows, step, suggest
 from labeltool.suggest.propose import propose
 from labeltool.train.head import class_probabilities, embed_features, new_head_and_loss, train_head
 
@@ -31,6 +31,8 @@ def problem(n: int = 90, f: int = 16, labeled: int = 5, seed: int = 0) -> RoundI
     return RoundInputs(np.arange(100, 100 + n, dtype=np.int64), x, labels, CLASSES)
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread
+
 CFG = TrainConfig(max_steps=15, min_steps=15, seed=3, device="cpu", embedding_dim=8, hidden_dim=32)
 
 
@@ -40,7 +42,7 @@ def test_head_step_is_train_embed_probabilities_propose() -> None:
     scfg = SuggestConfig(batch_size=12)
     res = step(inputs, CFG, suggest_config=scfg, with_metrics=False)
     ref = train_head(inputs.features, inputs.labels, 3, CFG)
-    emb = embed_features(ref.head, inputs.features, device="cpu")
+    emb = embed_features(ref.head, inputs.features, device="cpu", precision=POOL_PRECISION)
     probs = class_probabilities(ref.loss, emb)
     assert probs is not None and res.probs is not None
     np.testing.assert_array_equal(res.embeddings, emb)
@@ -65,7 +67,8 @@ def test_step_continues_the_previous_head_and_moments() -> None:
     ref = train_head(inputs.features, inputs.labels, 3, CFG, init=(kept.head, kept.loss),
                      optimizer_state=kept.optimizer_state)
     assert second.continued
-    np.testing.assert_array_equal(second.embeddings, embed_features(ref.head, inputs.features, device="cpu"))
+    np.testing.assert_array_equal(second.embeddings,
+                                  embed_features(ref.head, inputs.features, device="cpu", precision=POOL_PRECISION))
 
 
 def test_a_finetuned_previous_round_is_not_continued_in_head_mode() -> None:
@@ -88,6 +91,13 @@ def test_step_metrics_and_labels_are_its_own() -> None:
     assert res.metrics["n_labeled"] == 15 and res.metrics["num_classes"] == 3
     assert 0.0 <= res.metrics["loo_1nn_accuracy"] <= 1.0
     assert res.facts["round_seconds"] >= res.facts["train_seconds"] >= 0.0
+
+
+def test_pool_rows_finds_each_id_in_the_pool() -> None:
+    pool = np.array([40, 7, 19, 3, 88], dtype=np.int64)
+    np.testing.assert_array_equal(pool_rows(pool, np.array([3, 40, 88])), [3, 0, 4])
+    np.testing.assert_array_equal(pool_rows(pool, pool.copy()), np.arange(5))
+    assert pool_rows(pool, np.zeros(0, dtype=np.int64)).size == 0
 
 
 def test_suggest_never_proposes_a_rejected_pair() -> None:

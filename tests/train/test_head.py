@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from labeltool.config import TrainConfig
-from labeltool.train.head import HeadBatches, embed_features, step_count, train_head
+from labeltool.train.head import HeadBatches, embed_features, release_mapped, step_count, train_head
 from labeltool.train.sampling import BalancedSampler, CyclingSampler
 
 
@@ -104,13 +106,80 @@ def test_head_batches_put_unlabeled_rows_after_the_labeled_ones() -> None:
     labeled = np.flatnonzero(labels >= 0)
     cfg = TrainConfig(classes_per_batch=3, samples_per_class=2, unlabeled_batch=5)
     rng = np.random.default_rng(0)
-    with_u = HeadBatches(x, labels, labeled, True, cfg, rng, torch.device("cpu"), 1 << 20)
-    ix = torch.as_tensor(with_u.sampler())
-    iu = with_u.unlabeled.draw()
-    xb, yb = with_u.gather(ix, torch.as_tensor(iu))
+    with_u = HeadBatches(x, labels, labeled, True, cfg, rng, torch.device("cpu"))
+    plan = with_u.plan(4, 1 << 20)
+    assert len(plan.labeled) == len(plan.unlabeled) == 4 and with_u.unlabeled is not None
+    (ix, iu), *_ = plan.on_device(0, 4, torch.device("cpu"))
+    xb, yb = with_u.gather(ix, iu)
     assert xb.shape == (6 + 5, x.shape[1]) and xb.dtype == torch.float32
     assert (yb[:6] >= 0).all() and (yb[6:] == -1).all()
     np.testing.assert_array_equal(xb[:6].numpy(), x[labeled[ix.numpy()]].astype(np.float32))
-    np.testing.assert_array_equal(xb[6:].numpy(), x[np.flatnonzero(labels < 0)[iu]].astype(np.float32))
-    without = HeadBatches(x, labels, labeled, False, cfg, rng, torch.device("cpu"), 1 << 20)
-    assert len(without.unlabeled) == 0 and without.gather(ix, None)[1].tolist() == yb[:6].tolist()
+    unlabeled = xb[6:].numpy()
+    assert all((unlabeled[i] == x[np.flatnonzero(labels < 0)].astype(np.float32)).all(1).any() for i in range(5))
+    without = HeadBatches(x, labels, labeled, False, cfg, rng, torch.device("cpu"))
+    bare = without.plan(2)
+    assert bare.unlabeled == [] and without.unlabeled is None
+    (ix2, iu2), _ = bare.on_device(0, 2, torch.device("cpu"))
+    assert iu2 is None and without.gather(ix2, None)[1].tolist() == y_of(labels, labeled, ix2)
+
+
+def y_of(labels: np.ndarray, labeled: np.ndarray, ix: torch.Tensor) -> list[int]:
+    return labels[labeled[ix.numpy()]].tolist()
+
+
+class CountingRows:
+    """An array ``[N, F]`` that records which rows were read (as a memmap's pages would be)."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.x, self.read = x, np.zeros(len(x), dtype=np.int64)
+        self.shape, self.ndim, self.dtype = x.shape, 2, x.dtype
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, key: slice | np.ndarray) -> np.ndarray:
+        self.read[np.arange(len(self.x))[key]] += 1
+        return self.x[key]
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("resident_bytes", [1 << 30, 0])
+def test_a_run_reads_only_the_unlabeled_rows_its_steps_draw(resident_bytes: int) -> None:
+    x, labels = _toy(n=3000)
+    rows = CountingRows(x)
+    cfg = TrainConfig(loss="association", min_steps=6, max_steps=6, device="cpu", hidden_dim=32, unlabeled_batch=50)
+    res = train_head(rows, labels, 3, cfg, resident_bytes=resident_bytes)  # type: ignore[arg-type]
+    unl = labels < 0
+    assert res.steps == 6 and rows.read[unl].sum() == 6 * 50  # not the 2970 of the pool
+    assert rows.read[unl].max() == 1  # each drawn once: six batches of a cycle through the pool
+    same = train_head(x, labels, 3, cfg, resident_bytes=resident_bytes)
+    assert res.losses == same.losses
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_embedding_precisions() -> None:
+    x, labels = _toy(n=300, dim=48)
+    res = train_head(x, labels, 3, TrainConfig(loss="cross_entropy", min_steps=20, max_steps=20, device="cpu",
+                                               hidden_dim=32))
+    with torch.no_grad():
+        module = res.head.eval()(torch.as_tensor(x.astype(np.float32))).numpy()
+    exact = embed_features(res.head, x, chunk=64)
+    np.testing.assert_array_equal(exact, module)  # float32 runs the module itself, chunk by chunk
+    fast = embed_features(res.head, x, chunk=64, precision="bfloat16")
+    assert np.linalg.norm(fast - exact) / np.linalg.norm(exact) < 1e-2
+    with pytest.raises(ValueError, match="unknown embedding precision"):
+        embed_features(res.head, x, precision="int8")
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_memory_mapped_pool_embeds_the_same_after_its_pages_are_released(tmp_path: Path) -> None:
+    x, labels = _toy(n=2000, dim=40)
+    np.save(tmp_path / "f.npy", x)
+    mapped = np.load(tmp_path / "f.npy", mmap_mode="r")
+    res = train_head(x, labels, 3, TrainConfig(min_steps=5, max_steps=5, device="cpu", hidden_dim=32))
+    first = embed_features(res.head, mapped, chunk=256)
+    np.testing.assert_array_equal(first, embed_features(res.head, x, chunk=256))
+    np.testing.assert_array_equal(embed_features(res.head, mapped, chunk=256), first)  # re-read after release
+    release_mapped(mapped[:10])  # a view of a read-only map: released, still readable
+    np.testing.assert_array_equal(np.asarray(mapped[:10]), x[:10])
+    release_mapped(x[:10])  # not a map: left alone
