@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["BatchEstimate", "Calibration", "batch_estimate", "calibration_table", "estimated_precision",
-           "expected_calibration_error", "fit_temperature", "review_bias", "tempered"]
+           "expected_calibration_error", "fit_temperature", "fit_temperatures", "review_bias", "tempered",
+           "temperature_nll"]
 
 # (low, high, observed acceptance rate) rows, or a mapping {(low, high): rate}.
 Calibration = Sequence[tuple[float, float, float]] | Mapping[tuple[float, float], float]
@@ -90,20 +91,33 @@ def tempered(scores: np.ndarray, temperature: float) -> np.ndarray:
     return p / p.sum(axis=1, keepdims=True)
 
 
+def temperature_nll(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """``[H, T]`` negative log-likelihood of each true class ``truth [H]`` under :func:`tempered`
+    ``scores [H, C]`` at each temperature of :data:`TEMPERATURES`."""
+    logs = np.log(np.maximum(np.asarray(scores, dtype=np.float64), 1e-12))
+    own = logs[np.arange(truth.size), truth]
+    out = np.empty((truth.size, TEMPERATURES.size))
+    for j, t in enumerate(TEMPERATURES):
+        z = logs / t
+        m = z.max(axis=1)
+        out[:, j] = m + np.log(np.exp(z - m[:, None]).sum(axis=1)) - own / t
+    return out
+
+
+def fit_temperatures(scores: np.ndarray, truth: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``[B]`` temperatures of :data:`TEMPERATURES`, one per row of ``weights [B, H]``: the ``T``
+    that minimises the weighted negative log-likelihood of ``truth [H]`` under :func:`tempered`
+    ``scores [H, C]`` (the per-anchor terms are computed once for every weighting; ties go to the
+    lower ``T``)."""
+    nll = np.asarray(weights, dtype=np.float64) @ temperature_nll(scores, truth)  # [B, T]
+    return TEMPERATURES[np.argmin(nll, axis=1)].astype(np.float64)
+
+
 def fit_temperature(scores: np.ndarray, truth: np.ndarray, weights: np.ndarray | None = None) -> float:
     """The ``T`` of :data:`TEMPERATURES` that minimises the (weighted) negative log-likelihood of
     the true classes ``truth [H]`` under :func:`tempered` ``scores [H, C]``."""
     w = np.ones(truth.size) if weights is None else np.asarray(weights, dtype=np.float64)
-    logs = np.log(np.maximum(np.asarray(scores, dtype=np.float64), 1e-12))
-    own = logs[np.arange(truth.size), truth]
-    best, best_t = np.inf, 1.0
-    for t in TEMPERATURES:
-        z = logs / t
-        m = z.max(axis=1)
-        nll = float((w * (m + np.log(np.exp(z - m[:, None]).sum(axis=1)) - own / t)).sum())
-        if nll < best:
-            best, best_t = nll, float(t)
-    return best_t
+    return float(fit_temperatures(scores, truth, w[None, :])[0])
 
 
 @dataclass(frozen=True)

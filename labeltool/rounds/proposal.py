@@ -28,7 +28,13 @@ from typing import Any
 import numpy as np
 
 from labeltool.config import SuggestConfig, TrainConfig
-from labeltool.eval.calibration import BatchEstimate, batch_estimate, fit_temperature, tempered
+from labeltool.eval.calibration import (
+    BatchEstimate,
+    batch_estimate,
+    fit_temperature,
+    fit_temperatures,
+    tempered,
+)
 from labeltool.eval.metrics import unit_rows
 from labeltool.eval.prevalence import balance_flags, estimate_shares, remaining_shares
 from labeltool.suggest.knn import knn_search
@@ -125,15 +131,25 @@ def _vote(train_emb: np.ndarray, train_cls: np.ndarray, query: np.ndarray, num_c
     return scores, tau
 
 
+def _read_once(features: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(read [R], cached [R, F])``: the distinct ``rows`` sorted (file order) and their features,
+    read once in the features' own dtype (float16 stays float16; other dtypes become float32)."""
+    read = np.unique(rows)
+    block = np.asarray(features[read])
+    return read, block if block.dtype in (np.float16, np.float32) else block.astype(np.float32)
+
+
 def anchor_check(features: Any, labels: np.ndarray, ids: np.ndarray, anchors: np.ndarray, num_classes: int,
                  train: TrainConfig, folds: int, *, extra: np.ndarray | None = None, seed: int = 0,
-                 knn_backend: str = "auto") -> AnchorCheck | None:
+                 knn_backend: str = "auto", precision: str = "auto") -> AnchorCheck | None:
     """Cross-fitted anchor-only votes (module docstring).
 
     ``features [N, F]`` frozen features, ``labels [N]`` (-1 = unlabeled), ``ids [N]``,
     ``anchors [N]`` bool. Every unlabeled row is scored when there are at most 20,000, else a
-    fixed random sample of them plus the rows ``extra`` (e.g. the batch). ``None`` with fewer
-    than :data:`MIN_ANCHORS` anchors, fewer than two anchor classes, or ``folds < 2``."""
+    fixed random sample of them plus the rows ``extra`` (e.g. the batch). The rows are read
+    once for all folds. ``precision`` is the fold heads' embedding pass
+    (:func:`~labeltool.train.head.embed_features`). ``None`` with fewer than
+    :data:`MIN_ANCHORS` anchors, fewer than two anchor classes, or ``folds < 2``."""
     anchor_rows = np.flatnonzero(np.asarray(anchors, dtype=bool) & (labels >= 0))
     if folds < 2 or anchor_rows.size < MIN_ANCHORS or np.unique(labels[anchor_rows]).size < 2:
         return None
@@ -144,6 +160,7 @@ def anchor_check(features: Any, labels: np.ndarray, ids: np.ndarray, anchors: np
         unl = np.union1d(picked, np.intersect1d(unl, extra if extra is not None else []))
     steps = min(train.max_steps, FOLD_STEPS)
     cfg = replace(train, mode="head", finetune=None, max_steps=steps, min_steps=min(train.min_steps, steps))
+    read, cached = _read_once(features, np.concatenate([anchor_rows, unl]))
     held_truth, held_scores, pool_scores = [], [], []
     used = 0
     for k in range(folds):
@@ -151,13 +168,10 @@ def anchor_check(features: Any, labels: np.ndarray, ids: np.ndarray, anchors: np
         fit_rows = anchor_rows[fold_of != k]
         if np.unique(labels[fit_rows]).size < 2:
             continue
-        rows = np.concatenate([fit_rows, held, unl])
-        order = np.argsort(rows, kind="stable")  # read the features in file order
-        x = np.empty((rows.size, features.shape[1]), dtype=np.float32)
-        x[order] = np.asarray(features[rows[order]], dtype=np.float32)
+        x = cached[np.searchsorted(read, np.concatenate([fit_rows, held, unl]))]
         sub = np.concatenate([labels[fit_rows], np.full(held.size + unl.size, -1)])
         res = train_head(x, sub, num_classes, replace(cfg, seed=cfg.seed * 7919 + k + 1))
-        emb = unit_rows(embed_features(res.head, x, device=cfg.device))
+        emb = unit_rows(embed_features(res.head, x, device=cfg.device, precision=precision))
         ref, ref_cls = emb[: fit_rows.size], labels[fit_rows].astype(np.int64)
         scores, tau = _vote(ref, ref_cls, emb[fit_rows.size + held.size :], num_classes, None, knn_backend)
         pool_scores.append(scores)
@@ -179,12 +193,10 @@ def _resampled(scores: np.ndarray, truth: np.ndarray, seed: int) -> tuple[np.nda
     the held-out anchors (``scores [H, C]``, ``truth [H]``)."""
     rng = np.random.default_rng(seed)
     right = scores.argmax(1) == truth
-    temps, shifts = np.empty(_RESAMPLES), np.empty(_RESAMPLES)
-    for b in range(_RESAMPLES):
-        w = rng.dirichlet(np.ones(truth.size))
-        temps[b] = fit_temperature(scores, truth, w * truth.size)
-        stated = tempered(scores, temps[b]).max(1)
-        shifts[b] = float((w * (right - stated)).sum())
+    weights = np.stack([rng.dirichlet(np.ones(truth.size)) for _ in range(_RESAMPLES)])  # [B, H]
+    temps = fit_temperatures(scores, truth, weights * truth.size)
+    stated = {float(t): tempered(scores, float(t)).max(1) for t in np.unique(temps)}
+    shifts = np.array([float((w * (right - stated[float(t)])).sum()) for w, t in zip(weights, temps, strict=True)])
     return temps, shifts
 
 

@@ -12,7 +12,9 @@ from labeltool.eval.calibration import (
     calibration_table,
     estimated_precision,
     expected_calibration_error,
+    TEMPERATURES,
     fit_temperature,
+    fit_temperatures,
     tempered,
 )
 
@@ -52,6 +54,19 @@ def test_fit_temperature_recovers_overconfident_and_underconfident_scores() -> N
     assert fit_temperature(sharp, truth) == pytest.approx(2.0, rel=0.15)
     flat = truth_p ** 0.5
     assert fit_temperature(flat, truth) == pytest.approx(0.5, rel=0.15)
+
+
+def test_fit_temperatures_minimise_each_weighted_likelihood() -> None:
+    rng = np.random.default_rng(1)
+    scores = rng.dirichlet(np.ones(5) * 0.4, size=60)
+    truth = np.where(rng.random(60) < 0.6, scores.argmax(1), rng.integers(0, 5, 60))
+    weights = rng.dirichlet(np.ones(60), size=7) * 60  # [B, H] like the bootstrap's
+    got = fit_temperatures(scores, truth, weights)
+    for w, t in zip(weights, got, strict=True):
+        nll = [-(w * np.log(tempered(scores, u)[np.arange(60), truth])).sum() for u in TEMPERATURES]
+        assert t == TEMPERATURES[int(np.argmin(nll))]
+    assert fit_temperature(scores, truth) == fit_temperatures(scores, truth, np.ones((1, 60)))[0]
+    assert got.shape == (7,) and len(set(got.tolist())) > 1  # the resamples do not all agree
 
 
 def test_batch_estimate_value_interval_and_certain_wrong_images() -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from labeltool.config import SuggestConfig, TrainConfig
 from labeltool.rounds.proposal import MIN_ANCHORS, anchor_check, reviews_to_reach
 from labeltool.rounds.step import RoundInputs, step
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread
 
 CFG = TrainConfig(max_steps=100, min_steps=100, seed=0, device="cpu", embedding_dim=8, hidden_dim=32)
 
@@ -96,3 +100,28 @@ def test_every_anchor_is_held_out_once(folds: int) -> None:
     assert check is not None and check.held_truth.size == (labels >= 0).sum()
     assert check.ids.size == (labels < 0).sum() and check.scores.shape == (folds, check.ids.size, 4)
     np.testing.assert_allclose(check.scores.sum(2), 1.0, atol=1e-6)
+
+
+class CountingRows:
+    """Features ``[N, F]`` that count how often each row is read."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.x, self.read = x, np.zeros(len(x), dtype=np.int64)
+        self.shape, self.ndim, self.dtype = x.shape, 2, x.dtype
+
+    def __getitem__(self, key: np.ndarray) -> np.ndarray:
+        self.read[np.arange(len(self.x))[key]] += 1
+        return self.x[key]
+
+
+def test_the_check_reads_each_row_once_for_all_folds_and_scores_as_from_arrays() -> None:
+    x, y = pool()
+    labels = seeded(y, 6)
+    rows = CountingRows(x.astype(np.float16))
+    quick = replace(CFG, min_steps=3, max_steps=3)
+    check = anchor_check(rows, labels, np.arange(y.size), labels >= 0, 4, quick, 3)
+    assert check is not None and rows.read.max() == 1 and rows.read.sum() == y.size
+    again = anchor_check(x.astype(np.float16), labels, np.arange(y.size), labels >= 0, 4, quick, 3)
+    assert again is not None
+    np.testing.assert_array_equal(check.scores, again.scores)
+    assert check.temperature == again.temperature
