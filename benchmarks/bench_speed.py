@@ -10,8 +10,14 @@ labeled vectors, ``k = 10``, exact; labeltool's ``knn_search`` (faiss-cpu), fais
 alone, and scikit-learn ``NearestNeighbors`` (its defaults), one run each; beside them the two
 halves of a naive numpy search (distance products, top-k selection) timed separately.
 Round: backbone features ``[N, 1280]`` float16 in a ``np.memmap`` file on disk, ``--labeled`` of
-them labeled; labeltool's default ``TrainConfig`` and ``SuggestConfig``; each size runs in its own
-process so its peak memory is its own (peak RSS counts touched memmap pages; ``anon`` does not).
+them labeled; labeltool's default ``TrainConfig`` and ``SuggestConfig``, timed part by part as the
+session runs a round and its proposal (``_speed_rounds.py``); each size and ``--variants`` entry
+runs in its own process so its peak memory is its own (peak RSS counts touched memmap pages;
+``anon`` does not). Before/after in one run, alternating (``before`` = a copy of an earlier
+labeltool, e.g. ``git archive HEAD labeltool | tar -x -C /tmp/before``)::
+
+    python benchmarks/bench_speed.py --parts round --round-sizes 50000 1000000 --round-repeats 2 \
+        --variants before:code=/tmp/before after after-float32:precision=float32 --name speed_rounds
 UMAP: ``labeltool.ui.figures.umap_2d`` on 64-d embeddings; the first call includes numba's compilation.
 Writes benchmarks/results/speed.json.
 """
@@ -29,15 +35,14 @@ from typing import Any
 
 import numpy as np
 from _common import (
-    AnonRssSampler,
     default_cache_dir,
     environment,
     out_dir,
-    peak_rss_mb,
     set_threads,
     table,
     write_json,
 )
+from _speed_rounds import parse_variant, round_child, round_table, with_overlap
 
 CLASSES = 10
 
@@ -120,37 +125,6 @@ def make_features(path: Path, n: int, dim: int, seed: int) -> None:
     path.with_suffix(".tmp.npy").replace(path)
 
 
-def round_child(path: Path, n: int, labeled: int, threads: int | None) -> dict[str, Any]:
-    """One round on the first ``n`` rows of the memmap (run in its own process)."""
-    set_threads(threads)
-    import torch
-
-    from labeltool.config import SuggestConfig, TrainConfig
-    from labeltool.suggest.propose import propose
-    from labeltool.train.head import embed_features, train_head
-
-    with AnonRssSampler() as anon:
-        feats = np.load(path, mmap_mode="r")[:n]
-        truth = np.load(path.with_name(path.stem + "_labels.npy"))[:n]
-        labels = np.full(n, -1, dtype=np.int64)
-        rng = np.random.default_rng(0)
-        for c in range(CLASSES):
-            pick = rng.choice(np.flatnonzero(truth == c), size=labeled // CLASSES, replace=False)
-            labels[pick] = c
-        cfg = TrainConfig(device="cpu")
-        t0 = time.perf_counter()
-        res = train_head(feats, labels, CLASSES, cfg)
-        t1 = time.perf_counter()
-        emb = embed_features(res.head, feats, device="cpu")
-        t2 = time.perf_counter()
-        rows = propose(emb, labels, np.arange(n), SuggestConfig(), num_classes=CLASSES, knn_backend="faiss-cpu")
-        t3 = time.perf_counter()
-    return {"images": n, "labeled": int((labels >= 0).sum()), "train_s": round(t1 - t0, 2), "steps": res.steps,
-            "embed_s": round(t2 - t1, 2), "knn_propose_s": round(t3 - t2, 2), "round_s": round(t3 - t0, 2),
-            "suggestions": len(rows), "peak_rss_mb": round(peak_rss_mb()), "peak_anon_mb": round(anon.peak_mb),
-            "features_file_mb": round(feats.nbytes / 2**20), "torch_threads": torch.get_num_threads()}
-
-
 def umap_child(sizes: list[int], threads: int | None) -> list[dict[str, Any]]:
     """UMAP of clustered 64-d points at each size, in order, in one process."""
     set_threads(threads)
@@ -185,12 +159,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache-dir", type=Path, default=default_cache_dir())
     ap.add_argument("--name", default="speed")
+    ap.add_argument("--variants", nargs="+", default=["this"],
+                    help="round variants, alternated: NAME[:code=DIR,steps=N,precision=P,loss=L] (_speed_rounds.py)")
+    ap.add_argument("--round-repeats", type=int, default=1, help="runs of each round variant at each size")
     ap.add_argument("--round-child", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--variant", default="this", help=argparse.SUPPRESS)
     ap.add_argument("--umap-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--features", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.round_child is not None:
-        print(json.dumps(round_child(args.features, args.round_child, args.labeled, args.threads)))
+        print(json.dumps(round_child(args.features, args.round_child, args.labeled, args.threads,
+                                     parse_variant(args.variant))))
         return
     if args.umap_child:
         print(json.dumps(umap_child(args.umap_sizes, args.threads)))
@@ -216,11 +195,17 @@ def main(argv: list[str] | None = None) -> None:
         make_features(path, max(args.round_sizes), args.dim, args.seed)
         result["features_file"] = {"path": str(path), "write_s": round(time.perf_counter() - t, 1)}
         result["round"] = []
+        for v in args.variants:
+            parse_variant(v)  # a bad spec fails before any round runs
         for n in args.round_sizes:
-            row = _child(["--round-child", str(n), "--features", str(path), "--labeled", str(args.labeled), *threads])
-            result["round"].append(row)
-            write_json(args.name, result)
-            print(json.dumps(row), flush=True)
+            for _ in range(args.round_repeats):
+                for v in args.variants:
+                    row = _child(["--round-child", str(n), "--features", str(path), "--labeled", str(args.labeled),
+                                  "--variant", v, *threads])
+                    result["round"].append(row)
+                    result["round"] = with_overlap(result["round"])
+                    write_json(args.name, result)
+                    print(json.dumps({k: x for k, x in row.items() if k != "batch_ids"}), flush=True)
     if "umap" in args.parts:
         result["umap"] = _child(["--umap-child", "--umap-sizes", *map(str, args.umap_sizes), *threads])
         write_json(args.name, result)
@@ -246,13 +231,7 @@ def speed_tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list
                       r["sklearn_over_labeltool"], r["same_1nn"], r.get("numpy_product_s", "-"),
                       r.get("numpy_topk_s", "-")] for r in result["knn"]]))
     if result.get("round"):
-        keys = ["images", "labeled", "train_s", "steps", "embed_s", "knn_propose_s", "round_s", "peak_rss_mb",
-                "peak_anon_mb", "features_file_mb"]
-        out.append((f"Round on memory-mapped 1280-d float16 features ({dev('round')})",
-                    ["images", "labeled", "train s", "steps", "embed s", "kNN+propose s", "round s", "peak RSS MB",
-                     "peak anon MB", "features MB"],
-                    [[r.get(k) for k in keys] if "error" not in r else [r["error"][-80:]] + [None] * 9
-                     for r in result["round"]]))
+        out.append(round_table(result, f"Round on memory-mapped 1280-d float16 features ({dev('round')})"))
     if isinstance(result.get("umap"), list):
         out.append((f"UMAP to 2-D of 64-d embeddings ({dev('umap')})", ["points", "seconds", "note"],
                     [[r["points"], r["seconds"], r["note"]] for r in result["umap"]]))
