@@ -157,7 +157,7 @@ def anchor_check(features: Any, labels: np.ndarray, ids: np.ndarray, anchors: np
     unl = np.flatnonzero(labels < 0)
     if unl.size > _POOL_SAMPLE:
         picked = np.random.default_rng(seed).choice(unl, _POOL_SAMPLE, replace=False)
-        unl = np.union1d(picked, np.intersect1d(unl, extra if extra is not None else []))
+        unl = np.union1d(picked, np.intersect1d(unl, np.asarray(extra if extra is not None else [], dtype=np.int64)))
     steps = min(train.max_steps, FOLD_STEPS)
     cfg = replace(train, mode="head", finetune=None, max_steps=steps, min_steps=min(train.min_steps, steps))
     read, cached = _read_once(features, np.concatenate([anchor_rows, unl]))

@@ -125,3 +125,18 @@ def test_the_check_reads_each_row_once_for_all_folds_and_scores_as_from_arrays()
     assert again is not None
     np.testing.assert_array_equal(check.scores, again.scores)
     assert check.temperature == again.temperature
+
+
+def test_a_pool_over_the_sample_size_is_scored_on_a_sample_with_or_without_extra_rows() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 20_050)
+    x = (rng.normal(size=(y.size, 4)) + 3.0 * np.eye(2, 4)[y]).astype(np.float16)
+    labels = np.full(y.size, -1, dtype=np.int64)
+    labels[:30] = y[:30]
+    quick = replace(CFG, min_steps=2, max_steps=2)
+    ids = np.arange(y.size)
+    plain = anchor_check(x, labels, ids, labels >= 0, 2, quick, 2)
+    assert plain is not None and plain.ids.size == 20_000 and plain.ids.dtype.kind == "i"
+    extra = np.arange(20_040, 20_050)
+    with_extra = anchor_check(x, labels, ids, labels >= 0, 2, quick, 2, extra=extra)
+    assert with_extra is not None and set(extra.tolist()) <= set(with_extra.ids.tolist())
