@@ -1,20 +1,16 @@
 """2-D projections of an embedding and the app's plotly figures (no streamlit here).
 
-UMAP (umap-learn, imported on first use) is slow the first time (numba compiles), so it runs
-once per round in a background process (stopped when the next round starts) and is cached on disk under the project's ``cache/``;
-until it is ready a PCA projection (milliseconds) stands in. Figures use WebGL (``scattergl``)
-and draw a deterministic sample when the pool is large.
+The UMAP layout (:func:`labeltool.ui.projection.umap_2d`: a sample laid out, the rest placed,
+started from the previous round's layout) runs once per round in a background process
+(:mod:`labeltool.ui.projection_jobs`), stopped when the next round starts, and is cached on disk
+under the project's ``cache/``; until it is ready a PCA projection (milliseconds) stands in. Figures use WebGL (``scattergl``) and draw a
+deterministic sample when the pool is large.
 """
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing
-import os
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +18,16 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from labeltool.ui.projection import pca_2d
+from labeltool.ui.projection import umap_2d as umap_2d  # the app's UMAP, where benchmarks look for it
+from labeltool.ui.projection_jobs import (
+    UMAP_JOBS,
+    load_projection,
+    previous_layout,
+    projection_path,
+    save_projection,
+)
 
 MAX_POINTS = 20000  # points drawn in the scatter; the rest are sampled away
 GREY = "#c8c8c8"
@@ -53,160 +59,12 @@ class Projection:
 
 
 # ---------------------------------------------------------------------------- projections
-def pca_2d(x: np.ndarray) -> np.ndarray:
-    """First two principal components of ``x [N, D]`` (zeros where there is nothing to project)."""
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2 or x.shape[0] < 2:
-        return np.zeros((x.shape[0] if x.ndim else 0, 2), dtype=np.float32)
-    x = x - x.mean(axis=0)
-    cov = x.T @ x
-    vals, vecs = np.linalg.eigh(cov)
-    top = vecs[:, ::-1][:, :2]
-    if top.shape[1] < 2:
-        top = np.pad(top, ((0, 0), (0, 2 - top.shape[1])))
-    # fix the sign so the picture does not flip between runs
-    signs = np.sign(top[np.abs(top).argmax(axis=0), [0, 1]])
-    return (x @ (top * np.where(signs == 0, 1, signs))).astype(np.float32)
-
-
-def umap_2d(x: np.ndarray, *, n_neighbors: int = 15, min_dist: float = 0.1, seed: int = 0) -> np.ndarray:
-    """UMAP of ``x [N, D]`` to 2-D (deterministic for a seed)."""
-    try:
-        import umap
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ModuleNotFoundError(
-            "the UMAP view needs the umap-learn package: pip install umap-learn (PCA is shown meanwhile)"
-        ) from e
-    n = x.shape[0]
-    if n < 5:
-        return pca_2d(x)
-    reducer = umap.UMAP(n_neighbors=min(n_neighbors, n - 1), min_dist=min_dist, random_state=seed, n_jobs=1)
-    return np.asarray(reducer.fit_transform(np.asarray(x, dtype=np.float32)), dtype=np.float32)
-
-
-def projection_path(cache_dir: Path, key: str, method: str) -> Path:
-    """Where the projection ``method`` of the embedding ``key`` is cached."""
-    return Path(cache_dir) / "projections" / f"{key}-{method}.npz"
-
-
-def save_projection(path: Path, ids: np.ndarray, xy: np.ndarray) -> None:
-    """Write atomically (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}-{threading.get_ident()}")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, ids=np.asarray(ids, dtype=np.int64), xy=np.asarray(xy, dtype=np.float32))
-    os.replace(tmp, path)
-
-
-def load_projection(path: Path, ids: np.ndarray) -> np.ndarray | None:
-    """Cached coordinates for exactly ``ids`` (same order), or None when missing or stale."""
-    try:
-        with np.load(path) as data:
-            cached_ids, xy = data["ids"], data["xy"]
-    except (OSError, KeyError, ValueError):
-        return None
-    if cached_ids.shape != np.shape(ids) or not np.array_equal(cached_ids, ids):
-        return None
-    return xy
-
-
-def _error_path(path: Path) -> Path:
-    return path.with_name(path.name + ".error.txt")
-
-
-def _input_path(path: Path) -> Path:
-    return path.with_name(path.name + ".input.npz")
-
-
-def _projection_job(path: str, seed: int, nice: int, compute: Callable[..., np.ndarray]) -> None:
-    """Body of a background projection process: one thread, lower priority, ``compute(x, seed=)``
-    ``[N, 2]`` (or its error) to disk. Its input ``ids``, ``x`` waits in :func:`_input_path`: handed
-    over through the process's pipe, a large array would hold the parent until the child had
-    imported everything and started reading (seconds, in the middle of the app's round)."""
-    os.environ["NUMBA_NUM_THREADS"] = "1"
-    os.environ["OMP_NUM_THREADS"] = "1"
-    with contextlib.suppress(OSError, AttributeError):
-        os.nice(nice)
-    source = _input_path(Path(path))
-    try:
-        with np.load(source) as data:
-            ids, x = data["ids"], data["x"]
-        save_projection(Path(path), ids, compute(x, seed=seed))
-    except Exception as e:  # noqa: BLE001 - reported through status(), the view falls back to PCA
-        _error_path(Path(path)).write_text(f"failed: {e}", encoding="utf-8")
-    finally:
-        source.unlink(missing_ok=True)
-
-
-class _Jobs:
-    """Background UMAP computations, one per cache file.
-
-    Each runs in its own process (spawned, one thread, ``nice`` 10), so a training round never
-    competes with it for the interpreter, and :meth:`cancel_all` stops them when a round starts:
-    the projection of the previous round is stale by then anyway.
-    """
-
-    def __init__(self, nice: int = 10, compute: Callable[..., np.ndarray] = umap_2d) -> None:
-        self.lock = threading.Lock()
-        self.running: dict[Path, BaseProcess] = {}
-        self.nice, self.compute = nice, compute
-
-    def status(self, path: Path) -> str | None:
-        """``"running"``, an error text, or None (never started, cancelled, or done)."""
-        with self.lock:
-            proc = self.running.get(path)
-            if proc is not None and proc.is_alive():
-                return "running"
-        err = _error_path(path)
-        return err.read_text(encoding="utf-8") if err.is_file() else None
-
-    def start(self, path: Path, ids: np.ndarray, x: np.ndarray, seed: int) -> bool:
-        """Start the UMAP of ``x`` ``[N, D]`` into ``path``; False when one is already running there."""
-        with self.lock:
-            proc = self.running.get(path)
-            if proc is not None and proc.is_alive():
-                return False
-            _error_path(path).unlink(missing_ok=True)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(_input_path(path), "wb") as fh:
-                np.savez(fh, ids=np.asarray(ids, dtype=np.int64), x=np.asarray(x, dtype=np.float32))
-            ctx = multiprocessing.get_context("spawn")
-            proc = ctx.Process(target=_projection_job, args=(str(path), seed, self.nice, self.compute),
-                               name="labeltool-umap", daemon=True)
-            proc.start()
-            self.running[path] = proc
-            return True
-
-    def wait(self, path: Path, timeout: float | None = None) -> None:
-        """Block until the job writing ``path`` ends (or ``timeout`` seconds pass)."""
-        with self.lock:
-            proc = self.running.get(path)
-        if proc is not None:
-            proc.join(timeout)
-
-    def cancel_all(self) -> int:
-        """Stop every running job (their files are not written); returns how many were stopped."""
-        with self.lock:
-            alive = [(path, p) for path, p in self.running.items() if p.is_alive()]
-            self.running.clear()
-        for _, proc in alive:
-            proc.terminate()
-        for path, proc in alive:
-            proc.join(5)
-            for tmp in path.parent.glob(path.name + ".tmp-*"):  # a write the stop cut short
-                tmp.unlink(missing_ok=True)
-            _input_path(path).unlink(missing_ok=True)
-        return len(alive)
-
-
-UMAP_JOBS = _Jobs()
-
-
 def projection(cache_dir: Path, key: str, ids: np.ndarray, x: np.ndarray | Callable[[], np.ndarray], *,
                start_umap: bool = True, seed: int = 0) -> Projection:
     """The cached UMAP of the embedding ``key`` when ready; otherwise PCA, starting the UMAP in
-    the background when ``start_umap``. ``x`` may be a function returning the embedding, called
-    only when something has to be computed."""
+    the background when ``start_umap`` (from the newest other cached UMAP, so the picture stays
+    put between rounds). ``x`` may be a function returning the embedding, called only when
+    something has to be computed."""
     ids = np.asarray(ids, dtype=np.int64)
     loaded: list[np.ndarray] = []
 
@@ -221,7 +79,7 @@ def projection(cache_dir: Path, key: str, ids: np.ndarray, x: np.ndarray | Calla
         return Projection(ids, xy, "umap", "UMAP (cached)")
     status = UMAP_JOBS.status(upath)
     if start_umap and status is None and len(ids) >= 5:
-        UMAP_JOBS.start(upath, ids, data(), seed)
+        UMAP_JOBS.start(upath, ids, data(), seed, init=previous_layout(cache_dir, key, ids))
         status = "running"
     ppath = projection_path(cache_dir, key, "pca")
     pxy = load_projection(ppath, ids)

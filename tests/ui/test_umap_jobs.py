@@ -11,20 +11,21 @@ from pathlib import Path
 
 import numpy as np
 
-from labeltool.ui.figures import UMAP_JOBS, _Jobs, load_projection, pca_2d, projection_path, umap_2d
+from labeltool.ui.projection import pca_2d, umap_2d
+from labeltool.ui.projection_jobs import UMAP_JOBS, _Jobs, load_projection, projection_path
 
 
-def pca_in_child(x: np.ndarray, seed: int) -> np.ndarray:
+def pca_in_child(x: np.ndarray, seed: int, **_: object) -> np.ndarray:
     assert os.environ["NUMBA_NUM_THREADS"] == "1" and os.nice(0) >= 10  # one thread, lower priority
     return pca_2d(x)
 
 
-def sleep_a_minute(x: np.ndarray, seed: int) -> np.ndarray:
+def sleep_a_minute(x: np.ndarray, seed: int, **_: object) -> np.ndarray:
     time.sleep(60)
     return pca_2d(x)
 
 
-def fail(x: np.ndarray, seed: int) -> np.ndarray:
+def fail(x: np.ndarray, seed: int, **_: object) -> np.ndarray:
     raise ValueError("no layout for this data")
 
 
