@@ -7,7 +7,10 @@ class probabilities), ``metrics`` (``round_metrics``), ``kNN+propose`` (the sugg
 kNN over the unlabeled pool, selection and evidence), ``shares`` (class shares from the anchors
 in the backbone's feature space) and ``anchor check`` (the heads trained on the anchors alone
 behind the stated precision). ``round s`` is train + embed + kNN+propose, the round as this
-benchmark timed it before the other parts were added; ``session s`` is every part.
+benchmark timed it before the other parts were added; ``session s`` is every part. Each part is
+timed in wall and CPU seconds (the process's own, every thread): on a CPU shared with other
+work the CPU seconds are the steadier measure. With ``--threads`` every library's thread pool
+is set to it (:func:`thread_env`).
 
 A variant runs another copy of labeltool (``code``: a folder holding a ``labeltool`` package,
 e.g. ``git archive <commit> labeltool | tar -x -C DIR``), or this one with a lever changed:
@@ -18,6 +21,7 @@ machine's state; each runs in its own process, so its peak memory is its own.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -87,31 +91,59 @@ def _timed_round(feats: Any, labels: np.ndarray, cfg: Any, scfg: Any, precision:
 
     ids = np.arange(labels.size, dtype=np.int64)
     lever = {} if precision is None else {"precision": precision}
-    t = [time.perf_counter()]
+    clock = _Clock()
     res = train_head(feats, labels, CLASSES, cfg)
-    t.append(time.perf_counter())
+    clock.lap("train")
     emb, probs = embed_pool(RoundState(res.head, res.loss), feats, device="cpu", **lever)
-    t.append(time.perf_counter())
+    clock.lap("embed")
     round_metrics(emb, labels, res.loss, [str(c) for c in range(CLASSES)])
-    t.append(time.perf_counter())
+    clock.lap("metrics")
     shares = estimate_shares(feats, labels, labels >= 0, CLASSES, seed=0, knn_backend="faiss-cpu")
-    t.append(time.perf_counter())
+    clock.lap("shares")
     cand = candidates(emb, labels, ids, scfg, probs=probs, num_classes=CLASSES, knn_backend="faiss-cpu")
     counts = np.bincount(labels[labels >= 0], minlength=CLASSES)
     rows = [] if cand is None else suggestions_from(
         cand, None if shares is None else remaining_shares(shares, counts, labels.size))
-    t.append(time.perf_counter())
+    clock.lap("knn_propose")
     batch = [r.image_id for r in rows]
     check = anchor_check(feats, labels, ids, labels >= 0, CLASSES, cfg, scfg.calibration_folds,
                          extra=np.asarray(batch, dtype=np.int64), seed=cfg.seed, knn_backend="faiss-cpu", **lever)
-    t.append(time.perf_counter())
-    d = np.diff(t)
-    return {"train_s": round(d[0], 2), "steps": res.steps, "embed_s": round(d[1], 2), "metrics_s": round(d[2], 2),
-            "shares_s": round(d[3], 2), "knn_propose_s": round(d[4], 2), "anchor_check_s": round(d[5], 2),
-            "round_s": round(d[0] + d[1] + d[4], 2), "session_s": round(float(d.sum()), 2),
-            "suggestions": len(rows),
+    clock.lap("anchor_check")
+    return {**clock.seconds(), "steps": res.steps, "suggestions": len(rows),
             "held_out_accuracy": None if check is None else round(check.accuracy, 4),
             "classes": np.array([r.class_id for r in rows])}, batch
+
+
+class _Clock:
+    """Wall and CPU seconds (``time.process_time``: every thread of this process) of each lap."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, tuple[float, float]] = {}
+        self._last = (time.perf_counter(), time.process_time())
+
+    def lap(self, name: str) -> None:
+        now = (time.perf_counter(), time.process_time())
+        self.laps[name] = (now[0] - self._last[0], now[1] - self._last[1])
+        self._last = now
+
+    def seconds(self) -> dict[str, float]:
+        """``PART_s`` and ``PART_cpu_s`` of each lap, plus ``round`` (train + embed + kNN+propose)
+        and ``session`` (every lap)."""
+        out: dict[str, float] = {}
+        for name, (wall, cpu) in self.laps.items():
+            out[f"{name}_s"], out[f"{name}_cpu_s"] = round(wall, 2), round(cpu, 2)
+        for total, parts in (("round", ("train", "embed", "knn_propose")), ("session", tuple(self.laps))):
+            out[f"{total}_s"] = round(sum(self.laps[p][0] for p in parts), 2)
+            out[f"{total}_cpu_s"] = round(sum(self.laps[p][1] for p in parts), 2)
+        return out
+
+
+def thread_env(threads: int | None) -> dict[str, str] | None:
+    """The environment of a round's process with ``threads`` for every library's thread pool
+    (OpenMP for faiss and torch, OpenBLAS/MKL for numpy); ``None``: the libraries' defaults."""
+    if not threads:
+        return None
+    return {**os.environ, **{k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
 
 
 def with_overlap(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -127,6 +159,12 @@ def with_overlap(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _cell(r: dict[str, Any], key: str) -> Any:
+    """A row's value; ``wall (CPU)`` for a part timed both ways."""
+    cpu = key[:-2] + "_cpu_s" if key.endswith("_s") else None
+    return f"{r[key]:.2f} ({r[cpu]:.2f})" if cpu in r and key in r else r.get(key)
+
+
 def round_table(result: dict[str, Any], title: str) -> tuple[str, list[str], list[list[Any]]]:
     """The round table of a speed result (rows of either this part's or the earlier format)."""
     rows = result["round"]
@@ -136,5 +174,35 @@ def round_table(result: dict[str, Any], title: str) -> tuple[str, list[str], lis
                 "peak_anon_mb", "features_file_mb"]
         headers = ["images", "labeled", "train s", "steps", "embed s", "kNN+propose s", "round s", "peak RSS MB",
                    "peak anon MB", "features MB"]
-    return (title, headers, [[r.get(k) for k in keys] if "error" not in r else [r["error"][-80:]] + [None] * (len(keys) - 1)
+    return (title, headers, [[_cell(r, k) for k in keys] if "error" not in r else [r["error"][-80:]] + [None] * (len(keys) - 1)
                              for r in rows])
+
+
+SUMMARY_PARTS = ["train_s", "embed_s", "knn_propose_s", "round_s", "shares_s", "anchor_check_s", "session_s"]
+
+
+def round_summary(result: dict[str, Any], title: str) -> tuple[str, list[str], list[list[Any]]] | None:
+    """Per size and variant, the minimum over the repeats of each part's wall and CPU seconds, and
+    the first variant's minimum round and session seconds over this variant's, wall and CPU
+    (``None`` with one run per variant, or rows without CPU seconds)."""
+    rows = [r for r in result["round"] if "session_cpu_s" in r]
+    groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["images"], r["variant"]), []).append(r)
+    if not groups or max(len(g) for g in groups.values()) < 2:
+        return None
+    first = {n: v for (n, v) in reversed(list(groups))}  # the first variant run at each size
+
+    def best(g: list[dict[str, Any]], key: str) -> float:
+        return min(r[key] for r in g)
+
+    out = []
+    for (n, v), g in groups.items():
+        ref = groups[(n, first[n])]
+        cells = [f"{best(g, k):.2f} ({best(g, k[:-2] + '_cpu_s'):.2f})" for k in SUMMARY_PARTS]
+        ratios = [f"{best(ref, k) / best(g, k):.2f}× ({best(ref, k[:-2] + '_cpu_s') / best(g, k[:-2] + '_cpu_s'):.2f}×)"
+                  for k in ("round_s", "session_s")]
+        out.append([n, v, len(g), *cells, max(r["peak_rss_mb"] for r in g), *ratios])
+    headers = ["images", "variant", "runs", "train s", "embed s", "kNN+propose s", "round s", "shares s",
+               "anchor check s", "session s", "peak RSS MB (max)", "round: first / this", "session: first / this"]
+    return title, headers, out

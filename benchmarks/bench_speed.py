@@ -42,7 +42,7 @@ from _common import (
     table,
     write_json,
 )
-from _speed_rounds import parse_variant, round_child, round_table, with_overlap
+from _speed_rounds import parse_variant, round_child, round_summary, round_table, thread_env, with_overlap
 
 CLASSES = 10
 
@@ -140,8 +140,8 @@ def umap_child(sizes: list[int], threads: int | None) -> list[dict[str, Any]]:
     return out
 
 
-def _child(args: list[str]) -> Any:
-    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
+def _child(args: list[str], env: dict[str, str] | None = None) -> Any:
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False, env=env)
     if proc.returncode != 0:
         return {"error": (proc.stderr or proc.stdout)[-2000:]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
             for _ in range(args.round_repeats):
                 for v in args.variants:
                     row = _child(["--round-child", str(n), "--features", str(path), "--labeled", str(args.labeled),
-                                  "--variant", v, *threads])
+                                  "--variant", v, *threads], env=thread_env(args.threads))
                     result["round"].append(row)
                     result["round"] = with_overlap(result["round"])
                     write_json(args.name, result)
@@ -232,6 +232,9 @@ def speed_tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list
                       r.get("numpy_topk_s", "-")] for r in result["knn"]]))
     if result.get("round"):
         out.append(round_table(result, f"Round on memory-mapped 1280-d float16 features ({dev('round')})"))
+        summary = round_summary(result, "The same rounds, minimum over the repeats of each variant")
+        if summary is not None:
+            out.append(summary)
     if isinstance(result.get("umap"), list):
         out.append((f"UMAP to 2-D of 64-d embeddings ({dev('umap')})", ["points", "seconds", "note"],
                     [[r["points"], r["seconds"], r["note"]] for r in result["umap"]]))
