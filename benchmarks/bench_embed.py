@@ -37,7 +37,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import _version, environment, write_json  # noqa: E402
 
 from labeltool.data.scan import load_image  # noqa: E402
-from labeltool.models.backbones import Backbone, create_backbone, is_installed, list_backbones, make_preprocess  # noqa: E402
+from labeltool.models.backbones import (  # noqa: E402
+    Backbone,
+    create_backbone,
+    is_installed,
+    list_backbones,
+    make_preprocess,
+)
 from labeltool.models.extract import RuntimeChoice, features_fn, iter_features, pick_device  # noqa: E402
 from labeltool.models.runtimes import RUNTIMES, exported_backbone, onnx_file  # noqa: E402
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from labeltool.eval.calibration import (
+    TEMPERATURES,
     batch_estimate,
     calibration_table,
     estimated_precision,
     expected_calibration_error,
-    TEMPERATURES,
     fit_temperature,
     fit_temperatures,
     tempered,
