@@ -26,7 +26,15 @@ from typing import Any
 
 import numpy as np
 
-from labeltool.suggest.knn import ExactIndex, _check_int, _check_matrix, _chunks, _load_all, resolve_backend
+from labeltool.suggest.knn import (
+    ExactIndex,
+    _check_int,
+    _check_matrix,
+    _chunks,
+    _load_all,
+    resolve_backend,
+    search_buffers,
+)
 from labeltool.suggest.knn_cpu import refine
 
 ANN_KINDS: tuple[str, ...] = ("ivf", "hnsw")
@@ -140,13 +148,7 @@ class ApproxIndex:
         """``(distances [Q, k'] float32, indices [Q, k'] int64)``, ``k' = min(k, N)``: approximate
         nearest base rows of every query row, ascending, ties by index. The first search calibrates
         the index on up to ``_SAMPLE`` rows of its first chunk (:meth:`calibrate`)."""
-        _check_matrix(queries, "queries")
-        if queries.shape[1] != self.dim:
-            raise ValueError(f"queries and base must have the same dimension, got {queries.shape[1]} and {self.dim}")
-        kk = min(_check_int(k, "k"), self.rows)
-        size = self.chunk_size if chunk_size is None else _check_int(chunk_size, "chunk_size")
-        dist_out = np.empty((queries.shape[0], kk), dtype=np.float32)
-        idx_out = np.empty((queries.shape[0], kk), dtype=np.int64)
+        kk, size, dist_out, idx_out = search_buffers(queries, k, chunk_size, self.dim, self.rows, self.chunk_size)
         for s, q in _chunks(queries, size, "queries"):
             if not self.calibration and q.shape[0]:
                 pick = self._rng.choice(q.shape[0], min(_SAMPLE, q.shape[0]), replace=False)

@@ -149,6 +149,20 @@ def _check_int(value: Any, name: str) -> int:
     return int(value)
 
 
+def search_buffers(queries: np.ndarray, k: int, chunk_size: int | None, dim: int, rows: int,
+                   default_chunk: int) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """Validate a search of ``queries [Q, dim]`` for ``k`` neighbours among ``rows`` base rows;
+    returns ``(k' = min(k, rows), chunk size, distances [Q, k'] float32, indices [Q, k'] int64)``
+    (the output buffers, uninitialised)."""
+    _check_matrix(queries, "queries")
+    if queries.shape[1] != dim:
+        raise ValueError(f"queries and base must have the same dimension, got {queries.shape[1]} and {dim}")
+    kk = min(_check_int(k, "k"), rows)
+    size = default_chunk if chunk_size is None else _check_int(chunk_size, "chunk_size")
+    return (kk, size, np.empty((queries.shape[0], kk), dtype=np.float32),
+            np.empty((queries.shape[0], kk), dtype=np.int64))
+
+
 class ExactIndex:
     """Exact kNN over one base ``[N, D]`` (float16/float32, may be a memmap), built once.
 
@@ -181,13 +195,7 @@ class ExactIndex:
         """``(distances [Q, k'] float32, indices [Q, k'] int64)`` of the ``k' = min(k, N)`` nearest
         base rows of every query row (ascending, ties by index); ``queries [Q, D]`` are read
         ``chunk_size`` rows at a time. ``ValueError`` on bad queries or ``k``."""
-        _check_matrix(queries, "queries")
-        if queries.shape[1] != self.dim:
-            raise ValueError(f"queries and base must have the same dimension, got {queries.shape[1]} and {self.dim}")
-        kk = min(_check_int(k, "k"), self.rows)
-        size = self.chunk_size if chunk_size is None else _check_int(chunk_size, "chunk_size")
-        dist_out = np.empty((queries.shape[0], kk), dtype=np.float32)
-        idx_out = np.empty((queries.shape[0], kk), dtype=np.int64)
+        kk, size, dist_out, idx_out = search_buffers(queries, k, chunk_size, self.dim, self.rows, self.chunk_size)
         for s, q in _chunks(queries, size, "queries"):
             if kk == 0:
                 continue  # still converted: bad queries never pass silently
