@@ -29,6 +29,7 @@ from bench_human_cost import method_label, round_rows, summary_rows
 from bench_knn import knn_tables
 from bench_paper_protocol import HEADERS as PROTOCOL_HEADERS
 from bench_paper_protocol import run_gain, summarize, table_rows
+from bench_projection import projection_tables
 from bench_sources import pivot as sources_pivot
 from bench_speed import speed_tables
 
@@ -89,6 +90,9 @@ def report(path: Path, heading: bool = True) -> str:
             out += ["", f"Not finished within the time budget: {names}."]
     elif path.name.startswith("speed"):
         for title, headers, rows in speed_tables(d):
+            out += [f"**{title}**", "", md_table(headers, rows), ""]
+    elif path.name.startswith("projection"):
+        for title, headers, rows in projection_tables(d):
             out += [f"**{title}**", "", md_table(headers, rows), ""]
     elif path.name.startswith("knn"):
         for title, headers, rows in knn_tables(d):
@@ -308,7 +312,7 @@ def main() -> None:
         print(compare_table(*args.compare))
         return
     paths = args.files or sorted(
-        p for p in out_dir().glob("*.json") if p.name.startswith(("paper_protocol", "human_cost", "speed", "vote_prior", "sources")))
+        p for p in out_dir().glob("*.json") if p.name.startswith(("paper_protocol", "human_cost", "speed", "vote_prior", "sources", "projection")))
     print("\n\n".join(report(p) for p in paths))
 
 if __name__ == "__main__":
