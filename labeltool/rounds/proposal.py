@@ -37,6 +37,7 @@ from labeltool.eval.calibration import (
 )
 from labeltool.eval.metrics import unit_rows
 from labeltool.eval.prevalence import balance_flags, estimate_shares, remaining_shares
+from labeltool.models.heads import released_reads
 from labeltool.suggest.knn import knn_search
 from labeltool.suggest.knn_scores import knn_class_scores, vote_temperature
 from labeltool.suggest.propose import Suggestion, candidates, suggestions_from
@@ -150,6 +151,7 @@ def anchor_check(features: Any, labels: np.ndarray, ids: np.ndarray, anchors: np
     once for all folds. ``precision`` is the fold heads' embedding pass
     (:func:`~labeltool.train.head.embed_features`). ``None`` with fewer than
     :data:`MIN_ANCHORS` anchors, fewer than two anchor classes, or ``folds < 2``."""
+    features = released_reads(features)
     anchor_rows = np.flatnonzero(np.asarray(anchors, dtype=bool) & (labels >= 0))
     if folds < 2 or anchor_rows.size < MIN_ANCHORS or np.unique(labels[anchor_rows]).size < 2:
         return None
@@ -286,6 +288,7 @@ def propose_round(features: Any, labels: np.ndarray, ids: np.ndarray, embeddings
     ``bias`` (from :func:`~labeltool.eval.calibration.review_bias`: how far earlier stated
     precisions fell short of what review found) is added to every probability the check states."""
     labels = np.asarray(labels, dtype=np.int64)
+    features = released_reads(features)  # the sampled rows leave no memory-mapped pages behind
     anchors = labels >= 0 if anchors is None else np.asarray(anchors, dtype=bool) & (labels >= 0)
     shares = estimate_shares(features, labels, anchors, num_classes, seed=seed, knn_backend=knn_backend)
     counts = np.bincount(labels[labels >= 0], minlength=num_classes)

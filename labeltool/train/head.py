@@ -10,9 +10,7 @@ given seed on a given device.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import mmap
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -26,7 +24,7 @@ from torch import Tensor
 from labeltool.config import TrainConfig
 from labeltool.losses import EmbeddingLoss, create_loss
 from labeltool.models.extract import pick_device
-from labeltool.models.heads import ProjectionHead, fold_head, resolve_precision
+from labeltool.models.heads import EMBED_CHUNK, ProjectionHead, pool_pass, released_reads
 from labeltool.train.optim_state import adam_moments, named_trainables, restore_adam_moments
 from labeltool.train.sampling import BalancedSampler, CyclingSampler
 
@@ -80,6 +78,7 @@ def train_head(
     take at most ``resident_bytes``, else gathered batch by batch.
     """
     labels = np.asarray(labels, dtype=np.int64)
+    features = released_reads(features)  # the rows read leave no memory-mapped pages behind
     labeled = _labeled_rows(features, labels, num_classes)
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
@@ -275,63 +274,13 @@ def _fresh(in_dim: int, dim: int, num_classes: int, config: TrainConfig) -> tupl
     return head, loss
 
 
-EMBED_CHUNK = 8192  # rows per step of a pool pass: [8192, 1280] float16 is 21 MB
-
-
-@torch.inference_mode()
 def embed_features(head: ProjectionHead, features: Any, *, chunk: int = EMBED_CHUNK, device: str = "auto",
                    precision: str = "float32") -> np.ndarray:
-    """Run the head over ``features`` ``[N, F]`` (array, memmap or row view) → ``[N, D]`` float32.
-
-    ``chunk`` rows at a time go to the device in their own dtype (a float16 cache is never
-    copied to float32 whole), and the pages of a memory-mapped ``features`` leave the process
-    after their chunk (:func:`release_mapped`). ``precision`` ``"float32"`` runs the module as
-    trained; ``"bfloat16"`` its folded form with the first product in bfloat16
-    (:func:`~labeltool.models.heads.fold_head`); ``"auto"`` picks bfloat16 on a CPU with AMX
-    (:func:`~labeltool.models.heads.resolve_precision`).
-    """
-    dev = pick_device(device)
-    mode = resolve_precision(precision, dev)
-    head = head.to(dev).eval()
-    run: Callable[[Tensor], Tensor] = fold_head(head) if mode == "bfloat16" else head
-    n = features.shape[0]
-    out = np.empty((n, head.out_dim), dtype=np.float32)
-    staging: np.ndarray | None = None
-    for s in range(0, n, chunk):
-        block = features[s : s + chunk]
-        staging = _staged(block, staging)
-        x = torch.from_numpy(staging[: len(block)]).to(dev)
-        out[s : s + len(block)] = run(x).float().cpu().numpy()
-        release_mapped(block)
-    head.cpu()
-    return out
-
-
-def _staged(block: np.ndarray, staging: np.ndarray | None) -> np.ndarray:
-    """``block [r, F]`` copied into a reusable writable buffer (float16 and float32 keep their
-    dtype, anything else becomes float32); a new buffer when ``staging`` is too small or another dtype."""
-    dtype = block.dtype if block.dtype in (np.float16, np.float32) else np.dtype(np.float32)
-    if staging is None or staging.dtype != dtype or staging.shape[0] < block.shape[0] or staging.shape[1:] != block.shape[1:]:
-        staging = np.empty(block.shape, dtype=dtype)
-    np.copyto(staging[: block.shape[0]], block, casting="same_kind")
-    return staging
-
-
-def release_mapped(block: Any) -> None:
-    """Drop the pages under ``block`` (a C-contiguous view into a read-only memory-mapped file)
-    from this process: they stay in the page cache, so reading them again costs no disk I/O,
-    but the process's resident set no longer counts them. Anything else is left alone."""
-    if not isinstance(block, np.ndarray) or block.size == 0 or not block.flags.c_contiguous:
-        return
-    mapped: Any = block
-    while mapped is not None and not isinstance(mapped, mmap.mmap):
-        mapped = getattr(mapped, "base", None)
-    if mapped is None or not hasattr(mmap, "MADV_DONTNEED") or not memoryview(mapped).readonly:
-        return
-    start = block.ctypes.data - np.frombuffer(mapped, dtype=np.uint8).ctypes.data
-    first = start // mmap.PAGESIZE * mmap.PAGESIZE
-    with contextlib.suppress(OSError, ValueError):
-        mapped.madvise(mmap.MADV_DONTNEED, first, min(start + block.nbytes, len(mapped)) - first)
+    """Run the head over ``features`` ``[N, F]`` (array, memmap or row view) → ``[N, D]`` float32,
+    ``chunk`` rows at a time (:func:`~labeltool.models.heads.pool_pass`). ``precision``
+    ``"float32"`` runs the module as trained; ``"bfloat16"`` its folded form with the first
+    product in bfloat16; ``"auto"`` picks bfloat16 on a CPU with AMX."""
+    return pool_pass(head, features, pick_device(device), chunk=chunk, precision=precision)
 
 
 @torch.inference_mode()

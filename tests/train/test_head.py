@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from labeltool.config import TrainConfig
-from labeltool.train.head import HeadBatches, embed_features, release_mapped, step_count, train_head
+from labeltool.models.heads import ReleasedReads, release_mapped, released_reads
+from labeltool.train.head import HeadBatches, embed_features, step_count, train_head
 from labeltool.train.sampling import BalancedSampler, CyclingSampler
 
 
@@ -183,3 +184,22 @@ def test_a_memory_mapped_pool_embeds_the_same_after_its_pages_are_released(tmp_p
     release_mapped(mapped[:10])  # a view of a read-only map: released, still readable
     np.testing.assert_array_equal(np.asarray(mapped[:10]), x[:10])
     release_mapped(x[:10])  # not a map: left alone
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_released_reads_read_what_the_map_holds(tmp_path: Path) -> None:
+    x, labels = _toy(n=1500, dim=24)
+    np.save(tmp_path / "f.npy", x)
+    mapped = np.load(tmp_path / "f.npy", mmap_mode="r")
+    rows = released_reads(mapped)
+    assert isinstance(rows, ReleasedReads) and rows.shape == x.shape and released_reads(rows) is rows
+    assert released_reads(x) is x  # an array in memory is read as it is
+    pick = np.array([1400, 3, 3, 700, 12])
+    np.testing.assert_array_equal(rows[pick], x[pick])  # any order, with repeats
+    np.testing.assert_array_equal(rows[np.arange(1500)], x)
+    np.testing.assert_array_equal(rows[10:20], x[10:20])
+    assert not np.shares_memory(rows[10:20], mapped)  # a copy: the map's pages may go
+    cfg = TrainConfig(loss="association", min_steps=4, max_steps=4, device="cpu", hidden_dim=32, unlabeled_batch=50)
+    for resident in (1 << 30, 0):
+        a = train_head(mapped, labels, 3, cfg, resident_bytes=resident)
+        assert a.losses == train_head(x, labels, 3, cfg, resident_bytes=resident).losses
