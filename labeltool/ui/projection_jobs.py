@@ -16,6 +16,7 @@ import os
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as wait_for_ends
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
@@ -197,8 +198,9 @@ class _Jobs:
             conn.close()
 
     def _ready_after(self, proc: BaseProcess, generation: int) -> None:
-        """Once ``proc``'s job has ended, unless :meth:`cancel_all` stopped it: a ready process."""
-        proc.join()
+        """Once ``proc``'s job has ended, unless :meth:`cancel_all` stopped it: a ready process.
+        (Waits on the process's sentinel: reaping it is left to whoever joins it.)"""
+        wait_for_ends([proc.sentinel])
         with self.lock:
             if generation == self.generation and self.standby is None:
                 self._start_standby()
