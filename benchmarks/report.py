@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from _common import md_table, out_dir
 from _protocol import primary
+from bench_budget import budget_tables
 from bench_human_cost import HEADERS as COST_HEADERS
 from bench_human_cost import method_label, round_rows, summary_rows
 from bench_knn import knn_tables
@@ -96,6 +97,9 @@ def report(path: Path, heading: bool = True) -> str:
             out += [f"**{title}**", "", md_table(headers, rows), ""]
     elif path.name.startswith("knn"):
         for title, headers, rows in knn_tables(d):
+            out += [f"**{title}**", "", md_table(headers, rows), ""]
+    elif path.name.startswith("budget"):
+        for title, headers, rows in budget_tables(d):
             out += [f"**{title}**", "", md_table(headers, rows), ""]
     elif path.name.startswith("sources"):
         out += ["Precision of the top 5% / 20% of the pool by confidence (bold: the best at 20%):", ""]
@@ -312,7 +316,7 @@ def main() -> None:
         print(compare_table(*args.compare))
         return
     paths = args.files or sorted(
-        p for p in out_dir().glob("*.json") if p.name.startswith(("paper_protocol", "human_cost", "speed", "vote_prior", "sources", "projection")))
+        p for p in out_dir().glob("*.json") if p.name.startswith(("paper_protocol", "human_cost", "speed", "vote_prior", "sources", "projection", "budget")))
     print("\n\n".join(report(p) for p in paths))
 
 if __name__ == "__main__":
