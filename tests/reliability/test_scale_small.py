@@ -18,7 +18,7 @@ from labeltool.data.project import open_project
 from labeltool.data.store import Store
 from labeltool.models.backbones import get_spec
 from labeltool.session import LabelingSession
-from labeltool.suggest import knn
+from labeltool.suggest import knn_cpu
 from labeltool.suggest import propose as suggest
 from labeltool.suggest.knn import knn_search
 from labeltool.suggest.propose import propose
@@ -60,7 +60,7 @@ def test_10k_images_knn_and_propose_stay_memory_mapped(tmp_path: Path, monkeypat
     bench._write_features(FeatureCache(project.embeddings_dir, spec.cache_key(), spec.feature_dim), N, CLASSES, LABELED, 0)
     matrix_f32 = N * spec.feature_dim * 4
     # small working blocks, so that anything proportional to N would stand out
-    monkeypatch.setattr(knn, "_REFINE_ELEMS", 1 << 19)
+    monkeypatch.setattr(knn_cpu, "_REFINE_ELEMS", 1 << 19)
     monkeypatch.setattr(suggest, "_CHUNK", 512)
     with LabelingSession(project) as s:
         pool = s.pool()
