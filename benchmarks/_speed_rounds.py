@@ -98,7 +98,13 @@ def _timed_round(feats: Any, labels: np.ndarray, cfg: Any, scfg: Any, precision:
     clock.lap("embed")
     round_metrics(emb, labels, res.loss, [str(c) for c in range(CLASSES)])
     clock.lap("metrics")
-    shares = estimate_shares(feats, labels, labels >= 0, CLASSES, seed=0, knn_backend="faiss-cpu")
+    try:  # propose_round reads the features through released_reads (where it exists) before the shares
+        from labeltool.models.heads import released_reads
+
+        read = released_reads(feats)
+    except ImportError:
+        read = feats
+    shares = estimate_shares(read, labels, labels >= 0, CLASSES, seed=0, knn_backend="faiss-cpu")
     clock.lap("shares")
     cand = candidates(emb, labels, ids, scfg, probs=probs, num_classes=CLASSES, knn_backend="faiss-cpu")
     counts = np.bincount(labels[labels >= 0], minlength=CLASSES)
