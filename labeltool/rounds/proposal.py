@@ -161,7 +161,9 @@ def anchor_check(features: Any, labels: np.ndarray, ids: np.ndarray, anchors: np
         picked = np.random.default_rng(seed).choice(unl, _POOL_SAMPLE, replace=False)
         unl = np.union1d(picked, np.intersect1d(unl, np.asarray(extra if extra is not None else [], dtype=np.int64)))
     steps = min(train.max_steps, FOLD_STEPS)
-    cfg = replace(train, mode="head", finetune=None, max_steps=steps, min_steps=min(train.min_steps, steps))
+    # heads on the pool's cached features, whatever network the round itself trained
+    cfg = replace(train, mode="head", finetune=None, backbone=None, max_steps=steps,
+                  min_steps=min(train.min_steps, steps))
     read, cached = _read_once(features, np.concatenate([anchor_rows, unl]))
     held_truth, held_scores, pool_scores = [], [], []
     used = 0

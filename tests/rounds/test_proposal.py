@@ -102,6 +102,15 @@ def test_every_anchor_is_held_out_once(folds: int) -> None:
     np.testing.assert_allclose(check.scores.sum(2), 1.0, atol=1e-6)
 
 
+def test_a_round_that_trained_a_network_from_scratch_is_checked_on_the_pool_features() -> None:
+    """The round's own network (mode finetune, backbone set) does not leak into the check's heads."""
+    x, y = pool()
+    labels = seeded(y, 6)
+    scratch = replace(CFG, mode="finetune", backbone="hoffer_mnist")
+    check = anchor_check(x, labels, np.arange(y.size), labels >= 0, 4, scratch, 3)
+    assert check is not None and check.held_truth.size == (labels >= 0).sum()
+
+
 class CountingRows:
     """Features ``[N, F]`` that count how often each row is read."""
 
