@@ -15,12 +15,13 @@ MARGIN_BYTES = 1 << 20  # room for the folder entries and the small files writte
 class NoSpaceError(OSError):
     """Not enough free space at ``path`` for ``needed`` bytes (None: unknown; ``free`` were available)."""
 
-    def __init__(self, path: Path, needed: int | None, free: int | None) -> None:
+    def __init__(self, path: Path, needed: int | None, free: int | None, *, at_least: bool = False) -> None:
         super().__init__(errno.ENOSPC, "no space left on device", str(path))
-        self.path, self.needed, self.free = path, needed, free
+        self.path, self.needed, self.free, self.at_least = path, needed, free, at_least
 
     def __str__(self) -> str:
-        need = f"it needs {_mb(self.needed)}" if self.needed is not None else "it needs more than is free"
+        bound = "at least " if self.at_least else ""
+        need = f"it needs {bound}{_mb(self.needed)}" if self.needed is not None else "it needs more than is free"
         have = f"{_mb(self.free)} free" if self.free is not None else "the disk is full"
         return (f"not enough space to write the export {self.path}: {need}, {have}; "
                 "free some space there or choose another folder (nothing was written)")
@@ -38,11 +39,13 @@ def free_bytes(directory: Path) -> int | None:
         return None
 
 
-def ensure_free_space(directory: Path, needed: int, shown: Path) -> None:
-    """Raise :class:`NoSpaceError` (naming ``shown``) unless ``needed`` bytes plus a margin are free."""
+def ensure_free_space(directory: Path, needed: int, shown: Path, *, at_least: bool = False) -> None:
+    """Raise :class:`NoSpaceError` (naming ``shown``) unless ``needed`` bytes plus a margin are free;
+    ``at_least``: ``needed`` is a lower bound of what will be written (checked before the work
+    that gives the exact size), and the message says so."""
     free = free_bytes(directory)
     if free is not None and free < needed + MARGIN_BYTES:
-        raise NoSpaceError(shown, needed + MARGIN_BYTES, free)
+        raise NoSpaceError(shown, needed + MARGIN_BYTES, free, at_least=at_least)
 
 
 def is_no_space(exc: BaseException) -> bool:

@@ -53,13 +53,18 @@ def save_model(
 
     Everything is serialised in memory first, so the free space is checked before the first
     byte is written and a full disk is a :class:`~labeltool.io.disk_space.NoSpaceError` naming
-    ``shown`` (default ``directory``), never an error inside a writer. ``model`` is moved to the
+    ``shown`` (default ``directory``), never an error inside a writer; space for the weights is
+    checked before serialising too, so a disk that cannot hold them fails at once. ``model`` is moved to the
     CPU and left in eval mode."""
     model = model.cpu().eval()
+    # model.pt2 alone holds every weight: a full disk is told before the export's seconds of work
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    ensure_free_space(directory, weights, shown or directory, at_least=True)
     example = torch.zeros(2, 3, spec.input_size, spec.input_size)
+    program = exported_program(model, example)  # captured once, for both files
     files = {
-        TORCH_EXPORT: torch_export_bytes(model, example),
-        ONNX_FILE: onnx_model_bytes(model, example, input_name=INPUT_NAME, output_name=OUTPUT_NAME),
+        TORCH_EXPORT: program_bytes(program),
+        ONNX_FILE: onnx_model_bytes(program, example, input_name=INPUT_NAME, output_name=OUTPUT_NAME),
         HEAD_WEIGHTS: safetensors_bytes(head_state),
         MODEL_JSON: json.dumps(model_meta(spec, classes, info), indent=2, sort_keys=True).encode(),
     }
@@ -68,12 +73,21 @@ def save_model(
         write_file(directory / name, data, shown or directory)
 
 
-def torch_export_bytes(model: torch.nn.Module, example: torch.Tensor) -> bytes:
-    """``torch.export.save`` archive of ``model`` for inputs shaped like ``example [B, ...]``,
-    the batch dimension dynamic (every other one fixed to ``example``'s)."""
+def exported_program(model: torch.nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
+    """``model``'s graph for inputs shaped like ``example [B, ...]``, the batch dimension dynamic
+    (every other one fixed to ``example``'s)."""
     batch = torch.export.Dim("batch", min=1)
     with torch.no_grad():
-        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+        return torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+
+
+def torch_export_bytes(model: torch.nn.Module, example: torch.Tensor) -> bytes:
+    """``torch.export.save`` archive of ``model`` (see :func:`exported_program`)."""
+    return program_bytes(exported_program(model, example))
+
+
+def program_bytes(program: torch.export.ExportedProgram) -> bytes:
+    """``torch.export.save`` archive of ``program``."""
     buffer = io.BytesIO()
     torch.export.save(program, buffer)
     return buffer.getvalue()

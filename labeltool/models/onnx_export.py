@@ -15,21 +15,24 @@ from torch import Tensor, nn
 OPSET = 18
 
 
-def onnx_model_bytes(module: nn.Module, example: Tensor, *, input_name: str = "images",
-                     output_name: str = "output") -> bytes:
+def onnx_model_bytes(module: nn.Module | torch.export.ExportedProgram, example: Tensor, *,
+                     input_name: str = "images", output_name: str = "output") -> bytes:
     """Serialised ONNX model of ``module`` for inputs shaped like ``example [B, ...]``.
 
     Only the first dimension (the batch) is dynamic; every other one is fixed to ``example``'s.
-    ``module`` is exported on the CPU in eval mode (it is left in eval mode on the CPU).
+    ``module`` is exported on the CPU in eval mode (it is left in eval mode on the CPU). An
+    ``ExportedProgram`` (``torch.export.export`` with the batch dynamic, on the CPU) is converted
+    as it is, without capturing the graph a second time.
     """
-    module = module.cpu().eval()
-    batch = torch.export.Dim("batch", min=1)
+    captured = isinstance(module, torch.export.ExportedProgram)
+    model = module if captured else module.cpu().eval()
+    shapes = None if captured else ({0: torch.export.Dim("batch", min=1)},)
     with warnings.catch_warnings(), torch.no_grad():
         # the exporter reports its own progress through warnings and prints; neither concerns the caller
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            module, (example.cpu(),), input_names=[input_name], output_names=[output_name],
-            dynamic_shapes=({0: batch},), dynamo=True, optimize=True, opset_version=OPSET, verbose=False,
+            model, (example.cpu(),), input_names=[input_name], output_names=[output_name],
+            dynamic_shapes=shapes, dynamo=True, optimize=True, opset_version=OPSET, verbose=False,
         )
     if program is None:  # pragma: no cover - the dynamo exporter always returns its program
         raise RuntimeError("torch.onnx.export returned no program")

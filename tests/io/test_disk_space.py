@@ -56,7 +56,7 @@ def test_a_write_that_runs_out_of_space_is_the_same_clear_error(project: Labelin
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """When the free space looked sufficient (another writer filled the disk meanwhile)."""
     project.train_round(FAST)
-    monkeypatch.setattr("labeltool.io.model_io.ensure_free_space", lambda *a: None)
+    monkeypatch.setattr("labeltool.io.model_io.ensure_free_space", lambda *a, **kw: None)
     out = small_disk / "m"
     with pytest.raises(NoSpaceError, match=f"not enough space to write the export {out}: it needs"):
         project.export(out, dataset=False)
@@ -68,7 +68,12 @@ def test_free_space_is_checked_before_writing_simulated(project: LabelingSession
     project.train_round(FAST)
     real = disk_space.shutil.disk_usage
     monkeypatch.setattr(disk_space.shutil, "disk_usage", lambda p: real(p)._replace(free=300_000))
-    with pytest.raises(NoSpaceError, match=r"it needs \d+\.\d MB, 0\.3 MB free") as e:
+
+    def no_export(*a: object) -> None:
+        raise AssertionError("the network was exported before the space for its weights was checked")
+
+    monkeypatch.setattr("labeltool.io.model_io.exported_program", no_export)
+    with pytest.raises(NoSpaceError, match=r"it needs at least \d+\.\d MB, 0\.3 MB free") as e:
         project.export(tmp_path / "out", dataset=False)
     assert e.value.needed is not None and e.value.needed > 300_000 and e.value.errno == errno.ENOSPC
     with pytest.raises(NoSpaceError, match="0.3 MB free"):  # the dataset copy is checked too
