@@ -52,7 +52,7 @@ def test_cli_loop_makes_no_network_call(tmp_path: Path) -> None:
     steps: list[list[str]] = [
         ["init", str(folder), "--image-size", str(TEST_IMAGE_SIZE)],
         ["embed", str(folder), "--workers", "1"],
-        ["train", str(folder), "--epochs", "2", "--max-steps", "30"],
+        ["train", str(folder), "--epochs", "2", "--max-steps", "30", "--finetune-steps", "20"],
         ["suggest", str(folder), "--batch", "10"],
         ["review", str(folder), "--accept-top", "3"],
         ["review", str(folder), "--decisions", str(decisions)],

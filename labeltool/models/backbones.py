@@ -20,7 +20,6 @@ from typing import Any
 import torch
 from PIL import Image
 from torch import Tensor, nn
-from torchvision.transforms import v2 as T
 
 from labeltool.models import small_nets
 from labeltool.models.keys import efficientnet_pytorch_to_timm
@@ -171,6 +170,8 @@ def make_preprocess(spec: BackboneSpec) -> Callable[[Image.Image], Tensor]:
     """PIL RGB image → normalised ``[3, S, S]`` float tensor: centre-crop the largest square,
     resize it to S x S, scale to [0, 1], normalise with the backbone's mean/std (the same as
     resizing the short side to S and centre-cropping, up to the border pixels)."""
+    from torchvision.transforms import v2 as T  # torchvision costs seconds to import: only where it is used
+
     tf = T.Compose([
         T.PILToTensor(),
         SquareCrop(),

@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,10 +38,12 @@ from labeltool.models.extract import pick_device
 from labeltool.models.heads import ProjectionHead
 from labeltool.models.stages import backbone_stages, set_train_mode, unfreeze_last_stages
 from labeltool.train.consistency import aux_classifier, consistency_terms
-from labeltool.train.finetune_data import Batch, make_loader
 from labeltool.train.head import StepProgress
 from labeltool.train.holdout import BestState, HoldoutEval, holdout_split
 from labeltool.train.optim_state import adam_moments, named_trainables, restore_adam_moments
+
+if TYPE_CHECKING:
+    from labeltool.train.finetune_data import Batch
 
 __all__ = [
     "FinetuneResult", "backbone_stages", "finetune", "set_train_mode", "unfreeze_last_stages",
@@ -150,6 +152,9 @@ def finetune(
     p = min(config.classes_per_batch, len(np.unique(train_labels)))
     batches_per_epoch = max(1, math.ceil(len(train_labels) / (p * config.samples_per_class)))
     steps = int(config.steps or config.epochs * batches_per_epoch)
+    # torchvision's import costs seconds: only when training
+    from labeltool.train.finetune_data import make_loader
+
     loader = make_loader(backbone.spec, [paths[i] for i in train_idx], train_labels, unl, config, steps, rng,
                          seed, device)
     run = _start_run(backbone, head, loss, _aux_for(aux, head, loss, config), config, amp, device, optimizer_state)
