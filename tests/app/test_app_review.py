@@ -107,9 +107,11 @@ def test_evidence_captions_are_file_names_and_refusal_names_the_checkbox(trained
     assert {Path(rows[i].relpath).name for i in evidence} <= set(captions)
 
     at = make_app(trained_folder, tab="Export").run()
-    at.text_input(key="export_dir").set_value(str(tmp_path / "out")).run()
+    at.text_input(key="export_dir").set_value(str(tmp_path / "out"))
+    at.checkbox(key="ex_model").uncheck().run()  # the refusal is about the folder, not what is in it
     at.button(key="export").click().run()
     no_trouble(at)
+    assert (tmp_path / "out" / "dataset").is_dir() and not (tmp_path / "out" / "model").exists()
     at.button(key="export").click().run()
     assert any("tick **Overwrite a previous export**" in e.value for e in at.error)
     assert not any("--overwrite" in e.value for e in at.error)
