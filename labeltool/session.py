@@ -8,7 +8,7 @@ returns.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from labeltool.config import ExportConfig, ProjectConfig, SuggestConfig, TrainCo
 from labeltool.data.decisions import LabelState
 from labeltool.data.features import FeatureCache
 from labeltool.data.names import validate_class_name
-from labeltool.data.pool import Pool, RowView
+from labeltool.data.pool import Pool, PoolIndex, RowView
 from labeltool.data.project import Project, open_project
 from labeltool.data.scan import ScannedFile, scan_folder
 from labeltool.data.store import ImageRow, Store
@@ -65,6 +65,7 @@ class LabelingSession(SessionAuto, SessionEmbed, SessionRounds, SessionViews):
         self._backbone: Backbone | None = None
         self._cache: FeatureCache | None = None
         self._current: RoundEmbedding | None = None
+        self._index: PoolIndex | None = None
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -150,16 +151,21 @@ class LabelingSession(SessionAuto, SessionEmbed, SessionRounds, SessionViews):
     def _usable_images(self) -> list[ImageRow]:
         return [r for r in self.store.images() if r.status == "ok"]
 
-    def pool(self) -> Pool:
-        """Usable images whose features are cached, in image-id order."""
+    def pool_index(self) -> PoolIndex:
+        """The usable images and which have cached features; read again only after the image
+        rows or the feature cache changed (a page that needs counts reads no image rows)."""
         cache = self.feature_cache()
         cache.refresh()
-        rows = [r for r in self._usable_images() if r.sha256 in cache]
-        hashes = [r.sha256 or "" for r in rows]
-        return Pool(
-            ids=np.array([r.id for r in rows], dtype=np.int64), relpaths=[r.relpath for r in rows], hashes=hashes,
-            features=RowView(cache.matrix(), cache.rows_for(hashes)),
-        )
+        key = (self.store.images_version(), len(cache))
+        if self._index is None or self._index.key != key:
+            self._index = PoolIndex.build(key, self.store.usable_rows(), cache)
+        return self._index
+
+    def pool(self) -> Pool:
+        """Usable images whose features are cached, in image-id order."""
+        ids, relpaths, hashes = self.pool_index().pool_rows()
+        cache = self.feature_cache()
+        return Pool(ids=ids, relpaths=relpaths, hashes=hashes, features=RowView(cache.matrix(), cache.rows_for(hashes)))
 
     # ------------------------------------------------------------------ state
     @property
@@ -176,16 +182,15 @@ class LabelingSession(SessionAuto, SessionEmbed, SessionRounds, SessionViews):
 
     def stats(self) -> dict[str, Any]:
         """Summary for ``status`` and the app's sidebar."""
-        images = self.store.images()
-        ok = [r for r in images if r.status == "ok"]
-        cache = self.feature_cache()
+        total, broken = self.store.present_counts()
+        index = self.pool_index()
         rounds = self.store.rounds()
         spec = self.backbone_spec
         return {
             "image_root": str(self.project.image_root), "project_dir": str(self.project.dir),
-            "images": len(images), "usable": len(ok), "broken": [(r.relpath, r.error) for r in images if r.status != "ok"],
-            **label_counts(self.label_state(), {r.id for r in ok}, self.classes),
-            "embedded": sum(1 for r in ok if r.sha256 in cache), "backbone": spec.name, "input_size": spec.input_size,
+            "images": total, "usable": len(index.ids), "broken": broken,
+            **label_counts(self.label_state(), index.id_set, self.classes),
+            "embedded": int(np.count_nonzero(index.cached)), "backbone": spec.name, "input_size": spec.input_size,
             "device": "cuda" if torch.cuda.is_available() else "cpu",
             "rounds": sum(1 for r in rounds if r.finished is not None), "last_round": rounds[-1].metrics if rounds else None,
         }
@@ -332,7 +337,7 @@ class LabelingSession(SessionAuto, SessionEmbed, SessionRounds, SessionViews):
             self.store = ThreadLocalStore(self.project.db_path)  # type: ignore[assignment]
 
 
-def label_counts(state: LabelState, present: set[int], classes: list[str]) -> dict[str, Any]:
+def label_counts(state: LabelState, present: Collection[int], classes: list[str]) -> dict[str, Any]:
     """Labeled and unlabeled counts of the ``present`` usable images, by source and by class."""
     labels = {i: c for i, c in state.labels.items() if i in present}
     per_class = Counter(classes[c] for c in labels.values())

@@ -18,7 +18,7 @@ import numpy as np
 from labeltool.config import EXTRACT_RUNTIME, SuggestConfig, TrainConfig
 from labeltool.data.anchors import round_reviews, verified_images
 from labeltool.data.features import FeatureCache
-from labeltool.data.pool import Pool, RowView
+from labeltool.data.pool import Pool, PoolIndex, RowView
 from labeltool.data.store import StoredSuggestion
 from labeltool.errors import EmptyPoolError, NoRoundError, StaleFeaturesError
 from labeltool.eval.calibration import BatchEstimate, batch_estimate, review_bias
@@ -70,6 +70,7 @@ class SessionRounds:
     store: Store
     _current: RoundEmbedding | None
     _check: tuple[int, tuple[AnchorCheck, np.ndarray, np.ndarray] | None] | None = None
+    _check_right: tuple[AnchorCheck, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None  # ids, cls, p, boot
 
     if TYPE_CHECKING:  # provided by LabelingSession
         @property
@@ -83,6 +84,7 @@ class SessionRounds:
         @property
         def runtime_dir(self) -> Path: ...
         def pool(self) -> Pool: ...
+        def pool_index(self) -> PoolIndex: ...
         def label_state(self) -> LabelState: ...
         def backbone(self, with_classifier: bool = False) -> Backbone: ...
 
@@ -299,12 +301,16 @@ class SessionRounds:
         if loaded is None:
             return None
         check, cand_ids, cand_cls = loaded
+        if self._check_right is None or self._check_right[0] is not check:  # once per check: each scored
+            scored = np.isin(cand_ids, check.ids)  # candidate's probability of being right, and its bootstraps
+            self._check_right = (check, cand_ids[scored], cand_cls[scored], *check.right(cand_ids[scored], cand_cls[scored]))
+        _, ids, cls, p, boot = self._check_right
         labels = self.label_state().labels
-        n_left = sum(1 for i in self.pool().ids if int(i) not in labels)
+        n_left = self.pool_index().unlabeled_in_pool(labels)
         sub = check.still_unlabeled(labels)
-        keep = np.isin(cand_ids, sub.ids)
+        keep = np.isin(ids, sub.ids)
         goal = SuggestConfig().target_accuracy if target is None else target
-        return coverage_from(sub, cand_ids[keep], cand_cls[keep], n_left, goal)
+        return coverage_from(sub, ids[keep], cls[keep], n_left, goal, scored=(p[keep], boot[:, keep]))
 
     def pending_suggestions(self, round_id: int | None = None) -> list[Suggestion]:
         """Stored suggestions of a round (default: newest) that no decision has settled yet."""

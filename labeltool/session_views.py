@@ -21,7 +21,7 @@ from labeltool.errors import NoRoundError, StaleFeaturesError
 if TYPE_CHECKING:
     from labeltool.data.decisions import LabelState
     from labeltool.data.features import FeatureCache
-    from labeltool.data.pool import Pool
+    from labeltool.data.pool import Pool, PoolIndex
     from labeltool.data.project import Project
     from labeltool.data.store import Store
     from labeltool.eval.calibration import BatchEstimate
@@ -57,6 +57,7 @@ class SessionViews:
         def calibrated(self, suggestions: Sequence[Suggestion]) -> list[Suggestion]: ...
         def feature_cache(self) -> FeatureCache: ...
         def pool(self) -> Pool: ...
+        def pool_index(self) -> PoolIndex: ...
         def stats(self) -> dict[str, Any]: ...
         def train_round(self, config: TrainConfig, progress: Callable[[int, int, float], None] | None = None,
                         *, continue_training: bool = True,
@@ -284,11 +285,7 @@ class SessionViews:
     # ------------------------------------------------------------------ Dataset and Explore
     def missing_features(self) -> int:
         """Usable images still to embed."""
-        from labeltool.ui.project_views import missing_features
-
-        cache = self.feature_cache()
-        cache.refresh()
-        return missing_features(self.store.images(), cache)
+        return self.pool_index().missing
 
     def disputed_labels(self, k: int = 5, min_share: float = 0.6, space: str = "embedding") -> list[Disputed]:
         """Labeled images whose neighbours vote for another class, in the learned ``embedding`` or

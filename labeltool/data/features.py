@@ -108,6 +108,7 @@ class FeatureCache:
         self._rows: dict[str, int] = {}
         self._checksums: dict[str, int | None] = {}
         self._verified: set[tuple[str, int]] = set()
+        self._index_at: tuple[tuple[int, int], int, int] | None = None  # (file identity, bytes read, data rows)
         self.refresh()
 
     @property
@@ -115,19 +116,29 @@ class FeatureCache:
         return self.dim * np.dtype(_DTYPE).itemsize
 
     def refresh(self) -> None:
-        """Re-read the index (another process may have appended)."""
-        rows: dict[str, int] = {}
-        checksums: dict[str, int | None] = {}
+        """Re-read the index (another process may have appended): only the lines added since the
+        last read, or all of it when the index was replaced or shrank or the data file shrank."""
         n_data = self._data_rows()
-        if self.index_path.exists():
-            with open(self.index_path, encoding="ascii", errors="replace") as fh:
-                for line in fh:
-                    if not line.endswith("\n"):
-                        break  # unterminated last line: cut short by a crash
-                    parsed = _parse_index_line(line)
-                    if parsed is not None and parsed[1] < n_data:
-                        rows[parsed[0]], checksums[parsed[0]] = parsed[1], parsed[2]
-        self._rows, self._checksums = rows, checksums
+        try:
+            st = self.index_path.stat()
+        except FileNotFoundError:
+            self._rows, self._checksums, self._index_at = {}, {}, None
+            return
+        ident, at = (st.st_dev, st.st_ino), self._index_at
+        if at is not None and at[0] == ident and st.st_size >= at[1] and n_data >= at[2]:
+            rows, checksums, pos = self._rows, self._checksums, at[1]
+        else:
+            rows, checksums, pos = {}, {}, 0
+        with open(self.index_path, "rb") as fh:
+            fh.seek(pos)
+            for raw in fh:
+                if not raw.endswith(b"\n"):
+                    break  # unterminated last line: cut short by a crash (or still being written)
+                pos += len(raw)
+                parsed = _parse_index_line(raw.decode("ascii", errors="replace"))
+                if parsed is not None and parsed[1] < n_data:
+                    rows[parsed[0]], checksums[parsed[0]] = parsed[1], parsed[2]
+        self._rows, self._checksums, self._index_at = rows, checksums, (ident, pos, n_data)
 
     def _data_rows(self) -> int:
         try:

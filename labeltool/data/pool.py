@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -69,3 +70,50 @@ class Pool:
     def position(self) -> dict[int, int]:
         """Image id → row position in this pool."""
         return {int(i): p for p, i in enumerate(self.ids)}
+
+
+@dataclass(frozen=True)
+class PoolIndex:
+    """The usable (present, decoded fine) images of a project and which of them have features.
+
+    Made from the store and the feature cache once per change of either (see
+    :meth:`~labeltool.session.LabelingSession.pool_index`), so a page that only needs counts or
+    ids does not read every image row again. ``ids``, ``relpaths``, ``hashes`` and ``cached``
+    are aligned, in image-id order.
+    """
+
+    key: tuple[int, int]  # (the store's images version, the cache's row count) it was made at
+    ids: np.ndarray  # [N] int64
+    relpaths: list[str]
+    hashes: list[str]  # "" where the scan recorded none
+    cached: np.ndarray  # [N] bool: features are cached
+
+    @classmethod
+    def build(cls, key: tuple[int, int], rows: list[tuple[int, str, str | None]], cached: Container[str]) -> PoolIndex:
+        """From ``(id, relpath, sha256)`` rows of the usable images and the cached hashes."""
+        hashes = [h or "" for _, _, h in rows]
+        return cls(key, np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), [r[1] for r in rows],
+                   hashes, np.fromiter((bool(h) and h in cached for h in hashes), dtype=bool, count=len(rows)))
+
+    @property
+    def missing(self) -> int:
+        """Usable images with a content hash but no cached features (still to embed)."""
+        return sum(1 for h, c in zip(self.hashes, self.cached, strict=True) if h and not c)
+
+    @cached_property
+    def id_set(self) -> frozenset[int]:
+        """The usable images' ids."""
+        return frozenset(self.ids.tolist())
+
+    def pool_rows(self) -> tuple[np.ndarray, list[str], list[str]]:
+        """``(ids, relpaths, hashes)`` of the images with cached features (the pool)."""
+        keep = np.flatnonzero(self.cached)
+        if keep.size == self.cached.size:
+            return self.ids, self.relpaths, self.hashes
+        return self.ids[keep], [self.relpaths[i] for i in keep], [self.hashes[i] for i in keep]
+
+    def unlabeled_in_pool(self, labels: Mapping[int, int]) -> int:
+        """Images of the pool without a label in ``labels``."""
+        labeled = np.fromiter(labels.keys(), dtype=np.int64, count=len(labels))
+        pool_ids = self.ids[self.cached]
+        return int(pool_ids.size - np.count_nonzero(np.isin(pool_ids, labeled)))

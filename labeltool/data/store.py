@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from labeltool.data import decision_queries
+from labeltool.data import decision_queries, image_queries
 from labeltool.data.db_file import check_identity, explain_sqlite_error, file_identity, quick_check
 from labeltool.data.decisions import ACTIONS, Decision, LabelState
 from labeltool.data.rows import ImageRow, RoundRow, StoredSuggestion, image_row
@@ -229,11 +229,10 @@ class Store:
         marked not present (their rows and decisions are kept, so a file that comes back keeps
         its history).
 
-        Written in transactions of :attr:`UPSERT_CHUNK` rows: one transaction for a huge folder
-        would hold the write lock for seconds (about 7 s for 200k rows on a 2-core machine), and
-        another process's decision would wait that long, or fail once past the busy timeout.
-        Rows are keyed by relpath, so a scan cut short by a crash is completed by the next one.
-        """
+        Written in transactions of :attr:`UPSERT_CHUNK` rows (one for a huge folder would hold
+        the write lock for seconds, about 7 s for 200k rows on 2 cores, and another process's
+        decision would wait that long); keyed by relpath, so the next scan completes a cut one.
+        Every transaction bumps :meth:`images_version`."""
         present = set(present_relpaths)
         for start in range(0, len(rows), self.UPSERT_CHUNK):
             if start:
@@ -242,9 +241,11 @@ class Store:
         with self._tx() as c:
             gone = [(r[0],) for r in c.execute("SELECT id, relpath FROM images WHERE present = 1") if r[1] not in present]
             c.executemany("UPDATE images SET present = 0 WHERE id = ?", gone)
+            image_queries.bump_images_version(c)
 
     def _upsert_chunk(self, rows: Sequence[dict[str, Any]]) -> None:
         with self._tx() as c:
+            image_queries.bump_images_version(c)
             c.executemany(
                 """INSERT INTO images(relpath, sha256, size_bytes, mtime_ns, width, height, status, error,
                                       seed_class_id, present)
@@ -261,6 +262,18 @@ class Store:
         """All image rows ordered by id."""
         q = "SELECT * FROM images" + (" WHERE present = 1" if only_present else "") + " ORDER BY id"
         return [image_row(r) for r in self._conn.execute(q)]
+
+    def images_version(self) -> int:
+        """Writes to the image rows so far (what was derived from them holds while it is unchanged)."""
+        return image_queries.images_version(self._conn)
+
+    def usable_rows(self) -> list[tuple[int, str, str | None]]:
+        """``(id, relpath, sha256)`` of the present images that decoded fine, by id."""
+        return image_queries.usable_rows(self._conn)
+
+    def present_counts(self) -> tuple[int, list[tuple[str, str]]]:
+        """The number of present images and ``(relpath, error)`` of the unusable ones."""
+        return image_queries.present_counts(self._conn)
 
     def known_image_ids(self, image_ids: Iterable[int]) -> set[int]:
         """The subset of ``image_ids`` that exist (present or not), without loading every row."""
@@ -319,8 +332,7 @@ class Store:
 
     def last_finished_round(self) -> RoundRow | None:
         """The newest round that completed training, or None."""
-        done = [r for r in self.rounds() if r.finished is not None]
-        return done[-1] if done else None
+        return next((r for r in reversed(self.rounds()) if r.finished is not None), None)
 
     # ------------------------------------------------------------------ suggestions
     def save_suggestions(self, round_id: int, rows: Sequence[StoredSuggestion]) -> None:

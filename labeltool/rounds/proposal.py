@@ -85,8 +85,13 @@ class AnchorCheck:
         cls = np.asarray(classes, dtype=np.int64)
         if not rows.size:
             return np.zeros(0), np.zeros((self.boot.size, 0))
-        def pick(t: float) -> np.ndarray:  # each fold's probability of the class, averaged over the folds
-            return np.mean([tempered(fold[rows], t)[np.arange(rows.size), cls] for fold in self.scores], axis=0)
+        logs = np.log(np.maximum(self.scores[:, rows].astype(np.float64), 1e-12))  # [K, M, C], once for every T
+        own = logs[:, np.arange(rows.size), cls]  # [K, M]
+
+        def pick(t: float) -> np.ndarray:  # each fold's probability of the class (tempered), averaged over the folds
+            z = logs / t
+            top = z.max(axis=2)
+            return np.mean(np.exp(own / t - top) / np.exp(z - top[..., None]).sum(axis=2), axis=0)
 
         boot = np.stack([np.clip(pick(t) + d, 0.0, 1.0) for t, d in zip(self.boot, self.shift, strict=True)])
         return np.clip(pick(self.temperature) + self.offset, 0.0, 1.0), boot
@@ -333,11 +338,13 @@ def _coverage(check: AnchorCheck, cand: Any, n_left: int, target: float) -> Cove
     return coverage_from(check, cand.image_ids[keep], cand.classes[keep], n_left, target)
 
 
-def coverage_from(check: AnchorCheck, c_ids: np.ndarray, c_cls: np.ndarray, n_left: int, target: float) -> Coverage:
+def coverage_from(check: AnchorCheck, c_ids: np.ndarray, c_cls: np.ndarray, n_left: int, target: float,
+                  scored: tuple[np.ndarray, np.ndarray] | None = None) -> Coverage:
     """The coverage meter: ``c_ids [M]`` the scored unlabeled images (``check.ids``) that have a
-    suggestion, ``c_cls [M]`` its class; the scored images stand for all ``n_left`` unlabeled ones."""
+    suggestion, ``c_cls [M]`` its class; the scored images stand for all ``n_left`` unlabeled ones.
+    ``scored``: ``check.right(c_ids, c_cls)`` when the caller already has it."""
     without = check.ids.size - c_ids.size  # scored images with no allowed class left
-    p, bp = check.right(c_ids, c_cls)
+    p, bp = scored if scored is not None else check.right(c_ids, c_cls)
     acc = batch_estimate(p, bp, check.describe(), extra_wrong=without)
     scale = n_left / max(check.ids.size, 1)
     needed = reviews_to_reach(np.concatenate([p, np.zeros(without)]), target)

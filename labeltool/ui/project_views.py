@@ -74,10 +74,6 @@ def rounds_figure(rounds: Sequence[Any]) -> Any:
 
 
 # ---------------------------------------------------------------------------- embeddings and Explore
-def missing_features(images: Iterable[ImageRow], cached: Any) -> int:
-    """Usable images whose content hash is not in ``cached`` (anything supporting ``in``)."""
-    return sum(1 for r in images if r.status == "ok" and r.sha256 and r.sha256 not in cached)
-
 
 def current_projection(cache_dir: Path, current: Embedded | None, pool: Features, features_key: str, *,
                        start_umap: bool = True) -> Projection:

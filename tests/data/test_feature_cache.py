@@ -64,3 +64,21 @@ def test_feature_cache_ignores_an_index_line_cut_short(tmp_path: Path) -> None:
     assert _h(99) not in again and len(again) == 21
     np.testing.assert_array_equal(again.gather([_h(100)]), np.full((1, 4), 7.0))
     np.testing.assert_array_equal(again.gather([_h(3)]), [[12, 13, 14, 15]])
+
+
+def test_refresh_reads_what_another_writer_appended_and_rereads_a_replaced_cache(tmp_path: Path) -> None:
+    reader, writer = FeatureCache(tmp_path, "k", 2), FeatureCache(tmp_path, "k", 2)
+    writer.append([_h(1), _h(2)], np.ones((2, 2), np.float32))
+    reader.refresh()
+    assert len(reader) == 2
+    with open(reader.index_path, "a") as fh:  # another writer is mid-line: not counted yet
+        fh.write(f"{_h(3)} 2")
+    writer.append([_h(4)], np.full((1, 2), 4.0, np.float32))  # ends that line as unreadable
+    reader.refresh()
+    assert _h(3) not in reader and len(reader) == 3
+    np.testing.assert_array_equal(reader.gather([_h(4)]), [[4.0, 4.0]])
+    for p in (reader.data_path, reader.index_path):  # deleted and rebuilt with other images
+        p.unlink()
+    FeatureCache(tmp_path, "k", 2).append([_h(7)], np.full((1, 2), 7.0, np.float32))
+    reader.refresh()
+    assert len(reader) == 1 and _h(7) in reader and _h(1) not in reader

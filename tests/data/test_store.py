@@ -51,6 +51,7 @@ def test_decisions_cannot_be_updated_or_deleted(tmp_path: Path) -> None:
     with Store(tmp_path / "p.sqlite") as s:
         s.ensure_classes(["a"])
         _images(s, 1)
+        s.ensure_classes(["cat"])
         s.add_decisions([{"image_id": 1, "class_id": 0, "action": "accept"}])
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             s._conn.execute("DELETE FROM decisions")
@@ -73,6 +74,21 @@ def test_removed_images_keep_their_rows(tmp_path: Path) -> None:
         s.upsert_images([], ["img0.png"])
         assert [r.relpath for r in s.images()] == ["img0.png"]
         assert len(s.images(only_present=False)) == 3
+
+
+def test_every_scan_write_moves_the_images_version_and_counts_need_no_rows(tmp_path: Path) -> None:
+    with Store(tmp_path / "p.sqlite") as s:
+        assert s.images_version() == 0
+        _images(s, 3)
+        after_scan = s.images_version()
+        assert after_scan > 0
+        s.ensure_classes(["cat"])
+        s.add_decisions([{"image_id": 1, "class_id": 0, "action": "accept"}])
+        assert s.images_version() == after_scan  # a decision leaves the image rows alone
+        s.upsert_images([], ["img0.png", "img2.png"])
+        assert s.images_version() > after_scan
+        assert [r[1] for r in s.usable_rows()] == ["img0.png", "img2.png"]
+        assert s.present_counts() == (2, [])
 
 
 def _d(i: int, image: int, action: str, cls: int | None = None, undoes: int | None = None, batch: int = 0) -> Decision:

@@ -20,7 +20,7 @@ from labeltool.ui.pages import (
     review_page,
     selected_image,
 )
-from labeltool.ui.project_views import default_export_dir, dispute_arrays, missing_features
+from labeltool.ui.project_views import default_export_dir, dispute_arrays
 from labeltool.ui.queue import Disputed, PrecisionEstimate
 
 CLASSES = ["cat", "dog", "owl"]
@@ -158,12 +158,6 @@ def test_dispute_space_and_project_helpers(tmp_path: Path) -> None:
     first.mkdir(parents=True)
     assert default_export_dir(tmp_path / "my images", 3, base=tmp_path / "models").name == "my_images-round3-2"
     assert default_export_dir(tmp_path / "x", None, base=tmp_path).name == "x"
-
-    class Row:
-        def __init__(self, status: str, sha: str | None) -> None:
-            self.status, self.sha256 = status, sha
-
-    assert missing_features([Row("ok", "a"), Row("ok", "b"), Row("error", "c"), Row("ok", None)], {"a"}) == 1
 
 
 def test_trust_notes_meter_warning_and_flags() -> None:
