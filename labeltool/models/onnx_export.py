@@ -24,9 +24,10 @@ def onnx_model_bytes(module: nn.Module | torch.export.ExportedProgram, example: 
     ``ExportedProgram`` (``torch.export.export`` with the batch dynamic, on the CPU) is converted
     as it is, without capturing the graph a second time.
     """
-    captured = isinstance(module, torch.export.ExportedProgram)
-    model = module if captured else module.cpu().eval()
-    shapes = None if captured else ({0: torch.export.Dim("batch", min=1)},)
+    model: nn.Module | torch.export.ExportedProgram = module
+    shapes = None
+    if isinstance(module, nn.Module):
+        model, shapes = module.cpu().eval(), ({0: torch.export.Dim("batch", min=1)},)
     with warnings.catch_warnings(), torch.no_grad():
         # the exporter reports its own progress through warnings and prints; neither concerns the caller
         warnings.simplefilter("ignore")
