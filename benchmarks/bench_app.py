@@ -50,6 +50,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "app"))
 
+from _app_project import build_large  # noqa: E402
+
 from labeltool.config import SuggestConfig, TrainConfig  # noqa: E402
 from labeltool.session import LabelingSession  # noqa: E402
 
@@ -129,12 +131,16 @@ def server_side(root: Path, clicks: int) -> dict[str, Any]:
     out["warm_render_s"] = statistics.median(warm)
     at = app()
     at.run()
+    out["rerun_s"] = statistics.median([timed_run(at) for _ in range(3)])  # nothing changed
     per_click = []
-    for _ in range(clicks):
-        key = next(b.key for b in at.button if b.key and b.key.startswith("acc_"))
+    for _ in range(clicks):  # decided cards stay in place, disabled: the next undecided one
+        key = next(b.key for b in at.button if b.key and b.key.startswith("acc_") and not b.disabled)
         at.button(key=key).click()
         per_click.append(timed_run(at))
     out["full_rerun_per_click_s"] = statistics.median(per_click)
+    out["full_rerun_per_click_max_s"] = max(per_click)
+    at.number_input(key="page_input").set_value(2)
+    out["page_change_s"] = timed_run(at)
     for tab in ("Train", "Explore", "Dataset", "Export"):
         at.session_state["tab"] = tab
         timed_run(at)  # first visit builds caches (PCA of the embedding, ...)
@@ -170,7 +176,8 @@ def browser_side(root: Path, clicks: int) -> dict[str, Any]:
         for _ in range(clicks):
             wait_idle(page)
             before = int(value.inner_text())
-            button = page.get_by_test_id("stMain").locator("button").filter(has_text="Accept").filter(has_not_text="all").first
+            button = (page.get_by_test_id("stMain").locator("button:enabled").filter(has_text="Accept")
+                      .filter(has_not_text="all").filter(has_not_text="Accepted").first)
             t0 = time.perf_counter()
             button.click()
             expect(value).to_have_text(str(before - 1), timeout=60_000)
@@ -253,6 +260,9 @@ def main() -> None:
     ap.add_argument("--round", action="store_true", help="a round in the app against the CLI's (see above)")
     ap.add_argument("--repeats", type=int, default=5, help="--round: rounds of each path")
     ap.add_argument("--images", type=int, default=10000)
+    ap.add_argument("--large", action="store_true",
+                    help="make the project fast (hard links, rows and synthetic features written directly; "
+                         "benchmarks/_app_project.py): for 100k-1M images")
     ap.add_argument("--clicks", type=int, default=10)
     ap.add_argument("--workdir", type=Path, help="keep the generated project here (default: a temp dir)")
     ap.add_argument("--no-browser", action="store_true")
@@ -263,8 +273,10 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         root = (args.workdir or Path(tmp)) / f"app-bench-{args.images}"
-        setup = build(root, args.images) if not (root / ".labeltool").exists() else {"reused": 1.0}
+        make = build_large if args.large else build
+        setup = make(root, args.images) if not (root / ".labeltool").exists() else {"reused": 1.0}
         server = server_side(root, args.clicks)
+        print("server side (AppTest):", json.dumps(server), flush=True)
         browser = {"skipped": "--no-browser"} if args.no_browser else browser_side(root, args.clicks)
     import streamlit
 

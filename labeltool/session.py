@@ -66,6 +66,7 @@ class LabelingSession(SessionAuto, SessionEmbed, SessionRounds, SessionViews):
         self._cache: FeatureCache | None = None
         self._current: RoundEmbedding | None = None
         self._index: PoolIndex | None = None
+        self._counts: tuple[int, int, list[tuple[str, str]]] | None = None  # (images_version, present, unusable)
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -182,8 +183,10 @@ class LabelingSession(SessionAuto, SessionEmbed, SessionRounds, SessionViews):
 
     def stats(self) -> dict[str, Any]:
         """Summary for ``status`` and the app's sidebar."""
-        total, broken = self.store.present_counts()
         index = self.pool_index()
+        if self._counts is None or self._counts[0] != index.key[0]:  # decisions leave the image rows alone
+            self._counts = (index.key[0], *self.store.present_counts())
+        _, total, broken = self._counts
         rounds = self.store.rounds()
         spec = self.backbone_spec
         return {

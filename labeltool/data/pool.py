@@ -95,7 +95,7 @@ class PoolIndex:
         return cls(key, np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), [r[1] for r in rows],
                    hashes, np.fromiter((bool(h) and h in cached for h in hashes), dtype=bool, count=len(rows)))
 
-    @property
+    @cached_property
     def missing(self) -> int:
         """Usable images with a content hash but no cached features (still to embed)."""
         return sum(1 for h, c in zip(self.hashes, self.cached, strict=True) if h and not c)

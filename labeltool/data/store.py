@@ -90,13 +90,14 @@ class Store:
     """Connection to ``project.sqlite``; every write method commits before it returns."""
 
     UPSERT_CHUNK = 5000  # image rows per write transaction of a scan
+    _seeds: tuple[int, dict[int, int]] | None  # (images_version, seed labels) as last read
 
     def __init__(self, path: str | Path, *, timeout_s: float = 30.0, check: bool = True) -> None:
         """Open (creating when missing) the database at ``path``; ``check`` runs SQLite's
         ``quick_check`` first (a damaged file is refused, see :mod:`labeltool.data.db_file`)."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._timeout_s = timeout_s
+        self._timeout_s, self._seeds = timeout_s, None
         self._conn = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None)
         self._conn.row_factory = sqlite3.Row
         try:
@@ -391,10 +392,8 @@ class Store:
         """Current labels and rejections from seeds and the decision log, the same as
         :func:`labeltool.data.decisions.replay` of :meth:`decisions`, read from the per-group table
         of :mod:`labeltool.data.label_groups` (its cost follows the project, not the log)."""
-        seeds = {
-            int(r[0]): int(r[1])
-            for r in self._conn.execute(
-                "SELECT id, seed_class_id FROM images WHERE seed_class_id IS NOT NULL AND status = 'ok'"
-            )
-        }
-        return decision_queries.label_state(self._conn, seeds)
+        version = self.images_version()  # the seeds change only with the image rows
+        if self._seeds is None or self._seeds[0] != version:
+            q = "SELECT id, seed_class_id FROM images WHERE seed_class_id IS NOT NULL AND status = 'ok'"
+            self._seeds = (version, {int(r[0]): int(r[1]) for r in self._conn.execute(q)})
+        return decision_queries.label_state(self._conn, self._seeds[1])
