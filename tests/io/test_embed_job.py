@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from labeltool.io import embed_job
@@ -76,6 +77,10 @@ def test_a_failed_job_reports_its_error_and_a_missing_or_torn_file_reads_as_none
 def test_stop_ends_the_running_job_and_reports_whether_one_ran(tmp_path: Path) -> None:
     job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "labeltool", "embed"])
     try:
+        cmdline = Path(f"/proc/{job.pid}/cmdline")
+        deadline = time.monotonic() + 10
+        while cmdline.exists() and b"labeltool" not in cmdline.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the child has exec'd: before, it still shows the test's command line
         JobProgress(tmp_path)
         data = json.loads(job_file(tmp_path).read_text())
         job_file(tmp_path).write_text(json.dumps({**data, "pid": job.pid}))
