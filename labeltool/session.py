@@ -66,7 +66,6 @@ class LabelingSession(SessionAuto, SessionEmbed, SessionRounds, SessionViews):
         self._cache: FeatureCache | None = None
         self._current: RoundEmbedding | None = None
         self._index: PoolIndex | None = None
-        self._counts: tuple[int, int, list[tuple[str, str]]] | None = None  # (images_version, present, unusable)
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -159,7 +158,7 @@ class LabelingSession(SessionAuto, SessionEmbed, SessionRounds, SessionViews):
         cache.refresh()
         key = (self.store.images_version(), len(cache))
         if self._index is None or self._index.key != key:
-            self._index = PoolIndex.build(key, self.store.usable_rows(), cache)
+            self._index = PoolIndex.build(key, self.store.usable_rows(), cache, self.store.present_counts())
         return self._index
 
     def pool(self) -> Pool:
@@ -184,14 +183,11 @@ class LabelingSession(SessionAuto, SessionEmbed, SessionRounds, SessionViews):
     def stats(self) -> dict[str, Any]:
         """Summary for ``status`` and the app's sidebar."""
         index = self.pool_index()
-        if self._counts is None or self._counts[0] != index.key[0]:  # decisions leave the image rows alone
-            self._counts = (index.key[0], *self.store.present_counts())
-        _, total, broken = self._counts
         rounds = self.store.rounds()
         spec = self.backbone_spec
         return {
             "image_root": str(self.project.image_root), "project_dir": str(self.project.dir),
-            "images": total, "usable": len(index.ids), "broken": broken,
+            "images": index.present, "usable": len(index.ids), "broken": index.unusable,
             **label_counts(self.label_state(), index.id_set, self.classes),
             "embedded": int(np.count_nonzero(index.cached)), "backbone": spec.name, "input_size": spec.input_size,
             "device": "cuda" if torch.cuda.is_available() else "cpu",

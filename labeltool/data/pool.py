@@ -87,13 +87,18 @@ class PoolIndex:
     relpaths: list[str]
     hashes: list[str]  # "" where the scan recorded none
     cached: np.ndarray  # [N] bool: features are cached
+    present: int  # present images, usable or not
+    unusable: list[tuple[str, str]]  # (relpath, reason) of the present images that could not be used
 
     @classmethod
-    def build(cls, key: tuple[int, int], rows: list[tuple[int, str, str | None]], cached: Container[str]) -> PoolIndex:
-        """From ``(id, relpath, sha256)`` rows of the usable images and the cached hashes."""
+    def build(cls, key: tuple[int, int], rows: list[tuple[int, str, str | None]], cached: Container[str],
+              counts: tuple[int, list[tuple[str, str]]]) -> PoolIndex:
+        """From ``(id, relpath, sha256)`` rows of the usable images, the cached hashes and the
+        store's ``(present, unusable)`` counts."""
         hashes = [h or "" for _, _, h in rows]
         return cls(key, np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)), [r[1] for r in rows],
-                   hashes, np.fromiter((bool(h) and h in cached for h in hashes), dtype=bool, count=len(rows)))
+                   hashes, np.fromiter((bool(h) and h in cached for h in hashes), dtype=bool, count=len(rows)),
+                   counts[0], counts[1])
 
     @cached_property
     def missing(self) -> int:
