@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from labeltool.config_finetune import AMP_MODES, SCRATCH_STEPS, FinetuneConfig, is_int
+from labeltool.config_finetune import AMP_MODES, LR_SCHEDULES, SCRATCH_STEPS, FinetuneConfig, is_int
 from labeltool.data.decode import DEFAULT_MAX_PIXELS
 from labeltool.losses import get_loss_class
 from labeltool.models.backbones import DEFAULT_BACKBONE, from_scratch_backbones, get_spec
@@ -24,7 +24,7 @@ from labeltool.suggest.knn_scores import KNN_CONFIDENCES
 from labeltool.suggest.registry import list_sources
 
 __all__ = [
-    "AMP_MODES", "BALANCE_MODES", "EXPORT_MIN_IMAGES", "EXTRACT_RUNTIME", "FIRST_EMBED_SAMPLE", "NEW_PROJECT_MODE", "REVIEWERS", "SCRATCH_STEPS", "SOURCES", "ExportConfig", "SelftrainConfig", "TRAIN_MODES", "FinetuneConfig", "ProjectConfig", "SuggestConfig", "TrainConfig",
+    "AMP_MODES", "BALANCE_MODES", "EXPORT_MIN_IMAGES", "EXTRACT_RUNTIME", "FIRST_EMBED_SAMPLE", "LR_SCHEDULES", "NEW_PROJECT_MODE", "REVIEWERS", "SCRATCH_STEPS", "SOURCES", "ExportConfig", "SelftrainConfig", "TRAIN_MODES", "FinetuneConfig", "ProjectConfig", "SuggestConfig", "TrainConfig",
 ]
 
 TRAIN_MODES = ("head", "finetune", "auto")

@@ -13,6 +13,7 @@ import numpy as np
 from labeltool.models.backbones import BackboneSpec
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
+LR_SCHEDULES = ("constant", "cosine")
 # steps of a from-scratch network's round unless set: a round's budget on a CPU (about 5 minutes
 # for hoffer_mnist); the network continues across rounds (one run of 1,500 steps reached 98.6% on
 # MNIST with 100 labels, benchmarks/README.md section 5)
@@ -39,6 +40,8 @@ class FinetuneConfig:
     improvement (0 = off). ``consistency``: weight of a FixMatch term on ``unlabeled_batch``
     unlabeled images per step, pseudo-labels kept where the weak view's confidence reaches
     ``consistency_threshold`` (0 = off; see :mod:`labeltool.train.consistency`).
+    ``lr_schedule``: ``"constant"`` keeps the learning rates; ``"cosine"`` lowers every rate
+    along half a cosine from its set value at the first step to near 0 at the run's last step.
     """
 
     stages: int | str = 2
@@ -62,6 +65,7 @@ class FinetuneConfig:
     patience: int = 4
     consistency: float = 0.0
     consistency_threshold: float = 0.95
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         stages = self.stages
@@ -87,6 +91,8 @@ class FinetuneConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp must be one of {list(AMP_MODES)}, got {self.amp!r}")
         lo, hi = (float(v) for v in self.crop_scale)

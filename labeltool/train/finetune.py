@@ -107,6 +107,15 @@ def _param_groups(params: list[nn.Parameter], lr: float, wd: float) -> list[dict
                         {"params": rest, "lr": lr, "weight_decay": 0.0}) if g["params"]]
 
 
+def lr_factor(schedule: str, step: int, steps: int) -> float:
+    """The learning-rate multiplier of ``schedule`` at ``step`` (0-based) of a ``steps``-step run:
+    1 throughout for ``"constant"``; ``"cosine"`` falls from 1 at step 0 along half a cosine and
+    would reach 0 one step after the last (so the last step still learns a little)."""
+    if schedule == "constant" or steps <= 1:
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / steps))
+
+
 def _amp_name(amp: torch.dtype | None) -> str:
     return "off" if amp is None else ("bf16" if amp == torch.bfloat16 else "fp16")
 
@@ -297,9 +306,15 @@ class _Run:
         at the last one, stopping after ``patience`` scores without improvement."""
         done = _Trained(best=BestState(self.config.patience) if holdout is not None else None)
         self.train_mode()
+        opts = [self.opt] + ([self.aux_opt] if self.aux_opt is not None else [])
+        base_lrs = [[g["lr"] for g in opt.param_groups] for opt in opts]
         waited = time.perf_counter()
         for step, batch in enumerate(loader):
             done.data_seconds += time.perf_counter() - waited
+            factor = lr_factor(self.config.lr_schedule, step, steps)
+            for opt, lrs in zip(opts, base_lrs, strict=True):
+                for group, lr in zip(opt.param_groups, lrs, strict=True):
+                    group["lr"] = lr * factor
             value, images, mask_rate = self.step(batch, step)
             done.losses.append(value)
             done.images += images

@@ -24,6 +24,7 @@ from labeltool.train.finetune import (
     FinetuneConfig,
     backbone_stages,
     finetune,
+    lr_factor,
     set_train_mode,
     unfreeze_last_stages,
 )
@@ -127,6 +128,37 @@ def test_a_from_scratch_backbone_trains_every_stage() -> None:
     assert not torch.equal(dict(res.backbone.named_parameters())["body.stages.0.0.weight"],
                            next(first.parameters()))  # the input-side stage trained too
     assert res.images_per_second > 0 and res.data_seconds > 0
+
+
+def test_lr_factor_of_each_schedule() -> None:
+    assert [lr_factor("constant", s, 4) for s in range(4)] == [1.0] * 4
+    cosine = [lr_factor("cosine", s, 4) for s in range(4)]
+    assert cosine[0] == 1.0 and cosine[2] == pytest.approx(0.5) and 0 < cosine[3] < 0.2
+    assert all(a > b for a, b in zip(cosine, cosine[1:], strict=False))
+    assert lr_factor("cosine", 0, 1) == 1.0
+    with pytest.raises(ValueError, match="lr_schedule"):
+        FinetuneConfig(lr_schedule="linear")
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_each_step_trains_at_its_scheduled_learning_rate(schedule: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[float]] = []
+    step = torch.optim.AdamW.step
+
+    def recording_step(self: torch.optim.AdamW, *args: object, **kwargs: object) -> object:
+        seen.append([g["lr"] for g in self.param_groups])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    torch.manual_seed(0)
+    head = ProjectionHead(128, 16, 32, 0.0)
+    loss = create_loss("cross_entropy", num_classes=len(CLASSES), embedding_dim=16)
+    cfg = FinetuneConfig(steps=4, head_lr=2e-3, classes_per_batch=3, samples_per_class=2, device="cpu",
+                         num_workers=0, lr_schedule=schedule)
+    finetune(create_backbone("hoffer_mnist"), head, loss, _labeled(), [], cfg)
+    assert len(seen) == 4
+    for k, lrs in enumerate(seen):  # every group (backbone, head; decayed or not) follows the schedule
+        assert lrs == pytest.approx([2e-3 * lr_factor(schedule, k, 4)] * len(lrs))
 
 
 def test_cli_flags_reach_the_train_config() -> None:
