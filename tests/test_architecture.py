@@ -3,7 +3,8 @@
 - no import cycles: every import counts (module level, inside functions, relative ones resolved),
   except those under ``if TYPE_CHECKING:``;
 - only ``labeltool/cli.py`` imports ``labeltool.session``: everything else sits below the session;
-- no file over 400 lines, no function over 60 lines.
+- no file over 400 lines, no function over 60 lines;
+- the package root holds only ``__init__``, ``cli`` and ``errors``: the rest sits in sub-packages.
 
 Each check is a function of a package folder, so the tests at the end can run it on a small
 deliberately bad package too.
@@ -248,6 +249,12 @@ def test_no_file_over_the_line_limit() -> None:
 def test_no_function_over_the_line_limit() -> None:
     functions = long_functions(PACKAGE_ROOT)
     assert not functions, _listing(f"functions over {MAX_FUNCTION_LINES} lines", functions)
+
+
+def test_the_package_root_holds_only_the_entry_points() -> None:
+    """Everything else lives in a sub-package named by its responsibility (session, config, data, ...)."""
+    top = sorted(p.name for p in PACKAGE_ROOT.glob("*.py"))
+    assert top == ["__init__.py", "cli.py", "errors.py"], top
 
 
 def test_the_graph_sees_the_package() -> None:

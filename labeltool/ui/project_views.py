@@ -1,6 +1,6 @@
 """The data behind the app's Review, Dataset and Explore pages and its export defaults, as pure
 functions of the project's rows, labels and arrays (gathered by
-:class:`labeltool.session_views.SessionViews`)."""
+:class:`labeltool.session.views.SessionViews`)."""
 
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ def test_round_accept_reject_undo_export(app_folder: Path, tmp_path: Path) -> No
 
     # run a round through the Train tab, with a short schedule and a batch of 24
     at.number_input(key="max_steps").set_value(20)
-    at.radio(key="mode").set_value("head")  # the flow, not the choice of mode (tests/test_session_auto.py)
+    at.radio(key="mode").set_value("head")  # the flow, not the choice of mode (tests/session/test_auto_mode.py)
     at.number_input(key="batch_size").set_value(24)
     _tab(at, "Train")
     at.button(key="run_round").click().run()

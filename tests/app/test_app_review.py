@@ -23,7 +23,7 @@ def test_first_round_from_review_then_done_leads_to_export(app_folder: Path) -> 
     no_trouble(at)
     assert any("first round" in i.value for i in at.info)  # not an empty page: what to do first
     at.number_input(key="max_steps").set_value(20)
-    at.radio(key="mode").set_value("head")  # the flow, not the choice of mode (tests/test_session_auto.py)
+    at.radio(key="mode").set_value("head")  # the flow, not the choice of mode (tests/session/test_auto_mode.py)
     at.number_input(key="batch_size").set_value(6)
     at.button(key="first_round").click().run()
     no_trouble(at)
@@ -45,7 +45,7 @@ def test_first_round_from_review_then_done_leads_to_export(app_folder: Path) -> 
 def test_train_round_message_leads_to_review(trained_folder: Path) -> None:
     at = make_app(trained_folder, tab="Train").run()
     at.number_input(key="max_steps").set_value(20)
-    at.radio(key="mode").set_value("head")  # the flow, not the choice of mode (tests/test_session_auto.py)
+    at.radio(key="mode").set_value("head")  # the flow, not the choice of mode (tests/session/test_auto_mode.py)
     at.button(key="run_round").click().run()
     no_trouble(at)
     assert any("**Review** tab" in s.value for s in at.success)

@@ -29,10 +29,10 @@ from labeltool.io.export import DatasetExport, ModelExport, export_project
 from labeltool.io.review_file import read_decisions
 from labeltool.models.backbones import Backbone, create_backbone, get_spec
 from labeltool.rounds.current import RoundEmbedding
-from labeltool.session_auto import SessionAuto
-from labeltool.session_embed import SessionEmbed
-from labeltool.session_rounds import SessionRounds
-from labeltool.session_views import SessionViews
+from labeltool.session.auto_mode import SessionAuto
+from labeltool.session.embedding import SessionEmbed
+from labeltool.session.training_rounds import SessionRounds
+from labeltool.session.views import SessionViews
 from labeltool.suggest.propose import Suggestion
 from labeltool.train.head import state_dict_of
 

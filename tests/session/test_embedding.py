@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from labeltool import session_embed
 from labeltool.config import ProjectConfig
 from labeltool.session import LabelingSession
+from labeltool.session import embedding as session_embed
 
 from sample_helpers import TEST_IMAGE_SIZE
 

@@ -1,5 +1,5 @@
-"""Settings of an end-to-end (fine-tuning) run and their defaults; part of :mod:`labeltool.config`,
-which re-exports everything here."""
+"""Settings of an end-to-end (fine-tuning) run and their defaults; re-exported by
+:mod:`labeltool.config`."""
 
 from __future__ import annotations
 
