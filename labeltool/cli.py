@@ -31,6 +31,7 @@ from labeltool.models.runtimes import runtime_names
 from labeltool.session import LabelingSession
 from labeltool.suggest.knn_scores import KNN_CONFIDENCES
 from labeltool.suggest.registry import list_sources
+from labeltool.ui.messages import low_precision_remedy
 from labeltool.ui.settings import capped_min_steps, default_first
 
 
@@ -171,9 +172,9 @@ def _trust_notes(s: Any, est: Any, last: Any) -> None:
     proposal = (last.metrics or {}).get("proposal", {}) if last is not None else {}
     warn = SuggestConfig().warn_below
     if est.size and not math.isnan(est.value) and est.value < warn:
+        end_to_end = last is not None and last.config.get("mode") == "finetune"
         print(f"# warning: the batch's estimated precision {est.value:.2f} is below {warn:.2f}; accepting it unreviewed "
-              "would add wrong labels: review it one by one, label the hardest images by hand, or train the backbone "
-              "end to end (--mode finetune)", file=sys.stderr)
+              f"would add wrong labels. {low_precision_remedy(end_to_end, command_line=True)}", file=sys.stderr)
     for flag in proposal.get("balance_flags", []):
         print(f"# warning: {flag}", file=sys.stderr)
 
@@ -273,7 +274,7 @@ def _training(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="loss hyperparameter")
     sp.add_argument("--dim", type=int, default=TRAIN.embedding_dim, help="embedding dimension (default max(C-1, 64))")
     sp.add_argument("--epochs", type=int, default=TRAIN.epochs)
-    sp.add_argument("--max-steps", type=int, default=TRAIN.max_steps, help="head mode: steps per round at most")
+    sp.add_argument("--max-steps", type=int, default=TRAIN.max_steps, help="steps per round at most (end-to-end rounds too, unless --finetune-steps sets theirs)")
     sp.add_argument("--lr", type=float, default=TRAIN.lr)
     sp.add_argument("--seed", type=int, default=TRAIN.seed)
     sp.add_argument("--device", default=TRAIN.device)

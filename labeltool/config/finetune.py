@@ -31,7 +31,8 @@ class FinetuneConfig:
 
     ``stages``: how many of the backbone's last stages to train (0 or ``"all"``: every stage).
     ``steps`` overrides ``epochs`` (an epoch = enough P x K batches to cover the labeled images
-    once). ``seed=None`` and ``device="auto"`` take the round's ``TrainConfig`` values.
+    once); ``max_steps`` caps the steps that come from ``epochs`` or a from-scratch backbone's
+    default (``steps`` set by hand is not capped; None: no cap). ``seed=None`` and ``device="auto"`` take the round's ``TrainConfig`` values.
     Defaults that depend on the backbone come from :meth:`for_backbone` (``finetune`` applies it).
 
     ``holdout``: fraction of the labeled images held out (stratified) to stop early on: every
@@ -47,6 +48,7 @@ class FinetuneConfig:
     stages: int | str = 2
     epochs: int = 5
     steps: int | None = None
+    max_steps: int | None = None
     classes_per_batch: int = 16  # P
     samples_per_class: int = 4  # K
     unlabeled_batch: int = 64
@@ -79,8 +81,9 @@ class FinetuneConfig:
         for name in ("epochs", "classes_per_batch", "samples_per_class"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.steps is not None and int(self.steps) < 1:
-            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        for name in ("steps", "max_steps"):
+            if getattr(self, name) is not None and (not is_int(getattr(self, name)) or getattr(self, name) < 1):
+                raise ValueError(f"{name} must be a whole number >= 1 or None, got {getattr(self, name)!r}")
         if self.unlabeled_batch < 0:
             raise ValueError(f"unlabeled_batch must be >= 0, got {self.unlabeled_batch}")
         for name in ("backbone_lr", "head_lr"):
@@ -123,8 +126,8 @@ class FinetuneConfig:
         A backbone trained from random weights (``spec.pretrained`` False) trains every stage
         (``stages=0``) at the head's learning rate (``backbone_lr = head_lr``), with the weight
         decay its spec names (``spec.extra["weight_decay"]``, else the default), for
-        ``SCRATCH_STEPS`` steps unless steps or epochs were set (5 epochs of 100 labels are 15
-        steps: nothing for a network that starts from noise). A pretrained one
+        ``SCRATCH_STEPS`` steps (at most ``max_steps``) unless steps or epochs were set (5 epochs
+        of 100 labels are 15 steps: nothing for a network that starts from noise). A pretrained one
         keeps the class defaults (its last 2 stages at a 10x lower learning rate).
         """
         if spec.pretrained:
@@ -138,7 +141,7 @@ class FinetuneConfig:
         if self.weight_decay == default.weight_decay:
             changes["weight_decay"] = float(spec.extra.get("weight_decay", default.weight_decay))
         if self.steps is None and self.epochs == default.epochs:
-            changes["steps"] = SCRATCH_STEPS
+            changes["steps"] = min(SCRATCH_STEPS, self.max_steps or SCRATCH_STEPS)
         return replace(self, **changes) if changes else self
 
     @staticmethod

@@ -82,10 +82,14 @@ class TrainConfig:
 
     def finetune_config(self) -> FinetuneConfig:
         """The :class:`labeltool.train.finetune.FinetuneConfig` of this round; its ``seed=None`` and
-        ``device="auto"`` take this config's seed and device."""
+        ``device="auto"`` take this config's seed and device, and ``max_steps=None`` this config's
+        ``max_steps`` (so "steps per round at most" bounds an end-to-end round too, unless its
+        ``steps`` are set)."""
 
         ft = FinetuneConfig.from_mapping(self.finetune)
         changes: dict[str, Any] = {}
+        if ft.max_steps is None:
+            changes["max_steps"] = self.max_steps
         if ft.seed is None:
             changes["seed"] = self.seed
         if ft.device == "auto":

@@ -225,8 +225,9 @@ class SessionViews:
 
         last = self.store.last_finished_round()
         flags = ((last.metrics or {}).get("proposal") or {}).get("balance_flags", []) if last is not None else []
+        end_to_end = last is not None and last.config.get("mode") == "finetune"
         return trust_notes(self.batch_precision(suggestions) if suggestions else None, self.coverage(), flags,
-                           SuggestConfig().warn_below)
+                           SuggestConfig().warn_below, end_to_end)
 
     def train_progress(self) -> TrainProgress:
         """A fresh loss trace for a round's progress display."""

@@ -160,7 +160,7 @@ def finetune(
     train_labels = labels[train_idx]
     p = min(config.classes_per_batch, len(np.unique(train_labels)))
     batches_per_epoch = max(1, math.ceil(len(train_labels) / (p * config.samples_per_class)))
-    steps = int(config.steps or config.epochs * batches_per_epoch)
+    steps = int(config.steps or min(config.epochs * batches_per_epoch, config.max_steps or math.inf))
     # torchvision's import costs seconds: only when training
     from labeltool.train.finetune_data import make_loader
 

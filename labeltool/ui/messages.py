@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["USER_ERRORS", "Attempt", "attempt", "user_message"]
+__all__ = ["USER_ERRORS", "Attempt", "attempt", "low_precision_remedy", "user_message"]
 
 # what a session call raises for bad input, a missing file or an impossible request
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -33,3 +33,16 @@ def attempt(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Attempt:
         return Attempt(fn(*args, **kwargs))
     except USER_ERRORS as e:
         return Attempt(None, user_message(e))
+
+
+def low_precision_remedy(end_to_end: bool, command_line: bool) -> str:
+    """What to do about a batch whose estimated precision is low, as one sentence. A round that
+    already trained the network end to end (``end_to_end``) is not told to do so again; the
+    remedies name the CLI's flags or the app's controls (``command_line``)."""
+    review = "Review them one by one (reject the wrong ones) or label the hardest images by hand"
+    if not end_to_end:
+        how = "--mode finetune" if command_line else "Train → mode *finetune*"
+        return f"{review}, or train the backbone end to end ({how})."
+    more = "--finetune-steps" if command_line else "more rounds"
+    return (f"{review}: this round already trained the network end to end, so more verified labels (or more "
+            f"end-to-end training: {more}) are what raises its accuracy.")

@@ -12,6 +12,7 @@ from labeltool.config import ExportConfig
 from labeltool.data.decisions import LabelState
 from labeltool.suggest.propose import Suggestion
 from labeltool.ui.cards import Button, Card, batch_buttons, decided_card, suggestion_card
+from labeltool.ui.messages import low_precision_remedy
 from labeltool.ui.queue import ORDERS, PrecisionEstimate, filter_sort, page_of
 from labeltool.ui.settings import Control
 
@@ -154,12 +155,13 @@ def review_page(pending: Sequence[Suggestion], classes: Sequence[str], values: M
 
 
 def trust_notes(precision: PrecisionEstimate | None, coverage: Coverage | None, flags: Sequence[str],
-                warn_below: float) -> list[tuple[str, str, float | None]]:
+                warn_below: float, end_to_end: bool = False) -> list[tuple[str, str, float | None]]:
     """``(kind, markdown, value)`` to show above a batch (kind ``meter``, ``warning`` or ``info``).
 
     The ``meter`` is the coverage line, with the estimated accuracy as its value: how right the
     labels would be if every remaining image took its suggestion unreviewed, and the reviews
-    still needed to reach the target."""
+    still needed to reach the target. ``end_to_end``: the newest round trained the network end to
+    end (the remedy for a low precision then says so instead of advising it)."""
     notes: list[tuple[str, str, float | None]] = []
     if coverage is not None:
         a = coverage.accuracy
@@ -171,8 +173,7 @@ def trust_notes(precision: PrecisionEstimate | None, coverage: Coverage | None, 
     if precision is not None and not math.isnan(precision.value) and precision.value < warn_below:
         notes.append(("warning", f"**Check before you accept:** the estimated precision of these suggestions is "
                                  f"{precision.text()}, below {warn_below:.0%}. Accepting them unreviewed would add wrong "
-                                 "labels. Review them one by one (reject the wrong ones), label the hardest images by "
-                                 "hand, or train the backbone end to end (Train → mode *finetune*).", None))
+                                 f"labels. {low_precision_remedy(end_to_end, command_line=False)}", None))
     notes += [("warning", f"**Class balance:** {f}", None) for f in flags]
     return notes
 

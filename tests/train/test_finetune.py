@@ -115,6 +115,25 @@ def test_for_backbone_fills_in_from_scratch_defaults_and_keeps_user_settings() -
     assert FinetuneConfig(epochs=9).for_backbone(hoffer).steps is None  # epochs set: they decide
 
 
+def test_max_steps_bounds_an_end_to_end_round_unless_its_steps_are_set() -> None:
+    hoffer = get_spec("hoffer_mnist")
+    short = TrainConfig(mode="finetune", backbone="hoffer_mnist", max_steps=30).finetune_config()
+    assert short.max_steps == 30 and short.for_backbone(hoffer).steps == 30  # not SCRATCH_STEPS
+    assert TrainConfig(mode="finetune", backbone="hoffer_mnist").finetune_config().for_backbone(hoffer).steps \
+        == min(SCRATCH_STEPS, TrainConfig().max_steps)
+    mine = TrainConfig(mode="finetune", backbone="hoffer_mnist", max_steps=30, finetune={"steps": 50})
+    assert mine.finetune_config().for_backbone(hoffer).steps == 50  # set by hand: not capped
+    with pytest.raises(ValueError, match="max_steps"):
+        FinetuneConfig(max_steps=0)
+
+
+def test_max_steps_caps_the_steps_of_epochs(backbone: Backbone) -> None:
+    head, loss = _head_loss()
+    cfg = FinetuneConfig(stages=1, epochs=5, max_steps=2, classes_per_batch=3, samples_per_class=2,
+                         device="cpu", num_workers=0)
+    assert finetune(backbone, head, loss, _labeled(), [], cfg).steps == 2  # 5 epochs of 2 batches: 10
+
+
 def test_a_from_scratch_backbone_trains_every_stage() -> None:
     scratch = create_backbone("hoffer_mnist")
     torch.manual_seed(0)

@@ -172,4 +172,8 @@ def test_trust_notes_meter_warning_and_flags() -> None:
     bad = trust_notes(PrecisionEstimate(0.7, "b", 0.6, 0.8), None, ["'shirt' has 82 labels"], 0.9)
     assert [k for k, _, _ in bad] == ["warning", "warning"]
     assert "one by one" in bad[0][1] and "by hand" in bad[0][1] and "end to end" in bad[0][1] and "shirt" in bad[1][1]
+    assert "mode *finetune*" in bad[0][1]
+    after_e2e = trust_notes(PrecisionEstimate(0.7, "b", 0.6, 0.8), None, [], 0.9, end_to_end=True)
+    assert "one by one" in after_e2e[0][1] and "already trained the network end to end" in after_e2e[0][1]
+    assert "*finetune*" not in after_e2e[0][1]  # not advised again after such a round
     assert trust_notes(None, None, [], 0.9) == []
