@@ -54,8 +54,8 @@ def sidebar_project(session: LabelingSession | None) -> None:
     s = stats(session)
     st.caption(f"Project: `{s['project_dir']}`")
     cols = st.columns(2)
-    for n, (label, value) in enumerate(session.text.project_metrics(s)):
-        cols[n % 2].metric(label, value)
+    for n, (label, value, exact) in enumerate(session.text.project_metrics(s)):
+        cols[n % 2].metric(label, value, help=exact)
     st.caption(session.text.project_caption(s))
     if st.button("Rescan folder", help="Pick up added, changed or removed images"):
         if guard(session.scan) is not None:

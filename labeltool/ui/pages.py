@@ -269,10 +269,13 @@ class PageText:
         return "No label is disputed in the backbone's own feature space (which never saw the labels)."
 
     @staticmethod
-    def project_metrics(stats: Mapping[str, Any]) -> list[tuple[str, int]]:
-        """The sidebar's counts, two per row: usable images, classes, labeled, unlabeled."""
-        return [("Images", stats["usable"]), ("Classes", len(stats["classes"])), ("Labeled", stats["labeled"]),
-                ("Unlabeled", stats["unlabeled"])]
+    def project_metrics(stats: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+        """The sidebar's counts, two per row: usable images, classes, labeled, unlabeled, as
+        ``(label, short count, exact count)``: a half-width sidebar column shows about five
+        characters, so ``1000000`` would be cut to ``1000…``."""
+        counts = [("Images", int(stats["usable"])), ("Classes", len(stats["classes"])),
+                  ("Labeled", int(stats["labeled"])), ("Unlabeled", int(stats["unlabeled"]))]
+        return [(label, short_count(n), f"{n:,}") for label, n in counts]
 
     @staticmethod
     def project_caption(stats: Mapping[str, Any]) -> str:
@@ -296,6 +299,18 @@ class PageText:
         """Markdown summary of an export folder (see :func:`labeltool.ui.project_views.export_summary`)."""
         return (f"`{summary['path']}`: {summary['images']} images in {len(summary['per_class'])} class folders; "
                 f"model files: {', '.join(summary['model_files']) or 'none'}")
+
+
+def short_count(n: int) -> str:
+    """A count in at most five characters: ``9,999``, ``12.3k``, ``250k``, ``1.00M``, ``12.3M``."""
+    if n < 10_000:
+        return f"{n:,}"
+    for scale, suffix in ((1_000, "k"), (1_000_000, "M"), (1_000_000_000, "B")):
+        v = n / scale
+        text = f"{v:.2f}" if v < 9.995 else f"{v:.1f}" if v < 99.95 else f"{v:.0f}"
+        if float(text) < 1000 or suffix == "B":  # 999,999 would be "1000k": say 1.00M
+            return text + suffix
+    raise AssertionError("unreachable")
 
 
 def selected_image(event: Mapping[str, Any] | None) -> int | None:

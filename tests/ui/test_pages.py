@@ -19,6 +19,7 @@ from labeltool.ui.pages import (
     review_controls,
     review_page,
     selected_image,
+    short_count,
 )
 from labeltool.ui.project_views import default_export_dir, dispute_arrays
 from labeltool.ui.queue import Disputed, PrecisionEstimate
@@ -108,7 +109,10 @@ def test_page_texts() -> None:
     stats = {"images": 6, "usable": 5, "classes": CLASSES, "labeled": 2, "unlabeled": 3, "broken": [("x", "y")],
              "backbone": "b", "input_size": 64, "device": "cpu", "rounds": 1}
     # usable images only: the broken file is counted apart
-    assert text.project_metrics(stats) == [("Images", 5), ("Classes", 3), ("Labeled", 2), ("Unlabeled", 3)]
+    assert text.project_metrics(stats) == [("Images", "5", "5"), ("Classes", "3", "3"), ("Labeled", "2", "2"),
+                                           ("Unlabeled", "3", "3")]
+    big = text.project_metrics({**stats, "usable": 1_000_000, "labeled": 12_345, "unlabeled": 987_655})
+    assert big[0] == ("Images", "1.00M", "1,000,000") and big[2][1:] == ("12.3k", "12,345") and big[3][1] == "988k"
     assert text.project_caption(stats) == ("1 broken file(s), not counted (see Dataset) · backbone b @ 64 px · "
                                            "cpu · 1 round(s)")
     assert text.project_caption({**stats, "broken": []}) == "backbone b @ 64 px · cpu · 1 round(s)"
@@ -158,6 +162,13 @@ def test_dispute_space_and_project_helpers(tmp_path: Path) -> None:
     first.mkdir(parents=True)
     assert default_export_dir(tmp_path / "my images", 3, base=tmp_path / "models").name == "my_images-round3-2"
     assert default_export_dir(tmp_path / "x", None, base=tmp_path).name == "x"
+
+
+@pytest.mark.parametrize("n, text", [(0, "0"), (9_999, "9,999"), (10_000, "10.0k"), (99_950, "100k"),
+                                     (999_499, "999k"), (999_999, "1.00M"), (12_345_678, "12.3M"),
+                                     (5_000_000_000, "5.00B")])
+def test_short_counts_fit_five_characters(n: int, text: str) -> None:
+    assert short_count(n) == text and len(text) <= 5
 
 
 def test_trust_notes_meter_warning_and_flags() -> None:
