@@ -113,7 +113,7 @@ def _fresh_python(code: str) -> None:
 
 
 def test_registry_and_sources_never_import_the_config() -> None:
-    """config.py imports the registry, so neither it, the sources nor ``labeltool.suggest`` may import config."""
+    """labeltool.config (its suggest module) imports the registry, so neither it, the sources nor ``labeltool.suggest`` may import config."""
     _fresh_python(
         "import sys, labeltool.suggest\n"
         "assert not [m for m in sys.modules if m.startswith('labeltool.') and m != 'labeltool.suggest'], sys.modules\n"
