@@ -2,7 +2,8 @@
 
 Every candidate trains on the same labeled rows (the rest of the labeled set held out and
 treated as unlabeled) and is scored by 1-NN of the held-out images among the training ones in
-its embedding. A network trained end to end runs a short budget (``AUTO_STEPS`` steps, the
+its embedding; a small labeled set is cross-validated (every labeled image held out once, the
+candidate trained once per fold, the accuracies pooled). A network trained end to end runs a short budget (``AUTO_STEPS`` steps, the
 round's other fine-tune settings) and embeds only the labeled images again.
 """
 
@@ -18,11 +19,21 @@ import numpy as np
 from labeltool.config import TrainConfig
 from labeltool.models.backbones import Backbone, create_backbone
 from labeltool.models.extract import iter_features, pick_device
-from labeltool.rounds.choose import HOLDOUT, Candidate, Choice, decide, score_embeddings, stratified_holdout
+from labeltool.rounds.choose import (
+    CV_BELOW,
+    FOLDS,
+    HOLDOUT,
+    Candidate,
+    Choice,
+    decide,
+    holdout_folds,
+    score_embeddings,
+    stratified_holdout,
+)
 from labeltool.train.finetune import finetune
 from labeltool.train.head import embed_features, new_head_and_loss, train_head
 
-__all__ = ["AUTO_STEPS", "choose_training", "score_finetune", "score_head", "with_recipe"]
+__all__ = ["AUTO_STEPS", "choose_training", "holdouts", "score_finetune", "score_head", "with_recipe"]
 
 AUTO_STEPS = 200  # fine-tune steps a candidate gets to show what it can do (fewer if the config asks)
 
@@ -80,20 +91,38 @@ def with_recipe(config: TrainConfig, cand: Candidate) -> TrainConfig:
 def choose_training(offered: Sequence[Candidate], features: Any, paths: Sequence[Path], labels: np.ndarray,
                     config: TrainConfig, project_backbone: Callable[[], Backbone],
                     progress: Callable[[str], None] | None = None) -> Choice:
-    """Score every candidate of ``offered`` on one stratified hold-out of the labeled rows of
-    ``labels`` ``[N]`` and pick (:func:`labeltool.rounds.choose.decide`)."""
+    """Score every candidate of ``offered`` on the held-out labeled rows of ``labels`` ``[N]``
+    (:func:`holdouts`) and pick (:func:`labeltool.rounds.choose.decide`)."""
     lab = np.flatnonzero(labels >= 0)
-    held = np.zeros(len(labels), dtype=bool)
-    held[lab[stratified_holdout(labels[lab], HOLDOUT, config.seed)]] = True
+    masks = holdouts(labels, config.seed)
     num_classes = int(labels.max()) + 1
     scores: dict[Candidate, float] = {}
     for cand in offered:
-        if progress:
-            progress(f"scoring {cand.label}")
-        if cand.mode == "head":
-            scores[cand] = score_head(features, labels, held, config)
-        else:
-            net = create_backbone(cand.backbone) if cand.backbone else project_backbone()
-            frozen = None if cand.backbone else features
-            scores[cand] = score_finetune(net, frozen, paths, labels, held, with_recipe(config, cand), num_classes)
-    return decide(scores, offered, int(len(lab)), int(held.sum()))
+        right = 0.0
+        for k, held in enumerate(masks):
+            if progress:
+                progress(f"scoring {cand.label}" + (f" (fold {k + 1} of {len(masks)})" if len(masks) > 1 else ""))
+            if cand.mode == "head":
+                acc = score_head(features, labels, held, config)
+            else:
+                net = create_backbone(cand.backbone) if cand.backbone else project_backbone()
+                frozen = None if cand.backbone else features
+                acc = score_finetune(net, frozen, paths, labels, held, with_recipe(config, cand), num_classes)
+            right += acc * int(held.sum())
+        scores[cand] = right / sum(int(m.sum()) for m in masks)
+    return decide(scores, offered, int(len(lab)), sum(int(m.sum()) for m in masks))
+
+
+def holdouts(labels: np.ndarray, seed: int) -> list[np.ndarray]:
+    """The hold-out masks ``[N]`` the candidates are scored on: ``FOLDS`` folds that hold out
+    every labeled row once when fewer than ``CV_BELOW`` rows are labeled, else one stratified
+    ``HOLDOUT`` share."""
+    lab = np.flatnonzero(labels >= 0)
+    parts = holdout_folds(labels[lab], FOLDS, seed) if len(lab) < CV_BELOW else \
+        [stratified_holdout(labels[lab], HOLDOUT, seed)]
+    masks = []
+    for part in parts:
+        held = np.zeros(len(labels), dtype=bool)
+        held[lab[part]] = True
+        masks.append(held)
+    return masks

@@ -15,6 +15,7 @@ from labeltool.rounds.choose import (
     Choice,
     candidates,
     decide,
+    holdout_folds,
     margin,
     needs_decision,
     stratified_holdout,
@@ -50,6 +51,20 @@ def test_stratified_holdout_keeps_every_class_in_training() -> None:
     assert not held[labels == 2].any()  # a single image stays in training
     assert held[labels == 3].sum() == 1
     np.testing.assert_array_equal(held, stratified_holdout(labels, 0.25, seed=3))
+
+
+def test_holdout_folds_hold_out_every_image_once_and_never_a_whole_class() -> None:
+    labels = np.array([0] * 10 + [1] * 4 + [2] * 1 + [3] * 2 + [4] * 3)
+    folds = holdout_folds(labels, 4, seed=1)
+    assert len(folds) == 4 and all(f.dtype == bool and f.shape == labels.shape for f in folds)
+    times = np.sum(folds, axis=0)
+    assert (times[labels != 2] == 1).all() and (times[labels == 2] == 0).all()  # once; a lone image never
+    for f in folds:
+        for c in (0, 1, 3, 4):
+            assert f[labels == c].sum() < (labels == c).sum()  # the class keeps training images
+        assert 2 <= f[labels == 0].sum() <= 3  # stratified: a quarter of each class per fold
+    assert all(np.array_equal(a, b) for a, b in zip(folds, holdout_folds(labels, 4, seed=1), strict=True))
+    assert holdout_folds(np.array([0, 1]), 4, seed=0) == []  # nothing can be held out
 
 
 def test_margin_shrinks_with_more_held_out_images() -> None:
