@@ -17,6 +17,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,15 +78,15 @@ def main() -> None:
     ap.add_argument("--out", default="auto_choice")
     args = ap.parse_args()
     env = environment("cpu")  # machine, load and time at the start
-    rows = [decide_on(d, args.pool, args.per_class, args.image_size, args.loss, args.seed, args.finetune_steps)
-            for d in args.datasets]
-    for r in rows:
-        print(f"{r['dataset']:<14} → {r['chosen']} ({r['decide_seconds']} s): {r['reason']}")
     path = out_dir() / f"{args.out}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**env, "rows": rows}, indent=2))
+    rows: list[dict[str, Any]] = []
+    for d in args.datasets:  # written after each dataset: a later one that fails keeps the earlier ones
+        r = decide_on(d, args.pool, args.per_class, args.image_size, args.loss, args.seed, args.finetune_steps)
+        print(f"{r['dataset']:<14} → {r['chosen']} ({r['decide_seconds']} s): {r['reason']}", flush=True)
+        rows.append(r)
+        path.write_text(json.dumps({**env, "rows": rows}, indent=2))
     print(f"wrote {path}")
-
 
 if __name__ == "__main__":
     main()
