@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,15 @@ from labeltool.config import ProjectConfig
 from labeltool.session import LabelingSession
 
 from sample_helpers import TEST_IMAGE_SIZE, copy_sample
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under ``pytest -n N`` each worker computes on one thread (and so do the processes it starts):
+    N workers on N cores instead of N x cores threads fighting over them."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[name] = "1"
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
