@@ -137,7 +137,7 @@ def test_the_app_starts_a_round_from_the_previous_rounds_layout(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from labeltool.ui import figures  # here: the job processes import this module, and need no plotly
 
-    jobs = _Jobs(compute=echo_init)
+    jobs = _Jobs(nice=0, compute=echo_init)
     monkeypatch.setattr(figures, "UMAP_JOBS", jobs)
     ids1, ids2 = np.arange(1, 9), np.arange(1, 11)
     x = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
@@ -161,7 +161,7 @@ def _wait_for(cond: object, timeout: float = 60) -> bool:
 
 
 def test_the_next_job_runs_in_the_process_made_ready_after_the_last_one(tmp_path: Path) -> None:
-    jobs = _Jobs(compute=pca_job, prepare=get_ready)
+    jobs = _Jobs(nice=0, compute=pca_job, prepare=get_ready)  # niced, a busy CPU starves the ready process
     x = np.arange(24, dtype=np.float32).reshape(6, 4)
     first = projection_path(tmp_path, "round-1", "umap")
     assert jobs.start(first, np.arange(6), x, seed=0) and jobs.standby is None  # not beside a running job
@@ -180,7 +180,7 @@ def test_the_next_job_runs_in_the_process_made_ready_after_the_last_one(tmp_path
 
 
 def test_a_stopped_job_leaves_no_ready_process_and_a_ready_one_survives_a_stop(tmp_path: Path) -> None:
-    jobs = _Jobs(compute=sleep_a_minute, prepare=get_ready)
+    jobs = _Jobs(nice=0, compute=sleep_a_minute, prepare=get_ready)
     path = projection_path(tmp_path, "round-1", "umap")
     assert jobs.start(path, np.arange(6), np.zeros((6, 3), np.float32), seed=0)
     assert jobs.cancel_all() == 1
