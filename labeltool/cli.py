@@ -172,7 +172,7 @@ def _trust_notes(s: Any, est: Any, last: Any) -> None:
     proposal = (last.metrics or {}).get("proposal", {}) if last is not None else {}
     warn = SuggestConfig().warn_below
     if est.size and not math.isnan(est.value) and est.value < warn:
-        end_to_end = last is not None and last.config.get("mode") == "finetune"
+        end_to_end = last is not None and last.trained_end_to_end
         print(f"# warning: the batch's estimated precision {est.value:.2f} is below {warn:.2f}; accepting it unreviewed "
               f"would add wrong labels. {low_precision_remedy(end_to_end, command_line=True)}", file=sys.stderr)
     for flag in proposal.get("balance_flags", []):

@@ -32,7 +32,8 @@ class FinetuneConfig:
     ``stages``: how many of the backbone's last stages to train (0 or ``"all"``: every stage).
     ``steps`` overrides ``epochs`` (an epoch = enough P x K batches to cover the labeled images
     once); ``max_steps`` caps the steps that come from ``epochs`` or a from-scratch backbone's
-    default (``steps`` set by hand is not capped; None: no cap). ``seed=None`` and ``device="auto"`` take the round's ``TrainConfig`` values.
+    default (``steps`` set by hand is not capped; None: no cap). ``seed=None`` and
+    ``device="auto"`` take the round's ``TrainConfig`` values.
     Defaults that depend on the backbone come from :meth:`for_backbone` (``finetune`` applies it).
 
     ``holdout``: fraction of the labeled images held out (stratified) to stop early on: every

@@ -45,6 +45,11 @@ class RoundRow:
     config: dict[str, Any]
     metrics: dict[str, Any]
 
+    @property
+    def trained_end_to_end(self) -> bool:
+        """Whether this round trained its network on images (mode ``finetune``, chosen or by hand)."""
+        return self.config.get("mode") == "finetune"
+
 
 @dataclass(frozen=True)
 class StoredSuggestion:

@@ -3,8 +3,9 @@
 Every candidate trains on the same labeled rows (the rest of the labeled set held out and
 treated as unlabeled) and is scored by 1-NN of the held-out images among the training ones in
 its embedding; a small labeled set is cross-validated (every labeled image held out once, the
-candidate trained once per fold, the accuracies pooled). A network trained end to end runs a short budget (``AUTO_STEPS`` steps, the
-round's other fine-tune settings) and embeds only the labeled images again.
+candidate trained once per fold, the accuracies pooled). A network trained end to end runs a
+short budget (``AUTO_STEPS`` steps, the round's other fine-tune settings) and embeds only the
+labeled images again.
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ def choose_training(offered: Sequence[Candidate], features: Any, paths: Sequence
     lab = np.flatnonzero(labels >= 0)
     masks = holdouts(labels, config.seed)
     num_classes = int(labels.max()) + 1
+    n_held = sum(int(m.sum()) for m in masks)
     scores: dict[Candidate, float] = {}
     for cand in offered:
         right = 0.0
@@ -109,8 +111,8 @@ def choose_training(offered: Sequence[Candidate], features: Any, paths: Sequence
                 frozen = None if cand.backbone else features
                 acc = score_finetune(net, frozen, paths, labels, held, with_recipe(config, cand), num_classes)
             right += acc * int(held.sum())
-        scores[cand] = right / sum(int(m.sum()) for m in masks)
-    return decide(scores, offered, int(len(lab)), sum(int(m.sum()) for m in masks))
+        scores[cand] = right / n_held
+    return decide(scores, offered, int(len(lab)), n_held)
 
 
 def holdouts(labels: np.ndarray, seed: int) -> list[np.ndarray]:

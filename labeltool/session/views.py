@@ -225,7 +225,7 @@ class SessionViews:
 
         last = self.store.last_finished_round()
         flags = ((last.metrics or {}).get("proposal") or {}).get("balance_flags", []) if last is not None else []
-        end_to_end = last is not None and last.config.get("mode") == "finetune"
+        end_to_end = last is not None and last.trained_end_to_end
         return trust_notes(self.batch_precision(suggestions) if suggestions else None, self.coverage(), flags,
                            SuggestConfig().warn_below, end_to_end)
 
