@@ -31,6 +31,7 @@ from labeltool.models.runtimes import runtime_names
 from labeltool.session import LabelingSession
 from labeltool.suggest.knn_scores import KNN_CONFIDENCES
 from labeltool.suggest.registry import list_sources
+from labeltool.ui.console import progress_bar, stage_printer
 from labeltool.ui.messages import low_precision_remedy
 from labeltool.ui.settings import capped_min_steps, default_first
 
@@ -40,24 +41,6 @@ def _shown(name: object, keep_newlines: bool = False) -> str:
     shown escaped; ``keep_newlines`` keeps the line breaks of multi-line messages."""
     text = str(name)
     return "".join(c if c.isprintable() or (keep_newlines and c == "\n") else repr(c)[1:-1] for c in text)
-
-
-def _bar(desc: str):  # noqa: ANN202 - returns a progress callback
-    from tqdm import tqdm
-
-    state: dict[str, Any] = {}
-
-    def update(done: int, total: int, *_: Any) -> None:
-        if "bar" not in state:
-            state["bar"] = tqdm(total=total, desc=desc, unit="img" if desc != "train" else "step", leave=False)
-        bar = state["bar"]
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-        if done >= total:
-            bar.close()
-
-    return update
 
 
 def _open(args: argparse.Namespace, *, create: bool = False, scan: bool | None = None) -> LabelingSession:
@@ -105,7 +88,7 @@ def suggest_config(args: argparse.Namespace) -> SuggestConfig:
 # ---------------------------------------------------------------------------- commands
 def cmd_init(args: argparse.Namespace) -> int:
     with _open(args, create=True, scan=False) as s:
-        summary = s.scan(_bar("scan"))
+        summary = s.scan(progress_bar("scan"))
         print(f"project: {s.project.dir}")
         print(f"images: {summary.total} ({summary.ok} usable, {len(summary.errors)} broken); "
               f"classes: {len(summary.classes)} {summary.classes}")
@@ -120,7 +103,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if args.job:
         return _embed_job(args)
     with _open(args) as s:
-        res = s.embed(_bar("embed"), device=args.device, num_workers=args.workers, runtime=args.runtime,
+        res = s.embed(progress_bar("embed"), device=args.device, num_workers=args.workers, runtime=args.runtime,
                       limit=args.first)
         on = res.device if res.runtime == "torch" else f"{res.device} ({res.runtime})"
         print(f"embedded {res.computed} new image(s) on {on}; cached: {len(s.feature_cache())}")
@@ -135,7 +118,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     with _open(args) as s:
-        m = s.train_round(train_config(args), _bar("train"), continue_training=not args.fresh)
+        m = s.train_round(train_config(args), progress_bar("train"), continue_training=not args.fresh,
+                          on_stage=stage_printer(_shown))
         print(json.dumps({k: v for k, v in m.items() if k != "review"}, indent=2, default=str))
         if args.mode == "auto" and (choice := s.training_choice()) is not None:
             print(f"# auto: {choice.reason}", file=sys.stderr)
@@ -210,7 +194,7 @@ def cmd_selftrain(args: argparse.Namespace) -> int:
     oracle = read_oracle(args.oracle) if args.oracle else None
     with _open(args) as s:
         if s.stats()["embedded"] < s.stats()["usable"]:
-            s.embed(_bar("embed"), device=args.device)
+            s.embed(progress_bar("embed"), device=args.device)
         print("round proposed accepted corrected precision labeled label_acc loo_1nn seconds")
 
         def show(r: Any) -> None:

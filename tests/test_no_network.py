@@ -64,6 +64,8 @@ def test_cli_loop_makes_no_network_call(tmp_path: Path) -> None:
             decisions.write_text(f"path,action,label,correct\n{suggested[3]['path']},accept,{suggested[3]['class']},\n")
         done = run_guarded(args, env, tmp_path)
         assert done.returncode == 0, f"labeltool {args[0]} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+        if args[0] == "train":  # mode auto (the default) says what it is scoring while it decides
+            assert "Mode auto: scoring" in done.stderr and "fold 1 of 4" in done.stderr, done.stderr[-2000:]
         if args[0] == "suggest":
             lines = done.stdout.splitlines()
             suggested = list(csv.DictReader(lines[lines.index("rank,image_id,path,class,confidence,p_right,source"):]))

@@ -1,0 +1,24 @@
+"""The command line's stderr helpers: stage lines with elapsed seconds, and the progress bar."""
+
+from __future__ import annotations
+
+import pytest
+
+from labeltool.ui.console import progress_bar, stage_printer
+
+
+def test_each_stage_is_one_stderr_line_with_seconds_since_the_first(capsys: pytest.CaptureFixture[str]) -> None:
+    say = stage_printer(lambda m: m.replace("\n", "\\n"))
+    say("Mode auto: scoring head (fold 1 of 4)…")
+    say("two\nlines")
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    assert lines == ["Mode auto: scoring head (fold 1 of 4)… (0 s)", "two\\nlines (0 s)"]
+
+
+def test_the_bar_closes_at_its_total(capsys: pytest.CaptureFixture[str]) -> None:
+    update = progress_bar("train")
+    for done in (1, 2, 3):
+        update(done, 3, 0.5)
+    assert "step" in capsys.readouterr().err
