@@ -104,7 +104,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         return _embed_job(args)
     with _open(args) as s:
         res = s.embed(progress_bar("embed"), device=args.device, num_workers=args.workers, runtime=args.runtime,
-                      limit=args.first)
+                      limit=args.first, on_stage=stage_printer(_shown))
         on = res.device if res.runtime == "torch" else f"{res.device} ({res.runtime})"
         print(f"embedded {res.computed} new image(s) on {on}; cached: {len(s.feature_cache())}")
         if args.background and s.missing_features():
@@ -194,7 +194,7 @@ def cmd_selftrain(args: argparse.Namespace) -> int:
     oracle = read_oracle(args.oracle) if args.oracle else None
     with _open(args) as s:
         if s.stats()["embedded"] < s.stats()["usable"]:
-            s.embed(progress_bar("embed"), device=args.device)
+            s.embed(progress_bar("embed"), device=args.device, on_stage=stage_printer(_shown))
         print("round proposed accepted corrected precision labeled label_acc loo_1nn seconds")
 
         def show(r: Any) -> None:

@@ -17,8 +17,9 @@ def test_each_stage_is_one_stderr_line_with_seconds_since_the_first(capsys: pyte
     assert lines == ["Mode auto: scoring head (fold 1 of 4)… (0 s)", "two\\nlines (0 s)"]
 
 
-def test_the_bar_closes_at_its_total(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_bar_counts_up_to_its_total_in_steps_for_training(capsys: pytest.CaptureFixture[str]) -> None:
     update = progress_bar("train")
     for done in (1, 2, 3):
         update(done, 3, 0.5)
-    assert "step" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "train" in err and "3/3" in err and "step" in err
