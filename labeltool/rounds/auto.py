@@ -28,6 +28,7 @@ from labeltool.rounds.choose import (
     Choice,
     decide,
     holdout_folds,
+    out_of_reach,
     score_embeddings,
     stratified_holdout,
 )
@@ -93,26 +94,41 @@ def choose_training(offered: Sequence[Candidate], features: Any, paths: Sequence
                     config: TrainConfig, project_backbone: Callable[[], Backbone],
                     progress: Callable[[str], None] | None = None) -> Choice:
     """Score every candidate of ``offered`` on the held-out labeled rows of ``labels`` ``[N]``
-    (:func:`holdouts`) and pick (:func:`labeltool.rounds.choose.decide`)."""
+    (:func:`holdouts`, fold by fold) and pick (:func:`labeltool.rounds.choose.decide`). A
+    costlier candidate stops at the first fold after which it can no longer be picked over the
+    fully scored ones (:func:`labeltool.rounds.choose.out_of_reach`); its score is then its
+    accuracy on the folds it ran."""
     lab = np.flatnonzero(labels >= 0)
     masks = holdouts(labels, config.seed)
-    num_classes = int(labels.max()) + 1
     n_held = sum(int(m.sum()) for m in masks)
+    if n_held == 0:
+        return Choice(offered[0], {}, int(len(lab)), 0, f"{offered[0].label}: no class has two labeled images yet, "
+                      "so none can be held out to compare the ways to learn; the cheapest one until then")
     scores: dict[Candidate, float] = {}
+    scored_on: dict[Candidate, int] = {}
     for cand in offered:
-        right = 0.0
+        right, seen = 0.0, 0
+        best_full = max((scores[c] for c in scores if c not in scored_on), default=None)
         for k, held in enumerate(masks):
             if progress:
                 progress(f"scoring {cand.label}" + (f" (fold {k + 1} of {len(masks)})" if len(masks) > 1 else ""))
-            if cand.mode == "head":
-                acc = score_head(features, labels, held, config)
-            else:
-                net = create_backbone(cand.backbone) if cand.backbone else project_backbone()
-                frozen = None if cand.backbone else features
-                acc = score_finetune(net, frozen, paths, labels, held, with_recipe(config, cand), num_classes)
-            right += acc * int(held.sum())
-        scores[cand] = right / n_held
-    return decide(scores, offered, int(len(lab)), n_held)
+            right += _fold_accuracy(cand, held, features, paths, labels, config, project_backbone) * int(held.sum())
+            seen += int(held.sum())
+            if best_full is not None and out_of_reach(best_full, right, seen, n_held):
+                scored_on[cand] = seen
+                break
+        scores[cand] = right / seen
+    return decide(scores, offered, int(len(lab)), n_held, scored_on=scored_on)
+
+
+def _fold_accuracy(cand: Candidate, held: np.ndarray, features: Any, paths: Sequence[Path], labels: np.ndarray,
+                   config: TrainConfig, project_backbone: Callable[[], Backbone]) -> float:
+    """``cand``'s accuracy on the labeled rows ``held`` ``[N]`` holds out, trained on the rest."""
+    if cand.mode == "head":
+        return score_head(features, labels, held, config)
+    net = create_backbone(cand.backbone) if cand.backbone else project_backbone()
+    frozen = None if cand.backbone else features
+    return score_finetune(net, frozen, paths, labels, held, with_recipe(config, cand), int(labels.max()) + 1)
 
 
 def holdouts(labels: np.ndarray, seed: int) -> list[np.ndarray]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,7 @@ from labeltool.models.backbones import BackboneSpec
 
 __all__ = [
     "CV_BELOW", "FOLDS", "HOLDOUT", "REGROW", "SCRATCH_CONSISTENCY", "SMALL_IMAGE", "TIE", "Candidate", "Choice", "candidates", "decide", "margin",
-    "holdout_folds", "needs_decision", "score_embeddings", "stratified_holdout",
+    "holdout_folds", "needs_decision", "out_of_reach", "score_embeddings", "stratified_holdout",
 ]
 
 SMALL_IMAGE = 64  # px: images this small get a from-scratch network among the candidates
@@ -63,24 +63,28 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Choice:
-    """The candidate chosen, every candidate's held-out accuracy (by label), and why."""
+    """The candidate chosen, every candidate's held-out accuracy (by label), and why.
+    ``scored_on``: the held-out labels a score covers where it is fewer than ``n_held`` (a
+    candidate whose scoring stopped once it could no longer be picked, :func:`out_of_reach`)."""
 
     candidate: Candidate
     scores: dict[str, float]
     n_labeled: int
     n_held: int
     reason: str
+    scored_on: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"candidate": self.candidate.to_json(), "scores": dict(self.scores), "n_labeled": self.n_labeled,
-                "n_held": self.n_held, "reason": self.reason}
+                "n_held": self.n_held, "reason": self.reason, "scored_on": dict(self.scored_on)}
 
     @staticmethod
     def from_json(data: Mapping[str, Any]) -> Choice:
         c = data["candidate"]
         return Choice(Candidate(str(c["mode"]), c.get("backbone"), str(c["label"]), c.get("consistency")),
                       {str(k): float(v) for k, v in data["scores"].items()}, int(data["n_labeled"]),
-                      int(data["n_held"]), str(data["reason"]))
+                      int(data["n_held"]), str(data["reason"]),
+                      {str(k): int(v) for k, v in (data.get("scored_on") or {}).items()})
 
 
 def candidates(spec: BackboneSpec, median_side: float, grayscale: bool, cuda: bool) -> list[Candidate]:
@@ -150,18 +154,32 @@ def margin(accuracy: float, n_held: int) -> float:
     return max(TIE, 2.0 * math.sqrt(max(accuracy * (1 - accuracy), 0.0) / n_held))
 
 
+def out_of_reach(best_other: float, right: float, seen: int, n_held: int) -> bool:
+    """Whether a candidate with ``right`` of the first ``seen`` of ``n_held`` held-out labels
+    right can no longer be picked over one that scored ``best_other`` on all of them, whatever
+    it scores on the rest: every accuracy it could end with stays within :func:`margin` of
+    ``best_other`` (:func:`decide` would keep the cheaper one). Scoring it further is wasted."""
+    if seen >= n_held:
+        return False
+    finals = (right + np.arange(n_held - seen + 1)) / n_held
+    return all(x - margin(float(x), n_held) <= best_other for x in finals)
+
+
 def decide(scores: Mapping[Candidate, float], offered: Sequence[Candidate], n_labeled: int, n_held: int,
-           why_not: Mapping[str, str] | None = None) -> Choice:
+           why_not: Mapping[str, str] | None = None, scored_on: Mapping[Candidate, int] | None = None) -> Choice:
     """The best-scoring candidate of ``offered`` (the cheapest within :func:`margin` of the
-    best), with a sentence saying why; ``why_not`` names candidates left out and the reason."""
+    best), with a sentence saying why; ``why_not`` names candidates left out and the reason,
+    ``scored_on`` the candidates scored on fewer than ``n_held`` labels (stopped early)."""
     scored = [c for c in offered if c in scores]
     if not scored:
         raise ValueError("no candidate was scored")
+    part = {c: int(k) for c, k in (scored_on or {}).items() if c in scores and int(k) < n_held}
     best = max(scores[c] for c in scored)
     pick = next(c for c in scored if scores[c] >= best - margin(best, n_held))
     others = [c for c in scored if c != pick]
     if others:
-        rest = ", ".join(f"{c.label} {100 * scores[c]:.0f}%" for c in others)
+        rest = ", ".join(f"{c.label} {100 * scores[c]:.0f}%" + (
+            f" on the first {part[c]}, stopped: it could no longer catch up" if c in part else "") for c in others)
         reason = f"{pick.label} scored {100 * scores[pick]:.0f}% on {n_held} held-out labels (vs {rest})"
     else:
         reason = f"{pick.label} ({100 * scores[pick]:.0f}% on {n_held} held-out labels) is the only candidate"
@@ -171,4 +189,4 @@ def decide(scores: Mapping[Candidate, float], offered: Sequence[Candidate], n_la
     for label, why in (why_not or {}).items():
         reason += f"; {label}: {why}"
     as_labels = {c.label: float(scores[c]) for c in scored}
-    return Choice(pick, as_labels, n_labeled, n_held, reason)
+    return Choice(pick, as_labels, n_labeled, n_held, reason, {c.label: k for c, k in part.items()})

@@ -18,6 +18,7 @@ from labeltool.rounds.choose import (
     holdout_folds,
     margin,
     needs_decision,
+    out_of_reach,
     stratified_holdout,
 )
 
@@ -88,6 +89,25 @@ def test_decide_prefers_the_cheaper_way_within_the_noise() -> None:
     assert many.scores == {"head": 0.80, "scratch": 0.90}
     with pytest.raises(ValueError, match="no candidate"):
         decide({}, _offered(), 10, 2)
+
+
+def test_a_candidate_is_out_of_reach_only_when_no_rest_could_make_it_win() -> None:
+    head, scratch = _offered()
+    # 50 held out, the head scored 78%: 15 of the first 25 right can end at most at 80%, within its margin
+    assert out_of_reach(0.78, 15, 25, 50)
+    assert not out_of_reach(0.78, 7, 12, 50)  # 44 of 50 (88%) is still possible and would win
+    assert not out_of_reach(0.78, 0, 50, 50)  # fully scored: nothing left to skip
+    for right in range(26):  # the rule agrees with decide() on every way the last 25 could go
+        if out_of_reach(0.78, right, 25, 50):
+            for rest in range(26):
+                assert decide({head: 0.78, scratch: (right + rest) / 50}, _offered(), 50, 50).candidate == head
+    stopped = decide({head: 0.78, scratch: 0.6}, _offered(), 50, 50, scored_on={scratch: 25})
+    assert stopped.candidate == head and stopped.scored_on == {"scratch": 25}
+    assert "scratch 60% on the first 25, stopped: it could no longer catch up" in stopped.reason
+    assert Choice.from_json(stopped.to_json()) == stopped
+    old = stopped.to_json()
+    del old["scored_on"]  # a choice recorded before scores could stop early
+    assert Choice.from_json(old).scored_on == {}
 
 
 def test_a_candidate_is_a_recipe_the_round_then_trains() -> None:
