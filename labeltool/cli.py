@@ -203,7 +203,7 @@ def cmd_selftrain(args: argparse.Namespace) -> int:
                   f"{r.labeled:7d} {f(r.label_accuracy):>9} {f(r.loo_1nn_accuracy):>7} {r.round_seconds:7.2f}")
 
         run_selftrain(s, args.rounds, train_config(args), suggest_config(args), oracle=oracle,
-                      reviewer=args.reviewer, on_round=show)
+                      reviewer=args.reviewer, on_round=show, on_stage=stage_printer(_shown))
     return 0
 
 

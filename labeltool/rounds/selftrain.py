@@ -29,7 +29,7 @@ class LabelingLoop(Protocol):
     def classes(self) -> list[str]: ...
     def image_rows(self) -> dict[int, ImageRow]: ...
     def add_class(self, name: str) -> int: ...
-    def train_round(self, config: TrainConfig) -> dict[str, Any]: ...
+    def train_round(self, config: TrainConfig, *, on_stage: Callable[[str], None] | None = None) -> dict[str, Any]: ...
     def propose(self, config: SuggestConfig) -> list[Suggestion]: ...
     def record(self, rows: Sequence[dict[str, Any]]) -> list[int]: ...
     def label_state(self) -> LabelState: ...
@@ -95,18 +95,20 @@ def run_selftrain(
     oracle: Mapping[str, str] | None = None,
     reviewer: str = SelftrainConfig.reviewer,
     on_round: Callable[[RoundReport], None] | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> list[RoundReport]:
     """Run ``rounds`` rounds of train → propose → review; stops early when nothing is left.
 
     ``reviewer`` (with an oracle): ``correct`` accepts right suggestions and relabels wrong ones
     with the true class; ``reject`` only rejects wrong ones; ``none`` accepts everything unreviewed
-    (plain self-training) and uses the oracle only to measure precision.
+    (plain self-training) and uses the oracle only to measure precision. ``on_stage`` hears
+    what a round does before it trains (mode ``auto`` scoring its candidates).
     """
     SelftrainConfig(rounds=rounds, reviewer=reviewer)  # validates both
     truth = oracle_ids(session, oracle) if oracle is not None else None
     reports: list[RoundReport] = []
     for _ in range(rounds):
-        metrics = session.train_round(train_config)
+        metrics = session.train_round(train_config, on_stage=on_stage)
         suggestions = session.propose(suggest_config)
         rows, (accepted, corrected, rejected) = simulated_review(suggestions, truth, reviewer, metrics["round"])
         if rows:
