@@ -37,7 +37,7 @@ from labeltool.rounds.choose import candidates  # noqa: E402
 
 
 def decide_on(dataset: str, pool: int, per_class: int, size: int, loss: str, seed: int,
-              steps: int | None) -> dict[str, object]:
+              finetune: dict[str, Any]) -> dict[str, object]:
     """The choice of mode ``auto`` on one dataset's pool, with the time it took."""
     cache = default_cache_dir()
     ds = load_images(dataset, cache)
@@ -57,12 +57,14 @@ def decide_on(dataset: str, pool: int, per_class: int, size: int, loss: str, see
     gray = x.ndim == 3 or bool(np.abs(x.astype(np.int16) - x[..., :1]).max() <= 2)
     offered = candidates(backbone.spec, float(min(ds.x_train.shape[1:3])), gray, cuda=False)
     t1 = time.perf_counter()
-    choice = choose_training(offered, features, paths, labels, TrainConfig(loss=loss, seed=seed, mode="auto", finetune={"steps": steps}),
+    choice = choose_training(offered, features, paths, labels, TrainConfig(loss=loss, seed=seed, mode="auto", finetune=finetune),
                              lambda: backbone, progress=lambda m: print(f"  {dataset}: {m}", flush=True))
     return {"dataset": dataset, "pool": int(len(rows)), "labels": int((labels >= 0).sum()),
             "chosen": choice.candidate.label, "scores": choice.scores, "n_held": choice.n_held,
+            "scored_on": choice.scored_on,
             "reason": choice.reason, "decide_seconds": round(time.perf_counter() - t1, 1),
-            "frozen_extract_seconds": round(extract_s, 1), "image_size": size, "loss": loss}
+            "frozen_extract_seconds": round(extract_s, 1), "image_size": size, "loss": loss,
+            "finetune": finetune}
 
 
 def main() -> None:
@@ -70,6 +72,8 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="+", default=["mnist", "fashion_mnist", "cifar10"],
                     choices=["mnist", "fashion_mnist", "cifar10", "synthetic_images"])
     ap.add_argument("--finetune-steps", type=int, default=None, help="fewer steps per candidate (smoke runs)")
+    ap.add_argument("--finetune", type=json.loads, default={},
+                    help='fine-tune settings of the round, as JSON (e.g. \'{"unlabeled_batch": 50}\')')
     ap.add_argument("--pool", type=int, default=5000)
     ap.add_argument("--per-class", type=int, default=10)
     ap.add_argument("--image-size", type=int, default=64)
@@ -82,7 +86,8 @@ def main() -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     for d in args.datasets:  # written after each dataset: a later one that fails keeps the earlier ones
-        r = decide_on(d, args.pool, args.per_class, args.image_size, args.loss, args.seed, args.finetune_steps)
+        r = decide_on(d, args.pool, args.per_class, args.image_size, args.loss, args.seed,
+                      {**args.finetune, **({"steps": args.finetune_steps} if args.finetune_steps else {})})
         print(f"{r['dataset']:<14} → {r['chosen']} ({r['decide_seconds']} s): {r['reason']}", flush=True)
         rows.append(r)
         path.write_text(json.dumps({**env, "rows": rows}, indent=2))

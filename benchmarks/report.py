@@ -113,7 +113,9 @@ def report(path: Path, heading: bool = True) -> str:
         out += [scratch_papers(d), "", md_table(SCRATCH_HEADERS, scratch_rows(d["rows"]))]
     elif path.name.startswith("auto"):
         out.append(md_table(AUTO_HEADERS, [[r["dataset"], r["labels"], r["pool"], r["chosen"],
-                                            ", ".join(f"{k} {100 * v:.0f}%" for k, v in r["scores"].items()),
+                                            ", ".join(f"{k} {100 * v:.0f}%" + (
+                                                f" (on the first {r['scored_on'][k]}, then stopped)"
+                                                if k in r.get("scored_on", {}) else "") for k, v in r["scores"].items()),
                                             r["n_held"], r["decide_seconds"]] for r in d["rows"]]))
     elif path.name.startswith("embed_runtimes"):
         out.append(md_table(EMBED_HEADERS, embed_rows(d["rows"])))
