@@ -10,12 +10,16 @@ head per dataset and seed (default config, the smallest label count), the traini
 embedded by the float32 module and by the bfloat16 folded pass
 (:func:`labeltool.models.heads.fold_head`); how many unlabeled images keep their 10-NN vote and
 their suggestion (``propose``'s default batch of 100), and the test accuracy of both.
-Writes benchmarks/results/budget.json.
+Continued (``--continued``): what a later round pays. A head trained with the default budget
+on half of each class's labels, then continued (its head, loss and Adam moments, as a round
+continues the previous one) on all ``--labels`` for S steps, against a fresh head on the same
+labels. Writes benchmarks/results/budget.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from typing import Any
 
@@ -54,6 +58,42 @@ def budget_row(fs: Any, loss: str, n_labels: int, steps: int, seed: int) -> dict
             "softmax": None if probs is None else float((probs.argmax(1) == fs.y_test).mean()),
             "nn1": knn_accuracy(embed_features(res.head, fs.train[lab]), labels[lab], test, np.asarray(fs.y_test)),
             "train_s": round(seconds, 2)}
+
+
+def nested_labels(y: np.ndarray, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(first [N], all [N])``: ``all`` as :func:`seeded_labels`, ``first`` half of each class of it."""
+    full = seeded_labels(y, per_class, seed)
+    first = full.copy()
+    rng = np.random.default_rng(seed + 1000)
+    for c in np.unique(full[full >= 0]):
+        members = np.flatnonzero(full == c)
+        first[rng.choice(members, members.size - members.size // 2, replace=False)] = -1
+    return first, full
+
+
+def continued_rows(fs: Any, loss: str, n_labels: int, steps: list[int], seed: int) -> list[dict[str, Any]]:
+    """Test accuracy of a head continued from a round on half the labels, for each of ``steps``,
+    and of a fresh head with the default budget on the same labels (``steps`` 0 marks that one)."""
+    first, full = nested_labels(np.asarray(fs.y_train), n_labels // len(fs.classes), seed)
+    k = len(fs.classes)
+    base = TrainConfig(loss=loss, device="cpu", seed=seed)
+    earlier = train_head(fs.train, first, k, base)
+    lab = full >= 0
+    out = []
+    for s in [0, *steps]:
+        cfg = base if s == 0 else TrainConfig(loss=loss, device="cpu", seed=seed, min_steps=s, max_steps=s)
+        init = None if s == 0 else (copy.deepcopy(earlier.head), copy.deepcopy(earlier.loss))
+        t = time.perf_counter()
+        res = train_head(fs.train, full, k, cfg, init=init, optimizer_state=None if s == 0 else earlier.optimizer_state)
+        seconds = time.perf_counter() - t
+        test = embed_features(res.head, fs.test)
+        probs = class_probabilities(res.loss, test)
+        out.append({"dataset": fs.name, "loss": loss, "labels": int(lab.sum()), "first_labels": int((first >= 0).sum()),
+                    "continued": s > 0, "steps": res.steps, "seed": seed,
+                    "softmax": None if probs is None else float((probs.argmax(1) == fs.y_test).mean()),
+                    "nn1": knn_accuracy(embed_features(res.head, fs.train[lab]), full[lab], test, np.asarray(fs.y_test)),
+                    "train_s": round(seconds, 2)})
+    return out
 
 
 def precision_row(fs: Any, n_labels: int, seed: int) -> dict[str, Any]:
@@ -100,8 +140,28 @@ PRECISION_KEYS = ["dataset", "labels", "seed", "relative_difference", "same_vote
                   "test_float32", "test_bfloat16"]
 
 
+def continued_summary(rows: list[dict[str, Any]]) -> list[list[Any]]:
+    """Mean accuracy over the seeds per dataset, loss, label count, start (fresh or continued) and steps."""
+    groups: dict[tuple[str, str, int, bool, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["loss"], r["labels"], not r["continued"], r["steps"]), []).append(r)
+    out = []
+    for (ds, loss, n, fresh, steps), g in sorted(groups.items()):
+        soft = [r["softmax"] for r in g if r["softmax"] is not None]
+        out.append([ds, loss, n, "fresh" if fresh else f"continued from {g[0]['first_labels']}", steps, len(g),
+                    f"{100 * np.mean(soft):.2f}" if soft else "-", f"{100 * np.mean([r['nn1'] for r in g]):.2f}",
+                    f"{np.mean([r['train_s'] for r in g]):.2f}"])
+    return out
+
+
+CONTINUED_HEADERS = ["dataset", "loss", "labels", "start", "steps", "seeds", "softmax %", "1-NN %", "train s"]
+
+
 def budget_tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[Any]]]]:
     """``(title, headers, rows)`` of a budget result: accuracy per budget, and the two pool passes."""
+    if "continued" in result:
+        return [("Test accuracy of a continued round by its steps, against a fresh head (default budget)",
+                 CONTINUED_HEADERS, continued_summary(result["continued"]))]
     return [("Test accuracy by training steps (fresh head, mean over the seeds)",
              ["dataset", "loss", "labels", "steps", "seeds", "softmax %", "1-NN %", "train s"], summary(result["budget"])),
             ("float32 against bfloat16 pool pass under one head (default steps)", PRECISION_KEYS,
@@ -118,9 +178,14 @@ def main() -> None:
     ap.add_argument("--steps", nargs="+", type=int, default=[100, 150, 300, 375])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--name", default="budget")
+    ap.add_argument("--continued", action="store_true", help="a continued round's steps (module docstring)")
+    ap.add_argument("--name", default=None, help="result name (default budget, or budget_continued)")
     args = ap.parse_args()
     set_threads(args.threads)
+    if args.continued:
+        run_continued(args)
+        return
+    args.name = args.name or "budget"
     result: dict[str, Any] = {**environment("cpu"), "args": {k: str(v) for k, v in vars(args).items()},
                               "budget": [], "precision": []}
     for ds in args.datasets:
@@ -139,6 +204,22 @@ def main() -> None:
                       flush=True)
     print(table(PRECISION_KEYS, [[r[k] for k in PRECISION_KEYS] for r in result["precision"]]))
     print(f"wrote {write_json(args.name, result)}")
+
+
+def run_continued(args: argparse.Namespace) -> None:
+    """The ``--continued`` runs, written after each loss."""
+    name = args.name or "budget_continued"
+    result: dict[str, Any] = {**environment("cpu"), "args": {k: str(v) for k, v in vars(args).items()}, "continued": []}
+    for ds in args.datasets:
+        fs = load_features(ds, "pretrained", args.image_size, default_cache_dir(), subset=args.subset)
+        for loss in args.losses:
+            for n in args.labels:
+                for seed in args.seeds:
+                    result["continued"].extend(continued_rows(fs, loss, n, args.steps, seed))
+                write_json(name, result)
+                print(table(CONTINUED_HEADERS, [r for r in continued_summary(result["continued"])
+                                                if r[0] == fs.name and r[1] == loss and r[2] == n]), flush=True)
+    print(f"wrote {write_json(name, result)}")
 
 
 if __name__ == "__main__":

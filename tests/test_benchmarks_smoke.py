@@ -289,6 +289,16 @@ def test_vote_prior_smoke(tmp_path: Path) -> None:
     assert smoothed["mean_conf"] < plain["mean_conf"] <= 1.0
 
 
+def test_budget_continued_smoke(tmp_path: Path) -> None:
+    out = run("bench_budget.py", tmp_path, "--continued", "--datasets", "synthetic", "--losses", "cross_entropy",
+              "--labels", "100", "--steps", "20", "40", "--seeds", "0", "--threads", "1")
+    rows = json.loads((tmp_path / "out" / "budget_continued.json").read_text())["continued"]
+    # one fresh head with the default budget, then one continued run per step count, same labels
+    assert [(r["continued"], r["steps"]) for r in rows] == [(False, 300), (True, 20), (True, 40)]
+    assert {r["labels"] for r in rows} == {100} and {r["first_labels"] for r in rows} == {50}
+    assert all(0.0 <= r["nn1"] <= 1.0 for r in rows) and "continued from 50" in out
+
+
 def test_sources_smoke(tmp_path: Path) -> None:
     out = run("bench_sources.py", tmp_path, "--datasets", "synthetic", "--losses", "cross_entropy", "triplet",
               "--seeds", "0", "1", "--max-steps", "30", "--threads", "1")
