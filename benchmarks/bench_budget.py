@@ -13,7 +13,7 @@ their suggestion (``propose``'s default batch of 100), and the test accuracy of 
 Continued (``--continued``): what a later round pays. A head trained with the default budget
 on half of each class's labels, then continued (its head, loss and Adam moments, as a round
 continues the previous one) on all ``--labels`` for S steps, against a fresh head on the same
-labels. Writes benchmarks/results/budget.json.
+labels. Writes benchmarks/results/budget.json (``--continued``: budget_continued.json).
 """
 
 from __future__ import annotations
@@ -51,13 +51,18 @@ def budget_row(fs: Any, loss: str, n_labels: int, steps: int, seed: int) -> dict
     t = time.perf_counter()
     res = train_head(fs.train, labels, len(fs.classes), cfg)
     seconds = time.perf_counter() - t
+    return {"dataset": fs.name, "loss": loss, "labels": int((labels >= 0).sum()), "steps": res.steps, "seed": seed,
+            **test_accuracies(fs, res, labels), "train_s": round(seconds, 2)}
+
+
+def test_accuracies(fs: Any, res: Any, labels: np.ndarray) -> dict[str, float | None]:
+    """Test accuracy of a trained head: its classifier's (None without one) and 1-NN among the
+    embeddings of the rows labeled in ``labels`` ``[N]``."""
     test = embed_features(res.head, fs.test)
     lab = labels >= 0
     probs = class_probabilities(res.loss, test)
-    return {"dataset": fs.name, "loss": loss, "labels": int(lab.sum()), "steps": res.steps, "seed": seed,
-            "softmax": None if probs is None else float((probs.argmax(1) == fs.y_test).mean()),
-            "nn1": knn_accuracy(embed_features(res.head, fs.train[lab]), labels[lab], test, np.asarray(fs.y_test)),
-            "train_s": round(seconds, 2)}
+    return {"softmax": None if probs is None else float((probs.argmax(1) == fs.y_test).mean()),
+            "nn1": knn_accuracy(embed_features(res.head, fs.train[lab]), labels[lab], test, np.asarray(fs.y_test))}
 
 
 def nested_labels(y: np.ndarray, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -73,12 +78,11 @@ def nested_labels(y: np.ndarray, per_class: int, seed: int) -> tuple[np.ndarray,
 
 def continued_rows(fs: Any, loss: str, n_labels: int, steps: list[int], seed: int) -> list[dict[str, Any]]:
     """Test accuracy of a head continued from a round on half the labels, for each of ``steps``,
-    and of a fresh head with the default budget on the same labels (``steps`` 0 marks that one)."""
+    and of a fresh head with the default budget on the same labels (the first row, ``continued`` False)."""
     first, full = nested_labels(np.asarray(fs.y_train), n_labels // len(fs.classes), seed)
     k = len(fs.classes)
     base = TrainConfig(loss=loss, device="cpu", seed=seed)
     earlier = train_head(fs.train, first, k, base)
-    lab = full >= 0
     out = []
     for s in [0, *steps]:
         cfg = base if s == 0 else TrainConfig(loss=loss, device="cpu", seed=seed, min_steps=s, max_steps=s)
@@ -86,13 +90,9 @@ def continued_rows(fs: Any, loss: str, n_labels: int, steps: list[int], seed: in
         t = time.perf_counter()
         res = train_head(fs.train, full, k, cfg, init=init, optimizer_state=None if s == 0 else earlier.optimizer_state)
         seconds = time.perf_counter() - t
-        test = embed_features(res.head, fs.test)
-        probs = class_probabilities(res.loss, test)
-        out.append({"dataset": fs.name, "loss": loss, "labels": int(lab.sum()), "first_labels": int((first >= 0).sum()),
+        out.append({"dataset": fs.name, "loss": loss, "labels": int((full >= 0).sum()), "first_labels": int((first >= 0).sum()),
                     "continued": s > 0, "steps": res.steps, "seed": seed,
-                    "softmax": None if probs is None else float((probs.argmax(1) == fs.y_test).mean()),
-                    "nn1": knn_accuracy(embed_features(res.head, fs.train[lab]), full[lab], test, np.asarray(fs.y_test)),
-                    "train_s": round(seconds, 2)})
+                    **test_accuracies(fs, res, full), "train_s": round(seconds, 2)})
     return out
 
 
@@ -128,12 +128,14 @@ def summary(rows: list[dict[str, Any]]) -> list[list[Any]]:
     groups: dict[tuple[str, str, int, int], list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["dataset"], r["loss"], r["labels"], r["steps"]), []).append(r)
-    out = []
-    for (ds, loss, n, steps), g in sorted(groups.items()):
-        soft = [r["softmax"] for r in g if r["softmax"] is not None]
-        out.append([ds, loss, n, steps, len(g), f"{100 * np.mean(soft):.2f}" if soft else "-",
-                    f"{100 * np.mean([r['nn1'] for r in g]):.2f}", f"{np.mean([r['train_s'] for r in g]):.2f}"])
-    return out
+    return [[ds, loss, n, steps, *seed_means(g)] for (ds, loss, n, steps), g in sorted(groups.items())]
+
+
+def seed_means(g: list[dict[str, Any]]) -> list[Any]:
+    """``[seeds, softmax %, 1-NN %, train s]`` of one group of rows, means over its seeds."""
+    soft = [r["softmax"] for r in g if r["softmax"] is not None]
+    return [len(g), f"{100 * np.mean(soft):.2f}" if soft else "-", f"{100 * np.mean([r['nn1'] for r in g]):.2f}",
+            f"{np.mean([r['train_s'] for r in g]):.2f}"]
 
 
 PRECISION_KEYS = ["dataset", "labels", "seed", "relative_difference", "same_vote", "same_batch", "batch",
@@ -145,13 +147,8 @@ def continued_summary(rows: list[dict[str, Any]]) -> list[list[Any]]:
     groups: dict[tuple[str, str, int, bool, int], list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["dataset"], r["loss"], r["labels"], not r["continued"], r["steps"]), []).append(r)
-    out = []
-    for (ds, loss, n, fresh, steps), g in sorted(groups.items()):
-        soft = [r["softmax"] for r in g if r["softmax"] is not None]
-        out.append([ds, loss, n, "fresh" if fresh else f"continued from {g[0]['first_labels']}", steps, len(g),
-                    f"{100 * np.mean(soft):.2f}" if soft else "-", f"{100 * np.mean([r['nn1'] for r in g]):.2f}",
-                    f"{np.mean([r['train_s'] for r in g]):.2f}"])
-    return out
+    return [[ds, loss, n, "fresh" if fresh else f"continued from {g[0]['first_labels']}", steps, *seed_means(g)]
+            for (ds, loss, n, fresh, steps), g in sorted(groups.items())]
 
 
 CONTINUED_HEADERS = ["dataset", "loss", "labels", "start", "steps", "seeds", "softmax %", "1-NN %", "train s"]
