@@ -198,7 +198,7 @@ def _round_once(s: LabelingSession, path: str) -> tuple[float, bool]:
     prev = s.current_round().round
     s.projection(start_umap=True)  # the previous round's UMAP, as the app leaves it after a round
     running = UMAP_JOBS.status(projection_path(s.project.cache_dir, f"round-{prev}", "umap")) == "running"
-    train = TrainConfig(min_steps=ROUND_STEPS, max_steps=ROUND_STEPS)
+    train = TrainConfig(min_steps=ROUND_STEPS, max_steps=ROUND_STEPS, continued_steps=ROUND_STEPS)
     suggest = SuggestConfig(batch_size=48)
     t0 = time.perf_counter()
     if path == "cli":
@@ -225,7 +225,7 @@ def round_side(repeats: int) -> dict[str, Any]:
         shutil.copytree(REPO / "sample_data", folder, ignore=shutil.ignore_patterns(".labeltool"))
         with LabelingSession.open(folder, config=ProjectConfig(image_size=64)) as s:
             s.embed()
-            s.train_round(TrainConfig(min_steps=ROUND_STEPS, max_steps=ROUND_STEPS))  # round 1: warm-up
+            s.train_round(TrainConfig(min_steps=ROUND_STEPS, max_steps=ROUND_STEPS, continued_steps=ROUND_STEPS))  # round 1: warm-up
             s.propose(SuggestConfig(batch_size=48))
             for n in range(repeats):
                 for path in (("cli", "app") if n % 2 == 0 else ("app", "cli")):

@@ -36,6 +36,10 @@ class TrainConfig:
     device: str = "auto"
     min_steps: int = 300  # small seeds: enough steps whatever the epoch count
     max_steps: int = 1000  # large label sets: a continued round needs a few epochs, not 15
+    # a round that continues the previous round's head (its weights and Adam moments) trains at
+    # most this many steps: at 100 and at 4,000 labels 150 continued steps reach the accuracy of
+    # 300 continued or 375 fresh ones (benchmarks/README.md, "continued round")
+    continued_steps: int = 150
     mode: str = "head"  # "head" | "finetune" | "auto" (chosen per round by held-out accuracy)
     finetune: Mapping[str, Any] | None = None  # FinetuneConfig fields (finetune and auto modes)
     backbone: str | None = None  # the network a fine-tune round trains; None = the project's backbone
@@ -60,7 +64,8 @@ class TrainConfig:
         bad = sorted(set(self.loss_params) - known)
         if bad:
             raise ValueError(f"loss {self.loss!r} has no hyperparameter(s) {bad}; valid: {sorted(known)}")
-        for name in ("hidden_dim", "epochs", "classes_per_batch", "samples_per_class", "min_steps", "max_steps"):
+        for name in ("hidden_dim", "epochs", "classes_per_batch", "samples_per_class", "min_steps", "max_steps",
+                     "continued_steps"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.embedding_dim is not None and self.embedding_dim < 1:

@@ -91,7 +91,7 @@ def train_head(
         warnings.warn("the saved optimizer state does not match the head; continuing with a fresh optimizer",
                       stacklevel=2)
     batches = HeadBatches(features, labels, labeled, loss.uses_unlabeled, config, rng, device)
-    steps = step_count(len(labeled), batches.sampler.batch_size, config)
+    steps = step_count(len(labeled), batches.sampler.batch_size, config, continued=continued)
     t0 = time.perf_counter()
     plan = batches.plan(steps, resident_bytes)
     history = _run_steps(head, loss, opt, batches, plan, progress, config.loss)
@@ -126,10 +126,12 @@ def _start_modules(
     return head, loss, False
 
 
-def step_count(n_labeled: int, batch_size: int, config: TrainConfig) -> int:
-    """Training steps: ``epochs`` passes over the labeled rows, within ``[min_steps, max_steps]``."""
+def step_count(n_labeled: int, batch_size: int, config: TrainConfig, *, continued: bool = False) -> int:
+    """Training steps: ``epochs`` passes over the labeled rows, within ``[min_steps, max_steps]``;
+    at most ``continued_steps`` when the head continues an earlier round's."""
     per_epoch = max(1, math.ceil(n_labeled / batch_size))
-    return int(min(max(config.epochs * per_epoch, config.min_steps), config.max_steps))
+    steps = min(max(config.epochs * per_epoch, config.min_steps), config.max_steps)
+    return int(min(steps, config.continued_steps) if continued else steps)
 
 
 def _run_steps(head: ProjectionHead, loss: EmbeddingLoss, opt: torch.optim.Optimizer, batches: HeadBatches,

@@ -102,6 +102,19 @@ def test_step_count_is_epochs_of_batches_within_the_bounds() -> None:
     assert step_count(1000, 16, cfg) == 40  # at most max_steps
 
 
+def test_a_continued_round_trains_at_most_continued_steps() -> None:
+    cfg = TrainConfig(epochs=3, min_steps=5, max_steps=40, continued_steps=12)
+    assert step_count(100, 16, cfg, continued=True) == 12  # 21 fresh, capped
+    assert step_count(10, 16, cfg, continued=True) == 5  # below the cap: the fresh budget
+    x, y = _toy(n=60, labeled_per_class=4)
+    small = TrainConfig(device="cpu", min_steps=20, max_steps=20, continued_steps=7, hidden_dim=16, embedding_dim=8)
+    first = train_head(x, y, int(y.max()) + 1, small)
+    again = train_head(x, y, int(y.max()) + 1, small, init=(first.head, first.loss), optimizer_state=first.optimizer_state)
+    assert (first.steps, again.steps) == (20, 7)
+    with pytest.raises(ValueError, match="continued_steps"):
+        TrainConfig(continued_steps=0)
+
+
 def test_head_batches_put_unlabeled_rows_after_the_labeled_ones() -> None:
     x, labels = _toy(n=60, labeled_per_class=4)
     labeled = np.flatnonzero(labels >= 0)
