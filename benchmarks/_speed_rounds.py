@@ -14,8 +14,11 @@ is set to it (:func:`thread_env`).
 
 A variant runs another copy of labeltool (``code``: a folder holding a ``labeltool`` package,
 e.g. ``git archive <commit> labeltool | tar -x -C DIR``), or this one with a lever changed:
-``steps`` (the training budget, ``min_steps = max_steps``), ``precision`` (of the pool pass
-and the anchor check's embeddings) or ``loss`` (e.g. one that trains on unlabeled rows too). Variants alternate within one run, so they share the
+``steps`` (the training budget, ``min_steps = max_steps = continued_steps``), ``precision`` (of the pool pass
+and the anchor check's embeddings), ``loss`` (e.g. one that trains on unlabeled rows too) or
+``warm=1``: the timed round is a second round in a warm process, as in the app after its first
+(an untimed round on all labels but ``WARM_NEW`` runs first, every part of it; the timed round
+continues its head and Adam moments with those labels added). Variants alternate within one run, so they share the
 machine's state; each runs in its own process, so its peak memory is its own.
 """
 
@@ -31,6 +34,7 @@ import numpy as np
 from _common import AnonRssSampler, peak_rss_mb, proc_status_mb, set_threads
 
 CLASSES = 10
+WARM_NEW = 100  # labels a warm variant's timed round adds to its untimed first round (one reviewed batch)
 
 ROUND_KEYS = ["images", "variant", "labeled", "train_s", "steps", "embed_s", "knn_propose_s", "round_s", "metrics_s",
               "shares_s", "anchor_check_s", "session_s", "peak_rss_mb", "peak_anon_mb", "same_batch"]
@@ -45,9 +49,9 @@ def parse_variant(text: str) -> dict[str, Any]:
     out: dict[str, Any] = {"name": name}
     for part in filter(None, rest.split(",")):
         key, _, value = part.partition("=")
-        if key not in ("code", "steps", "precision", "loss"):
-            raise SystemExit(f"variant {text!r}: unknown setting {key!r} (code, steps, precision, loss)")
-        out[key] = int(value) if key == "steps" else value
+        if key not in ("code", "steps", "precision", "loss", "warm"):
+            raise SystemExit(f"variant {text!r}: unknown setting {key!r} (code, steps, precision, loss, warm)")
+        out[key] = int(value) if key in ("steps", "warm") else value
     return out
 
 
@@ -62,8 +66,10 @@ def round_child(path: Path, n: int, labeled: int, threads: int | None, variant: 
     from labeltool.config import SuggestConfig, TrainConfig
 
     steps = variant.get("steps")
-    cfg = TrainConfig(device="cpu", loss=variant.get("loss", "cross_entropy"),
-                      **({"min_steps": steps, "max_steps": steps} if steps else {}))
+    budget = {"min_steps": steps, "max_steps": steps} if steps else {}
+    if steps and "continued_steps" in TrainConfig.__dataclass_fields__:  # an older copy has no such field
+        budget["continued_steps"] = steps
+    cfg = TrainConfig(device="cpu", loss=variant.get("loss", "cross_entropy"), **budget)
     feats = np.load(path, mmap_mode="r")[:n]
     truth = np.load(path.with_name(path.stem + "_labels.npy"))[:n]
     labels = np.full(n, -1, dtype=np.int64)
@@ -71,7 +77,12 @@ def round_child(path: Path, n: int, labeled: int, threads: int | None, variant: 
     for c in range(CLASSES):
         labels[rng.choice(np.flatnonzero(truth == c), size=labeled // CLASSES, replace=False)] = c
     with AnonRssSampler() as anon:
-        row, batch = _timed_round(feats, labels, cfg, SuggestConfig(), variant.get("precision"))
+        earlier = None
+        if variant.get("warm"):
+            first = labels.copy()
+            first[rng.choice(np.flatnonzero(labels >= 0), WARM_NEW, replace=False)] = -1
+            _, _, earlier = _timed_round(feats, first, cfg, SuggestConfig(), variant.get("precision"))
+        row, batch, _ = _timed_round(feats, labels, cfg, SuggestConfig(), variant.get("precision"), earlier)
     row.update({"images": n, "variant": variant["name"], "labeled": int((labels >= 0).sum()),
                 "peak_rss_mb": round(peak_rss_mb()), "peak_anon_mb": round(anon.peak_mb),
                 "rss_end_mb": round(proc_status_mb("VmRSS") or 0), "features_file_mb": round(feats.nbytes / 2**20),
@@ -80,8 +91,10 @@ def round_child(path: Path, n: int, labeled: int, threads: int | None, variant: 
     return row
 
 
-def _timed_round(feats: Any, labels: np.ndarray, cfg: Any, scfg: Any, precision: str | None) -> tuple[dict[str, Any], list[int]]:
-    """Seconds of each part of one round (module docstring), and the batch's image ids."""
+def _timed_round(feats: Any, labels: np.ndarray, cfg: Any, scfg: Any, precision: str | None,
+                 earlier: Any = None) -> tuple[dict[str, Any], list[int], Any]:
+    """Seconds of each part of one round (module docstring), the batch's image ids and the
+    round's ``TrainResult`` (``earlier``: the one this round continues)."""
     from labeltool.eval.metrics import round_metrics
     from labeltool.eval.prevalence import estimate_shares, remaining_shares
     from labeltool.rounds.proposal import anchor_check
@@ -92,7 +105,8 @@ def _timed_round(feats: Any, labels: np.ndarray, cfg: Any, scfg: Any, precision:
     ids = np.arange(labels.size, dtype=np.int64)
     lever = {} if precision is None else {"precision": precision}
     clock = _Clock()
-    res = train_head(feats, labels, CLASSES, cfg)
+    go_on = {} if earlier is None else {"init": (earlier.head, earlier.loss), "optimizer_state": earlier.optimizer_state}
+    res = train_head(feats, labels, CLASSES, cfg, **go_on)
     clock.lap("train")
     emb, probs = embed_pool(RoundState(res.head, res.loss), feats, device="cpu", **lever)
     clock.lap("embed")
@@ -117,7 +131,7 @@ def _timed_round(feats: Any, labels: np.ndarray, cfg: Any, scfg: Any, precision:
     clock.lap("anchor_check")
     return {**clock.seconds(), "steps": res.steps, "suggestions": len(rows),
             "held_out_accuracy": None if check is None else round(check.accuracy, 4),
-            "classes": np.array([r.class_id for r in rows])}, batch
+            "classes": np.array([r.class_id for r in rows])}, batch, res
 
 
 class _Clock:
