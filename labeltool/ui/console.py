@@ -12,22 +12,29 @@ from typing import Any
 __all__ = ["progress_bar", "stage_printer"]
 
 
+LOG_INTERVAL = 10.0  # seconds between a bar's lines when stderr is a file, not a terminal
+
+
 def progress_bar(desc: str) -> Callable[..., None]:
     """A ``(done, total, *rest)`` callback drawing a tqdm bar named ``desc`` (unit: images, or
-    steps for ``"train"``), closed when ``done`` reaches ``total``."""
+    steps for ``"train"``), closed when ``done`` reaches ``total``. On a terminal the bar redraws
+    in place; into a file (a redirected log) it writes a line at most every
+    :data:`LOG_INTERVAL` seconds and the final count once, not a line per image."""
     from tqdm import tqdm
 
     state: dict[str, Any] = {}
+    terminal = sys.stderr.isatty()
 
     def update(done: int, total: int, *_: Any) -> None:
         if "bar" not in state:
-            state["bar"] = tqdm(total=total, desc=desc, unit="img" if desc != "train" else "step", leave=False)
+            state["bar"] = tqdm(total=total, desc=desc, unit="img" if desc != "train" else "step",
+                                leave=not terminal, mininterval=0.1 if terminal else LOG_INTERVAL,
+                                file=sys.stderr)
         bar = state["bar"]
         bar.total = total
-        bar.n = done
-        bar.refresh()
+        bar.update(done - bar.n)  # redraws only when mininterval has passed
         if done >= total:
-            bar.close()
+            bar.close()  # into a file: its final count, once
 
     return update
 

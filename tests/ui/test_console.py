@@ -23,3 +23,12 @@ def test_the_bar_counts_up_to_its_total_in_steps_for_training(capsys: pytest.Cap
         update(done, 3, 0.5)
     err = capsys.readouterr().err
     assert "train" in err and "3/3" in err and "step" in err
+
+
+def test_into_a_file_the_bar_writes_a_few_lines_not_one_per_image(capsys: pytest.CaptureFixture[str]) -> None:
+    update = progress_bar("embed")
+    for done in range(1, 501):
+        update(done, 500)
+    err = capsys.readouterr().err
+    assert "500/500" in err
+    assert err.count("/500") <= 3  # the first draw and the final count, not 500 redraws
