@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -85,8 +86,7 @@ def continued_rows(fs: Any, loss: str, n_labels: int, steps: list[int], seed: in
     earlier = train_head(fs.train, first, k, base)
     out = []
     for s in [0, *steps]:
-        cfg = base if s == 0 else TrainConfig(loss=loss, device="cpu", seed=seed, min_steps=s, max_steps=s,
-                                                      continued_steps=s)
+        cfg = base if s == 0 else replace(base, min_steps=s, max_steps=s, continued_steps=s)
         init = None if s == 0 else (copy.deepcopy(earlier.head), copy.deepcopy(earlier.loss))
         t = time.perf_counter()
         res = train_head(fs.train, full, k, cfg, init=init, optimizer_state=None if s == 0 else earlier.optimizer_state)
