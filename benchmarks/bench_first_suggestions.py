@@ -13,7 +13,9 @@ job that ``embed_first`` started is then watched for ``--job-seconds`` (its imag
 and restarted, to check it resumes where it stopped (its cache keeps its batches). The peer is
 PyTorch eager on the same images in the same run (``--peer-images`` images through
 ``extract_to_cache`` with runtime ``torch``), to say what embedding the whole folder before the
-first round would have cost.
+first round would have cost. ``--no-pause`` runs the round without holding the background job
+(:func:`labeltool.io.embed_job.foreground` replaced by a no-op): the round as it ran before the
+job waited for it.
 
 Writes benchmarks/results/first_suggestions.json (or ``--name``).
 """
@@ -84,9 +86,17 @@ def main() -> None:
     ap.add_argument("--peer-images", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default="first_suggestions")
+    ap.add_argument("--no-pause", action="store_true", help="the background job keeps running during the round")
     args = ap.parse_args()
+    if args.no_pause:
+        import contextlib
+
+        import labeltool.session.training_rounds as rounds_mod
+
+        rounds_mod.foreground = lambda cache_dir: contextlib.nullcontext(False)  # type: ignore[assignment]
     info = environment("cpu")
-    out: dict[str, object] = {"images": args.images, "per_class": args.per_class, "first_sample": FIRST_EMBED_SAMPLE}
+    out: dict[str, object] = {"images": args.images, "per_class": args.per_class, "first_sample": FIRST_EMBED_SAMPLE,
+                              "job_waits_for_round": not args.no_pause}
     with tempfile.TemporaryDirectory() as tmp:
         root = make_folder(Path(tmp) / "folder", args.images, args.per_class, args.seed)
         t0 = time.perf_counter()

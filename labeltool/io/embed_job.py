@@ -3,9 +3,11 @@
 The app (or ``labeltool embed --background``) embeds the labeled images and a first sample itself,
 then starts this process for the rest and stays usable: the process appends to the same feature
 cache (appends are locked, readers pick them up on refresh), so every round's pool is what has
-landed so far. The process runs at a lower CPU priority, so a round in the foreground is slowed
-as little as possible. It writes ``cache/embed_job.json`` as it goes; a killed job leaves its
-batches in the cache and the next start resumes where it stopped.
+landed so far. The process runs at a lower CPU priority, and it waits between batches while a
+round runs in the foreground (:func:`foreground`): a lower priority alone does not keep it off
+the cores, and a round's thread pool sharing them with the job's ran about 8x slower. It writes
+``cache/embed_job.json`` as it goes; a killed job leaves its batches in the cache and the next
+start resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,6 +27,9 @@ JOB_FILE = "embed_job.json"
 JOB_LOG = "embed_job.log"
 WRITE_EVERY_S = 1.0  # progress-file writes at most this often
 NICENESS = 10
+PAUSE_FILE = "embed_job.pause"  # holds the time (epoch seconds) until which the job waits
+PAUSE_LEASE_S = 15.0  # a foreground round renews its pause this long ahead (a dead app's pause lapses)
+PAUSE_POLL_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,7 @@ class EmbedJobStatus:
     finished: bool = False
     error: str | None = None
     runtime: str = ""
+    paused: bool = False
     running: bool = False
 
     @property
@@ -59,6 +68,8 @@ class EmbedJobStatus:
         speed = "" if rate is None else f", {rate:.0f} img/s, about {_minutes((self.total - self.done) / rate)} left"
         if self.running and not self.total:
             return "embedding in the background: starting"
+        if self.running and self.paused:
+            return f"embedding in the background: {self.done}/{self.total} image(s), waiting while a round runs"
         if self.running:
             return f"embedding in the background: {self.done}/{self.total} image(s){speed}"
         return (f"background embedding stopped at {self.done}/{self.total} image(s) "
@@ -105,19 +116,35 @@ def read_job(cache_dir: Path) -> EmbedJobStatus | None:
 
 class JobProgress:
     """The job's side: a progress callback ``(done, total)`` that keeps ``cache/embed_job.json``
-    current (written atomically, at most every :data:`WRITE_EVERY_S` seconds)."""
+    current (written atomically, at most every :data:`WRITE_EVERY_S` seconds). Made before the
+    job loads its model and called between batches, it waits while a round holds the pause."""
 
     def __init__(self, cache_dir: Path) -> None:
         self.path = job_file(cache_dir)
         self.status = EmbedJobStatus(pid=os.getpid(), started=time.time(), updated=time.time())
         self._written = 0.0
         self._write()
+        self._wait_for_foreground()  # before the job loads its model: a round that just started goes first
 
     def __call__(self, done: int, total: int) -> None:
         first = total != self.status.total  # the total is known: readers stop saying "starting"
         self.status = EmbedJobStatus(**{**asdict(self.status), "done": done, "total": total, "updated": time.time()})
         if first or time.monotonic() - self._written >= WRITE_EVERY_S or done >= total:
             self._write()
+        if done < total:
+            self._wait_for_foreground()
+
+    def _wait_for_foreground(self) -> None:
+        """Between batches: wait while a foreground round holds the pause (status says so)."""
+        cache_dir = self.path.parent
+        if not is_paused(cache_dir):
+            return
+        self.status = EmbedJobStatus(**{**asdict(self.status), "paused": True})
+        self._write()
+        while is_paused(cache_dir):
+            time.sleep(PAUSE_POLL_S)
+        self.status = EmbedJobStatus(**{**asdict(self.status), "paused": False})
+        self._write()
 
     def finish(self, error: str | None = None, runtime: str = "") -> None:
         """Record the end of the job: ``error`` when it failed, else which ``runtime`` ran."""
@@ -173,3 +200,66 @@ def stop_job(cache_dir: Path, timeout: float = 10.0) -> bool:
     while time.monotonic() < deadline and _alive(status.pid):
         time.sleep(0.1)
     return True
+
+
+# ---------------------------------------------------------------------------- foreground pause
+def is_paused(cache_dir: Path) -> bool:
+    """Whether a foreground round asked the job in ``cache_dir`` to wait (and its lease holds)."""
+    try:
+        return float(pause_file(cache_dir).read_text()) > time.time()
+    except (OSError, ValueError):
+        return False
+
+
+def pause_file(cache_dir: Path) -> Path:
+    return cache_dir / PAUSE_FILE
+
+
+def _write_pause(cache_dir: Path, until: float) -> None:
+    path = pause_file(cache_dir)
+    tmp = path.with_name(f"{PAUSE_FILE}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(repr(until))
+    tmp.replace(path)
+
+
+_holders: dict[Path, int] = {}  # cache dir → foreground blocks open in this process
+_holders_lock = threading.Lock()
+
+
+@contextmanager
+def foreground(cache_dir: Path, lease: float = PAUSE_LEASE_S) -> Iterator[bool]:
+    """Hold the background job in ``cache_dir`` between batches for the block (yields whether one
+    was running). A thread renews the pause every ``lease / 3`` seconds, so a process that dies
+    mid-round lets the job go on within ``lease`` seconds; nested blocks share one pause."""
+    job = read_job(cache_dir)
+    if job is None or not job.running:
+        yield False
+        return
+    key = Path(cache_dir).resolve()
+    with _holders_lock:
+        _holders[key] = _holders.get(key, 0) + 1
+        outer = _holders[key] == 1
+    done = threading.Event()
+    renew = None
+    if outer:
+        _write_pause(cache_dir, time.time() + lease)
+
+        def keep() -> None:
+            while not done.wait(lease / 3):
+                _write_pause(cache_dir, time.time() + lease)
+
+        renew = threading.Thread(target=keep, name="labeltool-foreground", daemon=True)
+        renew.start()
+    try:
+        yield True
+    finally:
+        done.set()
+        if renew is not None:
+            renew.join()
+        with _holders_lock:
+            _holders[key] -= 1
+            last = _holders[key] == 0
+            if last:
+                del _holders[key]
+        if last:
+            pause_file(cache_dir).unlink(missing_ok=True)

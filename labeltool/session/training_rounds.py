@@ -24,6 +24,7 @@ from labeltool.errors import EmptyPoolError, NoRoundError, StaleFeaturesError
 from labeltool.eval.calibration import BatchEstimate, batch_estimate, review_bias
 from labeltool.eval.review import review_stats
 from labeltool.io.check_file import check_path, load_check, save_check
+from labeltool.io.embed_job import foreground
 from labeltool.models.extract import extract_to_cache, pick_device
 from labeltool.models.heads import LabelerModel
 from labeltool.models.runtimes import onnx_file
@@ -96,7 +97,12 @@ class SessionRounds:
         With ``config.mode == "finetune"`` the backbone's last stages are fine-tuned on the images
         too and the pool is re-embedded with it; ``"auto"`` first picks the mode and network
         (``on_stage`` hears each candidate being scored). Returns the round's metrics (including
-        ``round``)."""
+        ``round``). A background embedding job waits meanwhile (:func:`~labeltool.io.embed_job.foreground`)."""
+        with foreground(self.project.cache_dir):
+            return self._train_round(config, progress, continue_training, on_stage)
+
+    def _train_round(self, config: TrainConfig, progress: StepProgress | None, continue_training: bool,
+                     on_stage: Callable[[str], None] | None) -> dict[str, Any]:
         pool = self.pool()
         if len(pool) == 0:
             raise EmptyPoolError(self._no_pool_message())
@@ -244,9 +250,10 @@ class SessionRounds:
         log = self.store.decisions()
         anchors = np.isin(pool.ids, np.fromiter(verified_images(state, log), dtype=np.int64))
         train = cur.checkpoint.train_config
-        prop = propose_round(pool.features, labels, pool.ids, cur.embeddings[keep], probs, emb_rows, len(self.classes),
-                             self.classes, train, config, anchors=anchors, rejected=state.rejected,
-                             bias=self._review_bias(log))
+        with foreground(self.project.cache_dir):
+            prop = propose_round(pool.features, labels, pool.ids, cur.embeddings[keep], probs, emb_rows,
+                                 len(self.classes), self.classes, train, config, anchors=anchors,
+                                 rejected=state.rejected, bias=self._review_bias(log))
         self.store.save_suggestions(cur.round, [
             StoredSuggestion(cur.round, s.image_id, s.class_id, s.confidence, s.source, s.rank, s.distance, s.evidence)
             for s in prop.suggestions

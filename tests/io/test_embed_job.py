@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from labeltool.io import embed_job
-from labeltool.io.embed_job import JobProgress, job_file, read_job
+from labeltool.io.embed_job import JobProgress, foreground, is_paused, job_file, read_job
 
 
 def _dead_pid() -> int:
@@ -91,3 +92,58 @@ def test_stop_ends_the_running_job_and_reports_whether_one_ran(tmp_path: Path) -
     finally:
         job.kill()
         job.wait()
+
+
+def _running_job(tmp_path: Path, monkeypatch) -> JobProgress:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(embed_job, "_alive", lambda pid: True)
+    monkeypatch.setattr(embed_job, "WRITE_EVERY_S", 0.0)
+    monkeypatch.setattr(embed_job, "PAUSE_POLL_S", 0.01)
+    progress = JobProgress(tmp_path)
+    progress(0, 10)
+    return progress
+
+
+def test_the_job_waits_between_batches_while_a_round_runs_in_the_foreground(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    progress = _running_job(tmp_path, monkeypatch)
+    with foreground(tmp_path) as held:
+        assert held and is_paused(tmp_path)
+        batch = threading.Thread(target=progress, args=(1, 10))
+        batch.start()
+        batch.join(0.3)
+        assert batch.is_alive()  # the next batch has not started
+        status = read_job(tmp_path)
+        assert status is not None and status.paused and "waiting while a round runs" in status.line()
+    batch.join(5)
+    assert not batch.is_alive() and not is_paused(tmp_path)
+    assert not read_job(tmp_path).paused  # type: ignore[union-attr]
+
+
+def test_a_pause_left_by_a_process_that_died_lapses(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    progress = _running_job(tmp_path, monkeypatch)
+    embed_job.pause_file(tmp_path).write_text(repr(time.time() + 0.2))  # nobody renews it
+    t = time.monotonic()
+    progress(1, 10)
+    assert 0.1 < time.monotonic() - t < 5 and not is_paused(tmp_path)
+
+
+def test_nested_foreground_blocks_share_one_pause_renewed_while_held(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    _running_job(tmp_path, monkeypatch)
+    with foreground(tmp_path, lease=0.15):
+        with foreground(tmp_path, lease=0.15):
+            pass
+        time.sleep(0.4)  # past the first lease: renewed by the outer block
+        assert is_paused(tmp_path)
+    assert not embed_job.pause_file(tmp_path).exists()
+
+
+def test_without_a_running_job_the_foreground_writes_nothing(tmp_path: Path) -> None:
+    with foreground(tmp_path) as held:
+        assert not held and not embed_job.pause_file(tmp_path).exists()
+
+
+def test_a_job_starting_during_a_round_waits_before_loading_its_model(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(embed_job, "PAUSE_POLL_S", 0.01)
+    embed_job.pause_file(tmp_path).write_text(repr(time.time() + 0.2))
+    t = time.monotonic()
+    JobProgress(tmp_path)
+    assert time.monotonic() - t > 0.1 and not is_paused(tmp_path)
