@@ -19,7 +19,9 @@ from labeltool.suggest.knn import knn_search
 
 __all__ = ["ClassFlag", "balance_flags", "estimate_shares", "remaining_shares"]
 
-_SAMPLE = 20_000  # pool rows voted on: enough for shares to about ±0.01
+# Pool rows voted on: a share's sampling error is at most 0.5 / sqrt(10,000) = 0.005 (one standard
+# error), about ±0.01 at 95%; the vote's own error among few anchors is larger.
+_SAMPLE = 10_000
 
 
 def estimate_shares(features: Any, labels: np.ndarray, anchors: np.ndarray, num_classes: int, *, k: int = 5,
@@ -27,7 +29,7 @@ def estimate_shares(features: Any, labels: np.ndarray, anchors: np.ndarray, num_
     """``[C]`` estimated share of each class in the whole pool.
 
     ``features [N, F]`` frozen backbone features (array, memmap or row view), ``labels [N]``
-    (-1 = unlabeled), ``anchors [N]`` bool: the labels a person chose. Each of up to 20,000 pool
+    (-1 = unlabeled), ``anchors [N]`` bool: the labels a person chose. Each of up to 10,000 pool
     rows (a fixed random sample) takes the majority class of its ``k`` nearest anchors (cosine);
     anchors keep their own label. ``None`` with fewer than two anchor classes.
     """

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from labeltool.config import SuggestConfig, TrainConfig
-from labeltool.rounds.proposal import MIN_ANCHORS, anchor_check, reviews_to_reach
+from labeltool.rounds import proposal
+from labeltool.rounds.proposal import _POOL_SAMPLE, MIN_ANCHORS, anchor_check, reviews_to_reach
 from labeltool.rounds.step import RoundInputs, step
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread
@@ -138,14 +139,32 @@ def test_the_check_reads_each_row_once_for_all_folds_and_scores_as_from_arrays()
 
 def test_a_pool_over_the_sample_size_is_scored_on_a_sample_with_or_without_extra_rows() -> None:
     rng = np.random.default_rng(0)
-    y = rng.integers(0, 2, 20_050)
+    y = rng.integers(0, 2, _POOL_SAMPLE + 50)
     x = (rng.normal(size=(y.size, 4)) + 3.0 * np.eye(2, 4)[y]).astype(np.float16)
     labels = np.full(y.size, -1, dtype=np.int64)
     labels[:30] = y[:30]
     quick = replace(CFG, min_steps=2, max_steps=2)
     ids = np.arange(y.size)
     plain = anchor_check(x, labels, ids, labels >= 0, 2, quick, 2)
-    assert plain is not None and plain.ids.size == 20_000 and plain.ids.dtype.kind == "i"
-    extra = np.arange(20_040, 20_050)
+    assert plain is not None and plain.ids.size == _POOL_SAMPLE and plain.ids.dtype.kind == "i"
+    extra = np.arange(_POOL_SAMPLE + 40, _POOL_SAMPLE + 50)
     with_extra = anchor_check(x, labels, ids, labels >= 0, 2, quick, 2, extra=extra)
     assert with_extra is not None and set(extra.tolist()) <= set(with_extra.ids.tolist())
+
+
+@pytest.mark.parametrize("round_width", [32, 1024])
+def test_fold_heads_are_at_most_fold_hidden_wide(monkeypatch: pytest.MonkeyPatch, round_width: int) -> None:
+    """The check's heads take the round's width, capped at FOLD_HIDDEN (their cost is most of a round's)."""
+    widths: list[int] = []
+    real = proposal.train_head
+
+    def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        widths.append(args[3].hidden_dim)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(proposal, "train_head", spy)
+    x, y = pool()
+    labels = seeded(y, 6)
+    quick = replace(CFG, min_steps=2, max_steps=2, hidden_dim=round_width)
+    assert anchor_check(x, labels, np.arange(y.size), labels >= 0, 4, quick, 3) is not None
+    assert widths == [min(round_width, proposal.FOLD_HIDDEN)] * 3
