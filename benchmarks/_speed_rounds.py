@@ -18,7 +18,8 @@ e.g. ``git archive <commit> labeltool | tar -x -C DIR``), or this one with a lev
 and the anchor check's embeddings), ``loss`` (e.g. one that trains on unlabeled rows too) or
 ``warm=1``: the timed round is a second round in a warm process, as in the app after its first
 (an untimed round on all labels but ``WARM_NEW`` runs first, every part of it; the timed round
-continues its head and Adam moments with those labels added). Variants alternate within one run, so they share the
+continues its head and Adam moments with those labels added, and its anchor check the first
+round's fold heads, unless ``fresh_check=1``). Variants alternate within one run, so they share the
 machine's state; each runs in its own process, so its peak memory is its own.
 """
 
@@ -49,9 +50,10 @@ def parse_variant(text: str) -> dict[str, Any]:
     out: dict[str, Any] = {"name": name}
     for part in filter(None, rest.split(",")):
         key, _, value = part.partition("=")
-        if key not in ("code", "steps", "precision", "loss", "warm"):
-            raise SystemExit(f"variant {text!r}: unknown setting {key!r} (code, steps, precision, loss, warm)")
-        out[key] = int(value) if key in ("steps", "warm") else value
+        if key not in ("code", "steps", "precision", "loss", "warm", "fresh_check"):
+            raise SystemExit(f"variant {text!r}: unknown setting {key!r} (code, steps, precision, loss, warm, "
+                             "fresh_check)")
+        out[key] = int(value) if key in ("steps", "warm", "fresh_check") else value
     return out
 
 
@@ -82,7 +84,8 @@ def round_child(path: Path, n: int, labeled: int, threads: int | None, variant: 
             first = labels.copy()
             first[rng.choice(np.flatnonzero(labels >= 0), WARM_NEW, replace=False)] = -1
             _, _, earlier = _timed_round(feats, first, cfg, SuggestConfig(), variant.get("precision"))
-        row, batch, _ = _timed_round(feats, labels, cfg, SuggestConfig(), variant.get("precision"), earlier)
+        row, batch, _ = _timed_round(feats, labels, cfg, SuggestConfig(), variant.get("precision"), earlier,
+                                     fresh_check=bool(variant.get("fresh_check")))
     row.update({"images": n, "variant": variant["name"], "labeled": int((labels >= 0).sum()),
                 "peak_rss_mb": round(peak_rss_mb()), "peak_anon_mb": round(anon.peak_mb),
                 "rss_end_mb": round(proc_status_mb("VmRSS") or 0), "features_file_mb": round(feats.nbytes / 2**20),
@@ -92,9 +95,12 @@ def round_child(path: Path, n: int, labeled: int, threads: int | None, variant: 
 
 
 def _timed_round(feats: Any, labels: np.ndarray, cfg: Any, scfg: Any, precision: str | None,
-                 earlier: Any = None) -> tuple[dict[str, Any], list[int], Any]:
-    """Seconds of each part of one round (module docstring), the batch's image ids and the
-    round's ``TrainResult`` (``earlier``: the one this round continues)."""
+                 earlier: Any = None, fresh_check: bool = False) -> tuple[dict[str, Any], list[int], Any]:
+    """Seconds of each part of one round (module docstring), the batch's image ids and
+    ``(TrainResult, AnchorCheck)`` of the round (``earlier``: the pair this round continues; its
+    check's fold heads too, where this copy of labeltool can, unless ``fresh_check``)."""
+    import inspect
+
     from labeltool.eval.metrics import round_metrics
     from labeltool.eval.prevalence import estimate_shares, remaining_shares
     from labeltool.rounds.proposal import anchor_check
@@ -105,7 +111,8 @@ def _timed_round(feats: Any, labels: np.ndarray, cfg: Any, scfg: Any, precision:
     ids = np.arange(labels.size, dtype=np.int64)
     lever = {} if precision is None else {"precision": precision}
     clock = _Clock()
-    go_on = {} if earlier is None else {"init": (earlier.head, earlier.loss), "optimizer_state": earlier.optimizer_state}
+    before, before_check = earlier if earlier is not None else (None, None)
+    go_on = {} if before is None else {"init": (before.head, before.loss), "optimizer_state": before.optimizer_state}
     res = train_head(feats, labels, CLASSES, cfg, **go_on)
     clock.lap("train")
     emb, probs = embed_pool(RoundState(res.head, res.loss), feats, device="cpu", **lever)
@@ -126,12 +133,14 @@ def _timed_round(feats: Any, labels: np.ndarray, cfg: Any, scfg: Any, precision:
         cand, None if shares is None else remaining_shares(shares, counts, labels.size))
     clock.lap("knn_propose")
     batch = [r.image_id for r in rows]
+    if "previous" in inspect.signature(anchor_check).parameters and before_check is not None and not fresh_check:
+        lever = {**lever, "previous": before_check.heads}
     check = anchor_check(feats, labels, ids, labels >= 0, CLASSES, cfg, scfg.calibration_folds,
                          extra=np.asarray(batch, dtype=np.int64), seed=cfg.seed, knn_backend="faiss-cpu", **lever)
     clock.lap("anchor_check")
     return {**clock.seconds(), "steps": res.steps, "suggestions": len(rows),
             "held_out_accuracy": None if check is None else round(check.accuracy, 4),
-            "classes": np.array([r.class_id for r in rows])}, batch, res
+            "classes": np.array([r.class_id for r in rows])}, batch, (res, check)
 
 
 class _Clock:

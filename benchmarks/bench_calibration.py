@@ -4,7 +4,8 @@ Each round trains the head (continuing), proposes a batch with the default selec
 quotas) and states its precision with a 90% interval (``labeltool.rounds.proposal``). The
 simulated reviewer then decides the whole batch: ``careful`` accepts the right suggestions and
 relabels the wrong ones with the true class; ``trusting`` accepts everything, as a user who
-clicks "accept batch" would. The anchors follow the app's rule (``labeltool.data.anchors``):
+clicks "accept batch" would. As in the app, each round's anchor check continues the previous
+round's fold heads (``--fresh-fold-heads``: trains them afresh every round). The anchors follow the app's rule (``labeltool.data.anchors``):
 the seed, plus the labels of every round in which the reviewer corrected something; those
 rounds' observed precision also corrects the next estimate (``review_bias``), as in the app. Printed per round: stated vs true precision, the
 interval, the calibrated per-suggestion probabilities (pooled ECE), the estimated vs true
@@ -96,7 +97,7 @@ def run(name: str, reviewer: str, args: argparse.Namespace) -> dict[str, Any]:
     c = len(classes)
     tcfg = TrainConfig(seed=args.seed, max_steps=args.max_steps, min_steps=min(TrainConfig().min_steps, args.max_steps))
     scfg = SuggestConfig(batch_size=batch)
-    state, rounds, probs_all, right_all = None, [], [], []
+    state, rounds, probs_all, right_all, heads = None, [], [], [], None
     past_conf: list[float] = []
     past_acc: list[bool] = []
     stated: dict[int, float] = {}
@@ -109,7 +110,9 @@ def run(name: str, reviewer: str, args: argparse.Namespace) -> dict[str, Any]:
                    with_metrics=False)
         state = res.state
         prop = propose_round(x, labels, ids, res.embeddings, res.probs, ids, c, classes, tcfg, scfg, anchors=anchors,
-                             seed=args.seed + r, bias=review_bias(stated, reviews))
+                             seed=args.seed + r, bias=review_bias(stated, reviews),
+                             fold_heads=None if args.fresh_fold_heads else heads)
+        heads = None if prop.check is None else prop.check.heads
         secs = time.perf_counter() - t0
         if not prop.suggestions:
             break
@@ -173,6 +176,8 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=TrainConfig().max_steps, help="training steps per head (smoke runs: few)")
     ap.add_argument("--fold-hidden", type=int, default=proposal.FOLD_HIDDEN,
                     help="hidden width of the anchor check's fold heads")
+    ap.add_argument("--fresh-fold-heads", action="store_true",
+                    help="train the anchor check's heads afresh every round instead of continuing the last ones")
     ap.add_argument("--out", default="calibration", help="result name under benchmarks/results (.json added)")
     args = ap.parse_args()
     proposal.FOLD_HIDDEN = args.fold_hidden

@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache-dir", type=Path, default=default_cache_dir())
     ap.add_argument("--name", default="speed")
     ap.add_argument("--variants", nargs="+", default=["this"],
-                    help="round variants, alternated: NAME[:code=DIR,steps=N,precision=P,loss=L] (_speed_rounds.py)")
+                    help="round variants, alternated: NAME[:code=DIR,steps=N,precision=P,loss=L,warm=1,fresh_check=1] "
+                         "(_speed_rounds.py)")
     ap.add_argument("--round-repeats", type=int, default=1, help="runs of each round variant at each size")
     ap.add_argument("--round-child", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--variant", default="this", help=argparse.SUPPRESS)

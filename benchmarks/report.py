@@ -8,7 +8,8 @@ Reads ``paper_protocol*.json``, ``human_cost*.json``, ``speed*.json``, ``vote_pr
 and prints each one's tables with the device and command line that produced them.
 
 In ``--readme`` mode only the text between ``<!-- report FILE -->`` (or
-``<!-- report --compare BEFORE AFTER -->``) and ``<!-- /report -->`` is rewritten, from the files
+``<!-- report --compare BEFORE AFTER -->``, or ``<!-- report --calibration FILE ... -->``: the
+summary rows of several ``bench_calibration.py`` results side by side) and ``<!-- /report -->`` is rewritten, from the files
 in the results folder; the prose around the blocks is left byte for byte.
 """
 
@@ -236,8 +237,28 @@ def compare_table(before: Path, after: Path) -> str:
     return md_table(COMPARE_HEADERS, compare_protocol(*(json.loads(p.read_text())["runs"] for p in (before, after))))
 
 
+def calibration_side_by_side(paths: list[Path]) -> str:
+    """One table of the summary rows of several calibration results, each row led by how its
+    anchor check ran (the fold heads' width, afresh or continued), after each file's run line."""
+    rows = []
+    for path in paths:
+        d = json.loads(path.read_text())
+        a = d["args"]
+        lever = (f"fold heads {a.get('fold_hidden', 512)} wide, "
+                 + ("afresh each round" if a.get("fresh_fold_heads", True) else "continued"))
+        rows += [[lever, *r] for r in calibration_rows(d["runs"])]
+    runs = [f"- {where(json.loads(p.read_text()))}" for p in paths]
+    return "\n".join([*runs, "", md_table(["anchor check", *CALIBRATION_HEADERS], rows)])
+
+
 def block_text(args: list[str], results: Path) -> str:
-    """Generated text of one marked block, ``args`` being ``[FILE]`` or ``["--compare", BEFORE, AFTER]``."""
+    """Generated text of one marked block, ``args`` being ``[FILE]``, ``["--compare", BEFORE, AFTER]``
+    or ``["--calibration", FILE, ...]``."""
+    if args[:1] == ["--calibration"]:
+        files = [results / n for n in args[1:]]
+        if not files or not all(p.is_file() for p in files):
+            raise ReadmeError(f"marker '<!-- report {' '.join(args)} -->' names a missing file or none")
+        return calibration_side_by_side(files)
     compare = args[:1] == ["--compare"]
     paths = [results / n for n in (args[1:] if compare else args)]
     if len(paths) != (2 if compare else 1):

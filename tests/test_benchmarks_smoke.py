@@ -361,6 +361,17 @@ def test_calibration_smoke(tmp_path: Path) -> None:
         assert len(r["rounds"]) == 2 and 0.0 <= r["mae"] <= r["max_error"] <= 1.0
         for w in r["rounds"]:
             assert w["batch"] == 50 and 0.0 <= w["true"] <= 1.0 and w["low"] <= w["stated"] <= w["high"]
+    run("bench_calibration.py", tmp_path, "--datasets", "synthetic", "--pool", "300", "--per-class", "5",
+        "--batch-percent", "20", "--max-rounds", "2", "--max-steps", "20", "--fresh-fold-heads", "--out",
+        "calibration_smoke_fresh")
+    with bench_path():
+        from report import block_text
+
+        table = block_text(["--calibration", "calibration_smoke.json", "calibration_smoke_fresh.json"],
+                           tmp_path / "out")
+    rows = [line for line in table.splitlines() if line.startswith("| fold heads")]
+    assert [r.split("|")[1].strip() for r in rows] == ["fold heads 512 wide, continued"] * 2 + [
+        "fold heads 512 wide, afresh each round"] * 2
 
 
 def test_scratch_and_auto_smoke(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ of what review found corrects the next estimate (``bias``).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -41,9 +42,9 @@ from labeltool.models.heads import released_reads
 from labeltool.suggest.knn import knn_search
 from labeltool.suggest.knn_scores import knn_class_scores, vote_temperature
 from labeltool.suggest.propose import Suggestion, candidates, suggestions_from
-from labeltool.train.head import embed_features, train_head
+from labeltool.train.head import TrainResult, embed_features, train_head
 
-__all__ = ["MIN_ANCHORS", "AnchorCheck", "Coverage", "Proposal", "anchor_check", "coverage_from", "propose_round", "reviews_to_reach",
+__all__ = ["MIN_ANCHORS", "AnchorCheck", "Coverage", "FoldHeads", "Proposal", "anchor_check", "coverage_from", "propose_round", "reviews_to_reach",
            "uncalibrated"]
 
 MIN_ANCHORS = 20  # fewer held-out verified labels than this: the stated precision is uncalibrated
@@ -54,10 +55,37 @@ _RESAMPLES = 100  # bootstrap resamples of the held-out anchors for the interval
 # Steps of each fold's head: on CIFAR-10 (64 px, careful reviewer, 3 rounds) the stated precision
 # was the same within 0.013 with 100, 300 and 900 steps, so the check costs 5 short trainings.
 FOLD_STEPS = 100
+# Steps of a fold's head that continues the same fold's head of the previous check (its anchors
+# kept their folds, so it never saw the ones it holds out); see :class:`FoldHeads`.
+FOLD_CONTINUED_STEPS = 30
 # Hidden width of each fold's head (at most the round's own). Narrower heads would make the check
 # about 2x faster, but at 128 and 256 the stated precision was further from the truth on
 # Fashion-MNIST and CIFAR-10 (calibration_fold_hidden_*.json).
 FOLD_HIDDEN = 512
+
+
+@dataclass(frozen=True)
+class FoldHeads:
+    """What a check's fold heads were trained on, to continue them in the next check: ``fold_of``
+    maps each anchor's image id to its fold, ``classes`` to the class it was trained with, and
+    ``results[k]`` is fold ``k``'s trained head (None for a fold that had too few classes).
+
+    The next check keeps every anchor in its fold and deals only the new anchors, so fold ``k``'s
+    head has never trained on an anchor it holds out; it then trains :data:`FOLD_CONTINUED_STEPS`
+    steps instead of :data:`FOLD_STEPS`, or none when the anchors are the same. An anchor that is gone or changed class, another fold
+    count or another feature space start every head afresh."""
+
+    fold_of: dict[int, int]
+    classes: dict[int, int]
+    results: tuple[TrainResult | None, ...]
+    features_key: str = ""
+
+    def usable(self, anchor_ids: np.ndarray, anchor_classes: np.ndarray, folds: int, features_key: str) -> bool:
+        """Whether the next check (anchors ``anchor_ids [A]`` of ``anchor_classes [A]``) can continue these heads."""
+        if len(self.results) != folds or features_key != self.features_key:
+            return False
+        now = dict(zip(anchor_ids.tolist(), anchor_classes.tolist(), strict=True))
+        return all(now.get(i) == c for i, c in self.classes.items())
 
 
 @dataclass(frozen=True)
@@ -78,6 +106,7 @@ class AnchorCheck:
     boot: np.ndarray
     shift: np.ndarray
     offset: float = 0.0
+    heads: FoldHeads | None = field(default=None, compare=False, repr=False)
 
     @property
     def accuracy(self) -> float:
@@ -132,6 +161,22 @@ def _folds(labels: np.ndarray, rows: np.ndarray, folds: int, seed: int) -> np.nd
     return out
 
 
+def _kept_folds(labels: np.ndarray, rows: np.ndarray, ids: np.ndarray, folds: int, seed: int,
+                previous: FoldHeads) -> np.ndarray:
+    """``[len(rows)]`` fold of each anchor row: the previous fold of an anchor it had; each new
+    anchor (in a seeded order) to the fold holding the fewest anchors of its class so far."""
+    out = np.array([previous.fold_of.get(int(i), -1) for i in ids[rows]], dtype=np.int64)
+    cls = labels[rows]
+    rng = np.random.default_rng(seed)
+    for c in np.unique(cls):
+        mine = cls == c
+        held = np.bincount(out[mine & (out >= 0)], minlength=folds)
+        for r in rng.permutation(np.flatnonzero(mine & (out < 0))):
+            out[r] = int(np.argmin(held))
+            held[out[r]] += 1
+    return out
+
+
 def _vote(train_emb: np.ndarray, train_cls: np.ndarray, query: np.ndarray, num_classes: int, tau: float | None,
           knn_backend: str) -> tuple[np.ndarray, float]:
     """``(scores [Q, C], tau)``: distance-weighted kNN vote of ``query [Q, D]`` among ``train_emb [L, D]``."""
@@ -153,20 +198,28 @@ def _read_once(features: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 def anchor_check(features: Any, labels: np.ndarray, ids: np.ndarray, anchors: np.ndarray, num_classes: int,
                  train: TrainConfig, folds: int, *, extra: np.ndarray | None = None, seed: int = 0,
-                 knn_backend: str = "auto", precision: str = "auto") -> AnchorCheck | None:
+                 knn_backend: str = "auto", precision: str = "auto", previous: FoldHeads | None = None,
+                 features_key: str = "") -> AnchorCheck | None:
     """Cross-fitted anchor-only votes (module docstring).
 
     ``features [N, F]`` frozen features, ``labels [N]`` (-1 = unlabeled), ``ids [N]``,
     ``anchors [N]`` bool. Every unlabeled row is scored when there are at most 5,000, else a
     fixed random sample of them plus the rows ``extra`` (e.g. the batch). The rows are read
     once for all folds. ``precision`` is the fold heads' embedding pass
-    (:func:`~labeltool.train.head.embed_features`). ``None`` with fewer than
-    :data:`MIN_ANCHORS` anchors, fewer than two anchor classes, or ``folds < 2``."""
+    (:func:`~labeltool.train.head.embed_features`). ``previous``: the last check's
+    :class:`FoldHeads` (``AnchorCheck.heads``), continued when :meth:`FoldHeads.usable` for
+    these anchors and ``features_key`` (which feature space ``features`` are). ``None`` with
+    fewer than :data:`MIN_ANCHORS` anchors, fewer than two anchor classes, or ``folds < 2``."""
     features = released_reads(features)
     anchor_rows = np.flatnonzero(np.asarray(anchors, dtype=bool) & (labels >= 0))
     if folds < 2 or anchor_rows.size < MIN_ANCHORS or np.unique(labels[anchor_rows]).size < 2:
         return None
-    fold_of = _folds(labels, anchor_rows, folds, seed)
+    anchor_ids, anchor_cls = np.asarray(ids)[anchor_rows], labels[anchor_rows]
+    if previous is not None and not previous.usable(anchor_ids, anchor_cls, folds, features_key):
+        previous = None
+    fold_of = (_folds(labels, anchor_rows, folds, seed) if previous is None
+               else _kept_folds(labels, anchor_rows, np.asarray(ids), folds, seed, previous))
+    same_anchors = previous is not None and len(previous.classes) == anchor_ids.size  # usable: none gone
     unl = np.flatnonzero(labels < 0)
     if unl.size > _POOL_SAMPLE:
         picked = np.random.default_rng(seed).choice(unl, _POOL_SAMPLE, replace=False)
@@ -177,15 +230,27 @@ def anchor_check(features: Any, labels: np.ndarray, ids: np.ndarray, anchors: np
                   min_steps=min(train.min_steps, steps), hidden_dim=min(train.hidden_dim, FOLD_HIDDEN))
     read, cached = _read_once(features, np.concatenate([anchor_rows, unl]))
     held_truth, held_scores, pool_scores = [], [], []
+    results: list[TrainResult | None] = []
     used = 0
     for k in range(folds):
         held = anchor_rows[fold_of == k]
         fit_rows = anchor_rows[fold_of != k]
         if np.unique(labels[fit_rows]).size < 2:
+            results.append(None)
             continue
         x = cached[np.searchsorted(read, np.concatenate([fit_rows, held, unl]))]
         sub = np.concatenate([labels[fit_rows], np.full(held.size + unl.size, -1)])
-        res = train_head(x, sub, num_classes, replace(cfg, seed=cfg.seed * 7919 + k + 1))
+        fold_cfg = replace(cfg, seed=cfg.seed * 7919 + k + 1)
+        before = None if previous is None else previous.results[k]
+        if before is not None and _same_shape(before, fold_cfg, num_classes) and same_anchors:
+            res = before  # trained on exactly these anchors already
+        elif before is not None and _same_shape(before, fold_cfg, num_classes):
+            start = copy.deepcopy((before.head, before.loss))  # the previous check's heads stay as they were
+            res = train_head(x, sub, num_classes, replace(fold_cfg, continued_steps=FOLD_CONTINUED_STEPS),
+                             init=start, optimizer_state=before.optimizer_state)
+        else:
+            res = train_head(x, sub, num_classes, fold_cfg)
+        results.append(res)
         emb = unit_rows(embed_features(res.head, x, device=cfg.device, precision=precision))
         ref, ref_cls = emb[: fit_rows.size], labels[fit_rows].astype(np.int64)
         scores, tau = _vote(ref, ref_cls, emb[fit_rows.size + held.size :], num_classes, None, knn_backend)
@@ -200,7 +265,15 @@ def anchor_check(features: Any, labels: np.ndarray, ids: np.ndarray, anchors: np
     boot, shift = _resampled(hs, truth, seed)
     t = fit_temperature(hs, truth)
     offset = float(((hs.argmax(1) == truth) - tempered(hs, t).max(1)).mean())
-    return AnchorCheck(truth, hs, ids[unl], np.stack(pool_scores), t, boot, shift, offset)
+    heads = FoldHeads(dict(zip(anchor_ids.tolist(), fold_of.tolist(), strict=True)),
+                      dict(zip(anchor_ids.tolist(), anchor_cls.tolist(), strict=True)), tuple(results), features_key)
+    return AnchorCheck(truth, hs, ids[unl], np.stack(pool_scores), t, boot, shift, offset, heads)
+
+
+def _same_shape(res: TrainResult, cfg: TrainConfig, num_classes: int) -> bool:
+    """Whether ``res``'s head and loss are the ones ``cfg`` would make fresh (so it can go on)."""
+    return (res.head.hidden_dim == cfg.hidden_dim and res.head.out_dim == cfg.resolved_dim(num_classes)
+            and res.loss.name == cfg.loss and res.loss.num_classes == num_classes)
 
 
 def _resampled(scores: np.ndarray, truth: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -292,14 +365,16 @@ def propose_round(features: Any, labels: np.ndarray, ids: np.ndarray, embeddings
                   probs: np.ndarray | None, emb_rows: np.ndarray, num_classes: int, classes: list[str],
                   train: TrainConfig, suggest: SuggestConfig, *, anchors: np.ndarray | None = None,
                   rejected: Iterable[tuple[int, int]] = (), knn_backend: str = "auto", seed: int = 0,
-                  bias: float = 0.0) -> Proposal:
+                  bias: float = 0.0, fold_heads: FoldHeads | None = None, features_key: str = "") -> Proposal:
     """Propose a batch and say how far to trust it.
 
     ``features [N, F]`` frozen features, ``labels [N]``, ``ids [N]`` of the pool; ``embeddings
     [M, D]`` and ``probs [M, C]`` (or None) of the round for pool rows ``emb_rows [M]`` (all of
     them in head mode). ``anchors [N]`` bool marks the labels a person chose (default: all).
     ``bias`` (from :func:`~labeltool.eval.calibration.review_bias`: how far earlier stated
-    precisions fell short of what review found) is added to every probability the check states."""
+    precisions fell short of what review found) is added to every probability the check states.
+    ``fold_heads`` (the previous proposal's ``check.heads``) and ``features_key``: see
+    :func:`anchor_check`."""
     labels = np.asarray(labels, dtype=np.int64)
     features = released_reads(features)  # the sampled rows leave no memory-mapped pages behind
     anchors = labels >= 0 if anchors is None else np.asarray(anchors, dtype=bool) & (labels >= 0)
@@ -312,7 +387,8 @@ def propose_round(features: Any, labels: np.ndarray, ids: np.ndarray, embeddings
     s_ids = np.array([r.image_id for r in rows], dtype=np.int64)
     s_cls = np.array([r.class_id for r in rows], dtype=np.int64)
     check = anchor_check(features, labels, ids, anchors, num_classes, train, suggest.calibration_folds,
-                         extra=np.flatnonzero(np.isin(ids, s_ids)), seed=seed, knn_backend=knn_backend)
+                         extra=np.flatnonzero(np.isin(ids, s_ids)), seed=seed, knn_backend=knn_backend,
+                         previous=fold_heads, features_key=features_key)
     if check is not None and bias:
         check = replace(check, offset=check.offset + bias, shift=check.shift + bias)
     n_left = int((labels < 0).sum())

@@ -30,7 +30,14 @@ from labeltool.models.heads import LabelerModel
 from labeltool.models.runtimes import onnx_file
 from labeltool.rounds.current import RoundEmbedding, pending_suggestions
 from labeltool.rounds.model import assemble_model, predict_files
-from labeltool.rounds.proposal import AnchorCheck, Coverage, coverage_from, propose_round, uncalibrated
+from labeltool.rounds.proposal import (
+    AnchorCheck,
+    Coverage,
+    FoldHeads,
+    coverage_from,
+    propose_round,
+    uncalibrated,
+)
 from labeltool.rounds.step import (
     FinetuneImages,
     PoolFeatures,
@@ -71,6 +78,7 @@ class SessionRounds:
     store: Store
     _current: RoundEmbedding | None
     _check: tuple[int, tuple[AnchorCheck, np.ndarray, np.ndarray] | None] | None = None
+    _fold_heads: FoldHeads | None = None  # the last proposal's check heads, continued by the next (in memory only)
     _check_right: tuple[AnchorCheck, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None  # ids, cls, p, boot
 
     if TYPE_CHECKING:  # provided by LabelingSession
@@ -253,7 +261,9 @@ class SessionRounds:
         with foreground(self.project.cache_dir):
             prop = propose_round(pool.features, labels, pool.ids, cur.embeddings[keep], probs, emb_rows,
                                  len(self.classes), self.classes, train, config, anchors=anchors,
-                                 rejected=state.rejected, bias=self._review_bias(log))
+                                 rejected=state.rejected, bias=self._review_bias(log), fold_heads=self._fold_heads,
+                                 features_key=self.backbone_spec.cache_key())
+        self._fold_heads = None if prop.check is None else prop.check.heads
         self.store.save_suggestions(cur.round, [
             StoredSuggestion(cur.round, s.image_id, s.class_id, s.confidence, s.source, s.rank, s.distance, s.evidence)
             for s in prop.suggestions

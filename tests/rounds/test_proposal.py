@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from labeltool.config import SuggestConfig, TrainConfig
 from labeltool.rounds import proposal
@@ -168,3 +169,64 @@ def test_fold_heads_are_at_most_fold_hidden_wide(monkeypatch: pytest.MonkeyPatch
     quick = replace(CFG, min_steps=2, max_steps=2, hidden_dim=round_width)
     assert anchor_check(x, labels, np.arange(y.size), labels >= 0, 4, quick, 3) is not None
     assert widths == [min(round_width, proposal.FOLD_HIDDEN)] * 3
+
+
+def _grown(labels: np.ndarray, y: np.ndarray, more: int) -> np.ndarray:
+    """``labels`` with the first ``more`` unlabeled images of each class labeled too."""
+    out = labels.copy()
+    for c in np.unique(y):
+        out[np.flatnonzero((y == c) & (labels < 0))[:more]] = c
+    return out
+
+
+def test_a_check_continues_the_last_checks_fold_heads_keeping_every_anchor_in_its_fold() -> None:
+    x, y = pool()
+    ids = np.arange(y.size)
+    first_labels = seeded(y, 6)
+    first = anchor_check(x, first_labels, ids, first_labels >= 0, 4, CFG, 3, features_key="f")
+    assert first is not None and first.heads is not None
+    weights = [r.head.net[0].weight.detach().clone() for r in first.heads.results if r is not None]
+    labels = _grown(first_labels, y, 3)
+    again = anchor_check(x, labels, ids, labels >= 0, 4, CFG, 3, previous=first.heads, features_key="f")
+    assert again is not None and again.heads is not None
+    assert all(again.heads.fold_of[i] == k for i, k in first.heads.fold_of.items())  # nothing it trained on is held out
+    per_class_fold = np.zeros((4, 3), dtype=np.int64)
+    for i, k in again.heads.fold_of.items():
+        per_class_fold[y[i], k] += 1
+    assert per_class_fold.max(1).tolist() == [3] * 4 and per_class_fold.min(1).tolist() == [3] * 4  # 9 per class, dealt evenly
+    assert [r.steps for r in again.heads.results if r is not None] == [proposal.FOLD_CONTINUED_STEPS] * 3
+    assert again.held_truth.size == (labels >= 0).sum()
+    for w, r in zip(weights, [r for r in first.heads.results if r is not None], strict=True):
+        assert torch.equal(w, r.head.net[0].weight)  # the previous check's heads are left as they were
+
+
+@pytest.mark.parametrize("change", ["relabelled", "removed", "other features"])
+def test_fold_heads_start_afresh_when_an_anchor_changed_or_the_features_did(change: str) -> None:
+    x, y = pool()
+    ids = np.arange(y.size)
+    labels = seeded(y, 6)
+    first = anchor_check(x, labels, ids, labels >= 0, 4, CFG, 3, features_key="f")
+    assert first is not None
+    labels, key = _grown(labels, y, 2), "f"
+    some = int(np.flatnonzero(labels >= 0)[0])
+    if change == "relabelled":
+        labels[some] = (labels[some] + 1) % 4
+    elif change == "removed":
+        labels[some] = -1
+    else:
+        key = "g"
+    again = anchor_check(x, labels, ids, labels >= 0, 4, CFG, 3, previous=first.heads, features_key=key)
+    assert again is not None and again.heads is not None
+    assert [r.steps for r in again.heads.results if r is not None] == [CFG.max_steps] * 3
+
+
+def test_the_same_anchors_reuse_the_fold_heads_as_they_are() -> None:
+    x, y = pool()
+    ids = np.arange(y.size)
+    labels = seeded(y, 6)
+    first = anchor_check(x, labels, ids, labels >= 0, 4, CFG, 3, features_key="f")
+    assert first is not None and first.heads is not None
+    again = anchor_check(x, labels, ids, labels >= 0, 4, CFG, 3, previous=first.heads, features_key="f")
+    assert again is not None and again.heads is not None
+    assert all(a is b for a, b in zip(again.heads.results, first.heads.results, strict=True))
+    np.testing.assert_array_equal(again.held_scores, first.held_scores)
