@@ -18,8 +18,10 @@ e.g. ``git archive <commit> labeltool | tar -x -C DIR``), or this one with a lev
 and the anchor check's embeddings), ``loss`` (e.g. one that trains on unlabeled rows too) or
 ``warm=1``: the timed round is a second round in a warm process, as in the app after its first
 (an untimed round on all labels but ``WARM_NEW`` runs first, every part of it; the timed round
-continues its head and Adam moments with those labels added, and its anchor check the first
-round's fold heads, unless ``fresh_check=1``). Variants alternate within one run, so they share the
+continues its head and Adam moments with those labels added; its anchor check is offered the first
+round's fold heads, unless ``fresh_check=1``, and reuses them when the anchors are unchanged:
+with ``unreviewed=1`` the added labels are not anchors, as after a batch accepted without a
+rejection). Variants alternate within one run, so they share the
 machine's state; each runs in its own process, so its peak memory is its own.
 """
 
@@ -50,10 +52,10 @@ def parse_variant(text: str) -> dict[str, Any]:
     out: dict[str, Any] = {"name": name}
     for part in filter(None, rest.split(",")):
         key, _, value = part.partition("=")
-        if key not in ("code", "steps", "precision", "loss", "warm", "fresh_check"):
-            raise SystemExit(f"variant {text!r}: unknown setting {key!r} (code, steps, precision, loss, warm, "
-                             "fresh_check)")
-        out[key] = int(value) if key in ("steps", "warm", "fresh_check") else value
+        flags = ("steps", "warm", "fresh_check", "unreviewed")
+        if key not in ("code", "precision", "loss", *flags):
+            raise SystemExit(f"variant {text!r}: unknown setting {key!r} (code, precision, loss, {', '.join(flags)})")
+        out[key] = int(value) if key in flags else value
     return out
 
 
@@ -79,13 +81,15 @@ def round_child(path: Path, n: int, labeled: int, threads: int | None, variant: 
     for c in range(CLASSES):
         labels[rng.choice(np.flatnonzero(truth == c), size=labeled // CLASSES, replace=False)] = c
     with AnonRssSampler() as anon:
-        earlier = None
+        earlier, anchors = None, labels >= 0
         if variant.get("warm"):
             first = labels.copy()
             first[rng.choice(np.flatnonzero(labels >= 0), WARM_NEW, replace=False)] = -1
-            _, _, earlier = _timed_round(feats, first, cfg, SuggestConfig(), variant.get("precision"))
+            _, _, earlier = _timed_round(feats, first, cfg, SuggestConfig(), variant.get("precision"), anchors=first >= 0)
+            if variant.get("unreviewed"):
+                anchors = first >= 0  # the added labels were accepted without a rejection: not anchors
         row, batch, _ = _timed_round(feats, labels, cfg, SuggestConfig(), variant.get("precision"), earlier,
-                                     fresh_check=bool(variant.get("fresh_check")))
+                                     fresh_check=bool(variant.get("fresh_check")), anchors=anchors)
     row.update({"images": n, "variant": variant["name"], "labeled": int((labels >= 0).sum()),
                 "peak_rss_mb": round(peak_rss_mb()), "peak_anon_mb": round(anon.peak_mb),
                 "rss_end_mb": round(proc_status_mb("VmRSS") or 0), "features_file_mb": round(feats.nbytes / 2**20),
@@ -95,10 +99,12 @@ def round_child(path: Path, n: int, labeled: int, threads: int | None, variant: 
 
 
 def _timed_round(feats: Any, labels: np.ndarray, cfg: Any, scfg: Any, precision: str | None,
-                 earlier: Any = None, fresh_check: bool = False) -> tuple[dict[str, Any], list[int], Any]:
+                 earlier: Any = None, fresh_check: bool = False,
+                 anchors: np.ndarray | None = None) -> tuple[dict[str, Any], list[int], Any]:
     """Seconds of each part of one round (module docstring), the batch's image ids and
     ``(TrainResult, AnchorCheck)`` of the round (``earlier``: the pair this round continues; its
-    check's fold heads too, where this copy of labeltool can, unless ``fresh_check``)."""
+    check's fold heads are offered to this check, where this copy of labeltool takes them, unless
+    ``fresh_check``). ``anchors [N]``: the verified labels (default: every label)."""
     import inspect
 
     from labeltool.eval.metrics import round_metrics
@@ -125,7 +131,8 @@ def _timed_round(feats: Any, labels: np.ndarray, cfg: Any, scfg: Any, precision:
         read = released_reads(feats)
     except ImportError:
         read = feats
-    shares = estimate_shares(read, labels, labels >= 0, CLASSES, seed=0, knn_backend="faiss-cpu")
+    anchors = labels >= 0 if anchors is None else anchors
+    shares = estimate_shares(read, labels, anchors, CLASSES, seed=0, knn_backend="faiss-cpu")
     clock.lap("shares")
     cand = candidates(emb, labels, ids, scfg, probs=probs, num_classes=CLASSES, knn_backend="faiss-cpu")
     counts = np.bincount(labels[labels >= 0], minlength=CLASSES)
@@ -135,7 +142,7 @@ def _timed_round(feats: Any, labels: np.ndarray, cfg: Any, scfg: Any, precision:
     batch = [r.image_id for r in rows]
     if "previous" in inspect.signature(anchor_check).parameters and before_check is not None and not fresh_check:
         lever = {**lever, "previous": before_check.heads}
-    check = anchor_check(feats, labels, ids, labels >= 0, CLASSES, cfg, scfg.calibration_folds,
+    check = anchor_check(feats, labels, ids, anchors, CLASSES, cfg, scfg.calibration_folds,
                          extra=np.asarray(batch, dtype=np.int64), seed=cfg.seed, knn_backend="faiss-cpu", **lever)
     clock.lap("anchor_check")
     return {**clock.seconds(), "steps": res.steps, "suggestions": len(rows),

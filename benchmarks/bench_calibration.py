@@ -4,8 +4,9 @@ Each round trains the head (continuing), proposes a batch with the default selec
 quotas) and states its precision with a 90% interval (``labeltool.rounds.proposal``). The
 simulated reviewer then decides the whole batch: ``careful`` accepts the right suggestions and
 relabels the wrong ones with the true class; ``trusting`` accepts everything, as a user who
-clicks "accept batch" would. As in the app, each round's anchor check continues the previous
-round's fold heads (``--fresh-fold-heads``: trains them afresh every round). The anchors follow the app's rule (``labeltool.data.anchors``):
+clicks "accept batch" would. As in the app, each round's anchor check is offered the previous
+round's fold heads and reuses them when the anchors are unchanged (``--fresh-fold-heads``: trains
+them afresh every round, with the round's seed). The anchors follow the app's rule (``labeltool.data.anchors``):
 the seed, plus the labels of every round in which the reviewer corrected something; those
 rounds' observed precision also corrects the next estimate (``review_bias``), as in the app. Printed per round: stated vs true precision, the
 interval, the calibrated per-suggestion probabilities (pooled ECE), the estimated vs true
@@ -177,7 +178,7 @@ def main() -> None:
     ap.add_argument("--fold-hidden", type=int, default=proposal.FOLD_HIDDEN,
                     help="hidden width of the anchor check's fold heads")
     ap.add_argument("--fresh-fold-heads", action="store_true",
-                    help="train the anchor check's heads afresh every round instead of continuing the last ones")
+                    help="train the anchor check's heads afresh every round instead of reusing unchanged ones")
     ap.add_argument("--out", default="calibration", help="result name under benchmarks/results (.json added)")
     args = ap.parse_args()
     proposal.FOLD_HIDDEN = args.fold_hidden
@@ -187,7 +188,8 @@ def main() -> None:
                         [[r["dataset"], r["reviewer"], len(r["rounds"]), r["mae"], r["max_error"], r["interval_coverage"],
                           r["ece"], r["previous_mae"], r["previous_max"], r["remainder_mae"], r["final_label_accuracy"]]
                          for r in runs]))
-    _common.write_json(args.out, {**_common.environment(), "args": vars(args), "runs": runs})
+    fold_heads = "afresh each round" if args.fresh_fold_heads else "reused while the anchors are unchanged"
+    _common.write_json(args.out, {**_common.environment(), "args": vars(args), "fold_heads": fold_heads, "runs": runs})
 
 
 if __name__ == "__main__":
