@@ -18,10 +18,10 @@ e.g. ``git archive <commit> labeltool | tar -x -C DIR``), or this one with a lev
 and the anchor check's embeddings), ``loss`` (e.g. one that trains on unlabeled rows too) or
 ``warm=1``: the timed round is a second round in a warm process, as in the app after its first
 (an untimed round on all labels but ``WARM_NEW`` runs first, every part of it; the timed round
-continues its head and Adam moments with those labels added; its anchor check is offered the first
-round's fold heads, unless ``fresh_check=1``, and reuses them when the anchors are unchanged:
+continues its head and Adam moments with those labels added; unless ``fresh_check=1``, its
+anchor check is offered the first round's fold heads (reused when the anchors are unchanged:
 with ``unreviewed=1`` the added labels are not anchors, as after a batch accepted without a
-rejection). Variants alternate within one run, so they share the
+rejection) and its shares the first round's anchor neighbours (extended with the new anchors)). Variants alternate within one run, so they share the
 machine's state; each runs in its own process, so its peak memory is its own.
 """
 
@@ -102,9 +102,10 @@ def _timed_round(feats: Any, labels: np.ndarray, cfg: Any, scfg: Any, precision:
                  earlier: Any = None, fresh_check: bool = False,
                  anchors: np.ndarray | None = None) -> tuple[dict[str, Any], list[int], Any]:
     """Seconds of each part of one round (module docstring), the batch's image ids and
-    ``(TrainResult, AnchorCheck)`` of the round (``earlier``: the pair this round continues; its
-    check's fold heads are offered to this check, where this copy of labeltool takes them, unless
-    ``fresh_check``). ``anchors [N]``: the verified labels (default: every label)."""
+    ``(TrainResult, AnchorCheck, AnchorNeighbours)`` of the round (``earlier``: those this round
+    continues; its check's fold heads and its shares' neighbours are offered to this round, where
+    this copy of labeltool takes them, unless ``fresh_check``). ``anchors [N]``: the verified
+    labels (default: every label)."""
     import inspect
 
     from labeltool.eval.metrics import round_metrics
@@ -117,7 +118,7 @@ def _timed_round(feats: Any, labels: np.ndarray, cfg: Any, scfg: Any, precision:
     ids = np.arange(labels.size, dtype=np.int64)
     lever = {} if precision is None else {"precision": precision}
     clock = _Clock()
-    before, before_check = earlier if earlier is not None else (None, None)
+    before, before_check, before_near = earlier if earlier is not None else (None, None, None)
     go_on = {} if before is None else {"init": (before.head, before.loss), "optimizer_state": before.optimizer_state}
     res = train_head(feats, labels, CLASSES, cfg, **go_on)
     clock.lap("train")
@@ -132,7 +133,14 @@ def _timed_round(feats: Any, labels: np.ndarray, cfg: Any, scfg: Any, precision:
     except ImportError:
         read = feats
     anchors = labels >= 0 if anchors is None else anchors
-    shares = estimate_shares(read, labels, anchors, CLASSES, seed=0, knn_backend="faiss-cpu")
+    try:  # a copy that carries the shares' neighbours over from the last proposal, as the app does
+        from labeltool.eval.prevalence import anchor_neighbours, shares_from
+    except ImportError:
+        near, shares = None, estimate_shares(read, labels, anchors, CLASSES, seed=0, knn_backend="faiss-cpu")
+    else:
+        near = anchor_neighbours(read, labels, anchors, ids, seed=0, knn_backend="faiss-cpu",
+                                 previous=None if fresh_check else before_near)
+        shares = None if near is None else shares_from(near, labels, anchors, CLASSES)
     clock.lap("shares")
     cand = candidates(emb, labels, ids, scfg, probs=probs, num_classes=CLASSES, knn_backend="faiss-cpu")
     counts = np.bincount(labels[labels >= 0], minlength=CLASSES)
@@ -147,7 +155,7 @@ def _timed_round(feats: Any, labels: np.ndarray, cfg: Any, scfg: Any, precision:
     clock.lap("anchor_check")
     return {**clock.seconds(), "steps": res.steps, "suggestions": len(rows),
             "held_out_accuracy": None if check is None else round(check.accuracy, 4),
-            "classes": np.array([r.class_id for r in rows])}, batch, (res, check)
+            "classes": np.array([r.class_id for r in rows])}, batch, (res, check, near)
 
 
 class _Clock:

@@ -38,7 +38,13 @@ from labeltool.eval.calibration import (
     tempered,
 )
 from labeltool.eval.metrics import unit_rows
-from labeltool.eval.prevalence import balance_flags, estimate_shares, remaining_shares
+from labeltool.eval.prevalence import (
+    AnchorNeighbours,
+    anchor_neighbours,
+    balance_flags,
+    remaining_shares,
+    shares_from,
+)
 from labeltool.models.heads import released_reads
 from labeltool.suggest.knn import knn_search
 from labeltool.suggest.knn_scores import knn_class_scores, vote_temperature
@@ -303,6 +309,7 @@ class Proposal:
     candidate_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     candidate_classes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     candidate_confidences: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    neighbours: AnchorNeighbours | None = field(default=None, repr=False)  # behind ``shares``, for the next proposal
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready figures for the round record."""
@@ -335,7 +342,8 @@ def propose_round(features: Any, labels: np.ndarray, ids: np.ndarray, embeddings
                   probs: np.ndarray | None, emb_rows: np.ndarray, num_classes: int, classes: list[str],
                   train: TrainConfig, suggest: SuggestConfig, *, anchors: np.ndarray | None = None,
                   rejected: Iterable[tuple[int, int]] = (), knn_backend: str = "auto", seed: int = 0,
-                  bias: float = 0.0, fold_heads: FoldHeads | None = None, features_key: str = "") -> Proposal:
+                  bias: float = 0.0, fold_heads: FoldHeads | None = None,
+                  share_neighbours: AnchorNeighbours | None = None, features_key: str = "") -> Proposal:
     """Propose a batch and say how far to trust it.
 
     ``features [N, F]`` frozen features, ``labels [N]``, ``ids [N]`` of the pool; ``embeddings
@@ -343,12 +351,15 @@ def propose_round(features: Any, labels: np.ndarray, ids: np.ndarray, embeddings
     them in head mode). ``anchors [N]`` bool marks the labels a person chose (default: all).
     ``bias`` (from :func:`~labeltool.eval.calibration.review_bias`: how far earlier stated
     precisions fell short of what review found) is added to every probability the check states.
-    ``fold_heads`` (the previous proposal's ``check.heads``) and ``features_key``: see
-    :func:`anchor_check`."""
+    ``fold_heads`` (the previous proposal's ``check.heads``), ``share_neighbours`` (its
+    ``neighbours``) and ``features_key`` let unchanged work carry over: see :func:`anchor_check`
+    and :func:`~labeltool.eval.prevalence.anchor_neighbours`."""
     labels = np.asarray(labels, dtype=np.int64)
     features = released_reads(features)  # the sampled rows leave no memory-mapped pages behind
     anchors = labels >= 0 if anchors is None else np.asarray(anchors, dtype=bool) & (labels >= 0)
-    shares = estimate_shares(features, labels, anchors, num_classes, seed=seed, knn_backend=knn_backend)
+    near = anchor_neighbours(features, labels, anchors, ids, seed=seed, knn_backend=knn_backend,
+                             previous=share_neighbours, features_key=features_key)
+    shares = None if near is None else shares_from(near, labels, anchors, num_classes)
     counts = np.bincount(labels[labels >= 0], minlength=num_classes)
     left = None if shares is None else remaining_shares(shares, counts, labels.size)
     cand = candidates(embeddings, labels[emb_rows], ids[emb_rows], suggest, rejected=rejected, probs=probs,
@@ -375,7 +386,7 @@ def propose_round(features: Any, labels: np.ndarray, ids: np.ndarray, embeddings
         batch = batch_estimate(p, bp, check.describe())
         coverage = _coverage(check, cand, n_left, suggest.target_accuracy)
     flags = [] if shares is None else [f.message for f in balance_flags(counts, shares, labels.size, classes)]
-    out = Proposal(rows, batch, check, coverage, shares, flags)
+    out = Proposal(rows, batch, check, coverage, shares, flags, neighbours=near)
     if cand is not None:
         out.candidate_ids, out.candidate_classes, out.candidate_confidences = (cand.image_ids, cand.classes,
                                                                                cand.confidences)

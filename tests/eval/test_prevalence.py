@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from labeltool.eval.prevalence import balance_flags, estimate_shares, remaining_shares
+from labeltool.eval.prevalence import (
+    anchor_neighbours,
+    balance_flags,
+    estimate_shares,
+    remaining_shares,
+    shares_from,
+)
 
 
 def blobs(sizes: list[int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -55,3 +61,53 @@ def test_quota_shares_are_validated(bad: np.ndarray) -> None:
 
     with pytest.raises(ValueError):
         class_quotas(bad, 10)
+
+
+def _overlapping(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Three overlapping blobs ``x [300, 8]``, ``y [300]``, and 4 anchors per class as ``labels``."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(3), 100)
+    x = (rng.normal(size=(y.size, 8)) + 1.5 * np.eye(3, 8)[y]).astype(np.float32)
+    labels = np.full(y.size, -1)
+    for c in range(3):
+        labels[np.flatnonzero(y == c)[:4]] = c
+    return x, y, labels
+
+
+def test_neighbours_extended_with_new_anchors_are_those_of_a_full_search() -> None:
+    x, y, labels = _overlapping()
+    ids = np.arange(y.size) + 1000
+    first = anchor_neighbours(x, labels, labels >= 0, ids, features_key="f")
+    assert first is not None
+    more = labels.copy()
+    for c in range(3):
+        more[np.flatnonzero((y == c) & (labels < 0))[:6]] = c
+    grown = anchor_neighbours(x, more, more >= 0, ids, previous=first, features_key="f")
+    full = anchor_neighbours(x, more, more >= 0, ids, features_key="f")
+    assert grown is not None and full is not None
+    np.testing.assert_array_equal(grown.anchor_ids, full.anchor_ids)
+    np.testing.assert_allclose(grown.dist, full.dist, rtol=1e-6)
+    np.testing.assert_array_equal(shares_from(grown, more, more >= 0, 3), shares_from(full, more, more >= 0, 3))
+    assert anchor_neighbours(x, more, more >= 0, ids, previous=grown, features_key="f") is grown  # nothing new
+
+
+@pytest.mark.parametrize("change", ["relabelled", "removed", "other features", "pool grew"])
+def test_neighbours_are_searched_afresh_when_an_anchor_or_the_sample_changed(change: str) -> None:
+    x, y, labels = _overlapping()
+    ids = np.arange(y.size)
+    first = anchor_neighbours(x, labels, labels >= 0, ids, features_key="f")
+    labels, key = labels.copy(), "f"
+    some = int(np.flatnonzero(labels >= 0)[0])
+    if change == "relabelled":
+        labels[some] = 2
+    elif change == "removed":
+        labels[some] = -1
+    elif change == "other features":
+        key = "g"
+    else:
+        x, labels, ids = np.concatenate([x, x[:5] + 0.01]), np.concatenate([labels, [-1] * 5]), np.arange(y.size + 5)
+    again = anchor_neighbours(x, labels, labels >= 0, ids, previous=first, features_key=key)
+    full = anchor_neighbours(x, labels, labels >= 0, ids, features_key=key)
+    assert again is not None and full is not None and again is not first
+    np.testing.assert_array_equal(again.anchor_ids, full.anchor_ids)
+    assert again.anchors == full.anchors
