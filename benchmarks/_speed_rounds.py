@@ -110,7 +110,10 @@ def _timed_round(feats: Any, labels: np.ndarray, cfg: Any, scfg: Any, precision:
 
     from labeltool.eval.metrics import round_metrics
     from labeltool.eval.prevalence import estimate_shares, remaining_shares
-    from labeltool.rounds.proposal import anchor_check
+    try:
+        from labeltool.rounds.anchor_check import anchor_check
+    except ImportError:  # a copy from before the check had a module of its own
+        from labeltool.rounds.proposal import anchor_check
     from labeltool.rounds.step import RoundState, embed_pool
     from labeltool.suggest.propose import candidates, suggestions_from
     from labeltool.train.head import train_head

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from labeltool.rounds.proposal import AnchorCheck
+from labeltool.rounds.anchor_check import AnchorCheck
 
 __all__ = ["check_path", "load_check", "save_check"]
 

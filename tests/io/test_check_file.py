@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from labeltool.io.check_file import check_path, load_check, save_check
-from labeltool.rounds.proposal import AnchorCheck
+from labeltool.rounds.anchor_check import AnchorCheck
 
 
 def test_round_trip_and_unreadable_files(tmp_path: Path) -> None:
