@@ -39,7 +39,7 @@ from labeltool.eval.calibration import (
     expected_calibration_error,
     review_bias,
 )
-from labeltool.rounds import proposal
+from labeltool.rounds import anchor_check
 from labeltool.rounds.proposal import propose_round
 from labeltool.rounds.step import RoundInputs, step
 
@@ -175,13 +175,15 @@ def main() -> None:
     ap.add_argument("--max-rounds", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--max-steps", type=int, default=TrainConfig().max_steps, help="training steps per head (smoke runs: few)")
-    ap.add_argument("--fold-hidden", type=int, default=proposal.FOLD_HIDDEN,
+    ap.add_argument("--fold-hidden", type=int, default=anchor_check.FOLD_HIDDEN,
                     help="hidden width of the anchor check's fold heads")
+    ap.add_argument("--fold-steps", type=int, default=anchor_check.FOLD_STEPS,
+                    help="training steps of each of the anchor check's fold heads")
     ap.add_argument("--fresh-fold-heads", action="store_true",
                     help="train the anchor check's heads afresh every round instead of reusing unchanged ones")
     ap.add_argument("--out", default="calibration", help="result name under benchmarks/results (.json added)")
     args = ap.parse_args()
-    proposal.FOLD_HIDDEN = args.fold_hidden
+    anchor_check.FOLD_HIDDEN, anchor_check.FOLD_STEPS = args.fold_hidden, args.fold_steps
     runs = [run(d, rv, args) for d in args.datasets for rv in args.reviewers]
     print(_common.table(["dataset", "reviewer", "rounds", "MAE", "max err", "in 90% interval", "ECE", "before: MAE",
                          "before: max", "remainder MAE", "final labels right"],

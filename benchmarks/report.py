@@ -244,7 +244,8 @@ def calibration_side_by_side(paths: list[Path]) -> str:
     for path in paths:
         d = json.loads(path.read_text())
         a = d["args"]
-        lever = f"fold heads {a.get('fold_hidden', 512)} wide, {d.get('fold_heads', 'afresh each round')}"
+        lever = (f"fold heads {a.get('fold_hidden', 512)} wide, {a.get('fold_steps', 100)} steps, "
+                 f"{d.get('fold_heads', 'afresh each round')}")
         rows += [[lever, *r] for r in calibration_rows(d["runs"])]
     runs = [f"- {where(json.loads(p.read_text()))}" for p in paths]
     return "\n".join([*runs, "", md_table(["anchor check", *CALIBRATION_HEADERS], rows)])

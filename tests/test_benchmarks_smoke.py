@@ -370,8 +370,9 @@ def test_calibration_smoke(tmp_path: Path) -> None:
         table = block_text(["--calibration", "calibration_smoke.json", "calibration_smoke_fresh.json"],
                            tmp_path / "out")
     rows = [line for line in table.splitlines() if line.startswith("| fold heads")]
-    assert [r.split("|")[1].strip() for r in rows] == ["fold heads 512 wide, reused while the anchors are unchanged"] * 2 + [
-        "fold heads 512 wide, afresh each round"] * 2
+    assert [r.split("|")[1].strip() for r in rows] == [
+        "fold heads 512 wide, 100 steps, reused while the anchors are unchanged"] * 2 + [
+        "fold heads 512 wide, 100 steps, afresh each round"] * 2
 
 
 def test_scratch_and_auto_smoke(tmp_path: Path) -> None:
