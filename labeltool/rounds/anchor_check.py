@@ -208,9 +208,7 @@ def anchor_check(features: Any, labels: np.ndarray, ids: np.ndarray, anchors: np
             continue
         x = cached[np.searchsorted(read, np.concatenate([fit_rows, held, unl]))]
         sub = np.concatenate([labels[fit_rows], np.full(held.size + unl.size, -1)])
-        before = None if reuse is None else reuse.results[k]
-        res = before if before is not None else train_head(x, sub, num_classes,
-                                                           replace(cfg, seed=cfg.seed * 7919 + k + 1))
+        res = _fold_head(None if reuse is None else reuse.results[k], x, sub, num_classes, cfg, k)
         results.append(res)
         emb = unit_rows(embed_features(res.head, x, device=cfg.device, precision=precision))
         h_scores, scores = _fold_votes(emb, labels[fit_rows].astype(np.int64), held.size, num_classes, knn_backend)
@@ -228,6 +226,15 @@ def anchor_check(features: Any, labels: np.ndarray, ids: np.ndarray, anchors: np
                       dict(zip(anchor_ids.tolist(), anchor_cls.tolist(), strict=True)), tuple(results), cfg,
                       features_key)
     return AnchorCheck(truth, hs, ids[unl], np.stack(pool_scores), t, boot, shift, offset, heads)
+
+
+def _fold_head(before: TrainResult | None, x: np.ndarray, sub: np.ndarray, num_classes: int, cfg: TrainConfig,
+               k: int) -> TrainResult:
+    """Fold ``k``'s head: ``before`` when reused, else trained on ``x [R, F]`` with labels ``sub [R]``
+    (kept without its Adam moments: a reused head does not train on)."""
+    if before is not None:
+        return before
+    return replace(train_head(x, sub, num_classes, replace(cfg, seed=cfg.seed * 7919 + k + 1)), optimizer_state={})
 
 
 def _scored_rows(labels: np.ndarray, extra: np.ndarray | None, seed: int) -> np.ndarray:
