@@ -6,9 +6,8 @@ cache (appends are locked, readers pick them up on refresh), so every round's po
 landed so far. The process runs at a lower CPU priority, and it waits between batches while a
 round runs in the foreground (:func:`foreground`): a lower priority alone does not keep it off
 the cores, and a first round whose thread pool shared two cores with the job's took 22 s instead
-of 5 s. It writes
-``cache/embed_job.json`` as it goes; a killed job leaves its batches in the cache and the next
-start resumes where it stopped.
+of 5 s. It writes ``cache/embed_job.json`` as it goes; a killed job leaves its batches in the
+cache and the next start resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -217,10 +216,15 @@ def pause_file(cache_dir: Path) -> Path:
 
 
 def _write_pause(cache_dir: Path, until: float) -> None:
+    """Best effort: a pause that cannot be written (a read-only cache) leaves the job running and
+    the round goes on sharing the cores, as it did before there was a pause."""
     path = pause_file(cache_dir)
     tmp = path.with_name(f"{PAUSE_FILE}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_text(repr(until))
-    tmp.replace(path)
+    try:
+        tmp.write_text(repr(until))
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 _holders: dict[Path, int] = {}  # cache dir → foreground blocks open in this process
@@ -263,4 +267,5 @@ def foreground(cache_dir: Path, lease: float = PAUSE_LEASE_S) -> Iterator[bool]:
             if last:
                 del _holders[key]
         if last:
-            pause_file(cache_dir).unlink(missing_ok=True)
+            with suppress(OSError):
+                pause_file(cache_dir).unlink(missing_ok=True)

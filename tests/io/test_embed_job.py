@@ -147,3 +147,14 @@ def test_a_job_starting_during_a_round_waits_before_loading_its_model(tmp_path: 
     t = time.monotonic()
     JobProgress(tmp_path)
     assert time.monotonic() - t > 0.1 and not is_paused(tmp_path)
+
+
+def test_a_pause_that_cannot_be_written_does_not_stop_the_round(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    _running_job(tmp_path, monkeypatch)
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> int:
+        raise PermissionError(13, "read-only", str(self))
+
+    monkeypatch.setattr(Path, "write_text", refuse)
+    with foreground(tmp_path) as held:
+        assert held and not is_paused(tmp_path)  # the round runs; the job simply is not held
