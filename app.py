@@ -171,8 +171,7 @@ def train_page(session: LabelingSession, tcfg: TrainConfig | None, scfg: Suggest
 
 
 def run_round(session: LabelingSession, tcfg: Any, scfg: Any) -> None:
-    if session.embed_job_progress_line() is not None:
-        st.caption("The background embedding waits while this round runs and goes on after it.")
+    widgets.job_waits_note(session.embed_job_progress_line)
     bar = st.progress(0.0, text="Training…")
     chart = st.empty()
     trace = session.train_progress()

@@ -263,6 +263,13 @@ def progress_bar(text: str, counting: str) -> tuple[Callable[[int, int], None], 
 LIVE_EVERY_S = 3.0
 
 
+def job_waits_note(read: Callable[[], tuple[str, float] | None]) -> None:
+    """Above a round's progress: the background embedding (``read`` returns its progress, or None
+    when there is no job) waits while the round runs; the job's own bar updates only after it."""
+    if read() is not None:
+        st.caption("The background embedding waits while this round runs and goes on after it.")
+
+
 def live_progress(read: Callable[[], tuple[str, float] | None]) -> None:
     """A progress bar that refreshes itself every few seconds while ``read`` returns
     ``(text, fraction)``. The fragment is rendered on every run, timed only while there is
