@@ -5,8 +5,8 @@ quotas) and states its precision with a 90% interval (``labeltool.rounds.proposa
 simulated reviewer then decides the whole batch: ``careful`` accepts the right suggestions and
 relabels the wrong ones with the true class; ``trusting`` accepts everything, as a user who
 clicks "accept batch" would. As in the app, each round's anchor check is offered the previous
-round's fold heads and reuses them when the anchors are unchanged (``--fresh-fold-heads``: trains
-them afresh every round, with the round's seed). The anchors follow the app's rule (``labeltool.data.anchors``):
+round's fold heads and reuses them when the anchors are unchanged, and the shares extend its
+anchor neighbours (``--fresh-fold-heads``: both afresh every round, with the round's seed). The anchors follow the app's rule (``labeltool.data.anchors``):
 the seed, plus the labels of every round in which the reviewer corrected something; those
 rounds' observed precision also corrects the next estimate (``review_bias``), as in the app. Printed per round: stated vs true precision, the
 interval, the calibrated per-suggestion probabilities (pooled ECE), the estimated vs true
@@ -98,7 +98,7 @@ def run(name: str, reviewer: str, args: argparse.Namespace) -> dict[str, Any]:
     c = len(classes)
     tcfg = TrainConfig(seed=args.seed, max_steps=args.max_steps, min_steps=min(TrainConfig().min_steps, args.max_steps))
     scfg = SuggestConfig(batch_size=batch)
-    state, rounds, probs_all, right_all, heads = None, [], [], [], None
+    state, rounds, probs_all, right_all, carried = None, [], [], [], None
     past_conf: list[float] = []
     past_acc: list[bool] = []
     stated: dict[int, float] = {}
@@ -112,8 +112,8 @@ def run(name: str, reviewer: str, args: argparse.Namespace) -> dict[str, Any]:
         state = res.state
         prop = propose_round(x, labels, ids, res.embeddings, res.probs, ids, c, classes, tcfg, scfg, anchors=anchors,
                              seed=args.seed + r, bias=review_bias(stated, reviews),
-                             fold_heads=None if args.fresh_fold_heads else heads)
-        heads = None if prop.check is None else prop.check.heads
+                             carried=None if args.fresh_fold_heads else carried)
+        carried = prop.carried
         secs = time.perf_counter() - t0
         if not prop.suggestions:
             break
@@ -180,7 +180,8 @@ def main() -> None:
     ap.add_argument("--fold-steps", type=int, default=anchor_check.FOLD_STEPS,
                     help="training steps of each of the anchor check's fold heads")
     ap.add_argument("--fresh-fold-heads", action="store_true",
-                    help="train the anchor check's heads afresh every round instead of reusing unchanged ones")
+                    help="train the anchor check's heads and search the shares' neighbours afresh every round "
+                         "instead of carrying them over")
     ap.add_argument("--out", default="calibration", help="result name under benchmarks/results (.json added)")
     args = ap.parse_args()
     anchor_check.FOLD_HIDDEN, anchor_check.FOLD_STEPS = args.fold_hidden, args.fold_steps

@@ -28,8 +28,8 @@ from labeltool.models.heads import released_reads
 from labeltool.rounds.anchor_check import MIN_ANCHORS, AnchorCheck, FoldHeads, anchor_check
 from labeltool.suggest.propose import Suggestion, candidates, suggestions_from
 
-__all__ = ["MIN_ANCHORS", "AnchorCheck", "Coverage", "FoldHeads", "Proposal", "anchor_check", "coverage_from",
-           "propose_round", "reviews_to_reach", "uncalibrated"]
+__all__ = ["MIN_ANCHORS", "AnchorCheck", "Carried", "Coverage", "FoldHeads", "Proposal", "anchor_check",
+           "coverage_from", "propose_round", "reviews_to_reach", "uncalibrated"]
 
 
 def reviews_to_reach(probabilities: np.ndarray, target: float) -> int:
@@ -63,6 +63,17 @@ class Coverage:
                 f"{self.reviews_needed} review(s) to reach {self.target:.0%}")
 
 
+@dataclass(frozen=True)
+class Carried:
+    """What a proposal computed that the next may reuse while the anchors and features allow
+    (:meth:`~labeltool.rounds.anchor_check.FoldHeads.same`,
+    :func:`~labeltool.eval.prevalence.anchor_neighbours`): the check's fold heads and the shares'
+    anchor neighbours."""
+
+    fold_heads: FoldHeads | None = None
+    neighbours: AnchorNeighbours | None = None
+
+
 @dataclass
 class Proposal:
     """The batch and what it rests on (see the module docstring). ``candidate_*`` ``[M]`` hold
@@ -77,7 +88,12 @@ class Proposal:
     candidate_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     candidate_classes: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     candidate_confidences: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    neighbours: AnchorNeighbours | None = field(default=None, repr=False)  # behind ``shares``, for the next proposal
+    neighbours: AnchorNeighbours | None = field(default=None, repr=False)  # behind ``shares``
+
+    @property
+    def carried(self) -> Carried:
+        """What the next proposal may reuse of this one (see :func:`propose_round`)."""
+        return Carried(None if self.check is None else self.check.heads, self.neighbours)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready figures for the round record."""
@@ -110,8 +126,7 @@ def propose_round(features: Any, labels: np.ndarray, ids: np.ndarray, embeddings
                   probs: np.ndarray | None, emb_rows: np.ndarray, num_classes: int, classes: list[str],
                   train: TrainConfig, suggest: SuggestConfig, *, anchors: np.ndarray | None = None,
                   rejected: Iterable[tuple[int, int]] = (), knn_backend: str = "auto", seed: int = 0,
-                  bias: float = 0.0, fold_heads: FoldHeads | None = None,
-                  share_neighbours: AnchorNeighbours | None = None, features_key: str = "") -> Proposal:
+                  bias: float = 0.0, carried: Carried | None = None, features_key: str = "") -> Proposal:
     """Propose a batch and say how far to trust it.
 
     ``features [N, F]`` frozen features, ``labels [N]``, ``ids [N]`` of the pool; ``embeddings
@@ -119,14 +134,15 @@ def propose_round(features: Any, labels: np.ndarray, ids: np.ndarray, embeddings
     them in head mode). ``anchors [N]`` bool marks the labels a person chose (default: all).
     ``bias`` (from :func:`~labeltool.eval.calibration.review_bias`: how far earlier stated
     precisions fell short of what review found) is added to every probability the check states.
-    ``fold_heads`` (the previous proposal's ``check.heads``), ``share_neighbours`` (its
-    ``neighbours``) and ``features_key`` let unchanged work carry over: see :func:`anchor_check`
-    and :func:`~labeltool.eval.prevalence.anchor_neighbours`."""
+    ``carried`` (the previous proposal's :attr:`Proposal.carried`) and ``features_key`` (which
+    feature space ``features`` are) let unchanged work carry over: see :func:`anchor_check` and
+    :func:`~labeltool.eval.prevalence.anchor_neighbours`."""
+    carried = carried or Carried()
     labels = np.asarray(labels, dtype=np.int64)
     features = released_reads(features)  # the sampled rows leave no memory-mapped pages behind
     anchors = labels >= 0 if anchors is None else np.asarray(anchors, dtype=bool) & (labels >= 0)
     near = anchor_neighbours(features, labels, anchors, ids, seed=seed, knn_backend=knn_backend,
-                             previous=share_neighbours, features_key=features_key)
+                             previous=carried.neighbours, features_key=features_key)
     shares = None if near is None else shares_from(near, labels, anchors, num_classes)
     counts = np.bincount(labels[labels >= 0], minlength=num_classes)
     left = None if shares is None else remaining_shares(shares, counts, labels.size)
@@ -137,7 +153,7 @@ def propose_round(features: Any, labels: np.ndarray, ids: np.ndarray, embeddings
     s_cls = np.array([r.class_id for r in rows], dtype=np.int64)
     check = anchor_check(features, labels, ids, anchors, num_classes, train, suggest.calibration_folds,
                          extra=np.flatnonzero(np.isin(ids, s_ids)), seed=seed, knn_backend=knn_backend,
-                         previous=fold_heads, features_key=features_key)
+                         previous=carried.fold_heads, features_key=features_key)
     if check is not None and bias:
         check = replace(check, offset=check.offset + bias, shift=check.shift + bias)
     n_left = int((labels < 0).sum())

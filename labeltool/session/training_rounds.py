@@ -22,7 +22,6 @@ from labeltool.data.pool import Pool, PoolIndex, RowView
 from labeltool.data.store import StoredSuggestion
 from labeltool.errors import EmptyPoolError, NoRoundError, StaleFeaturesError
 from labeltool.eval.calibration import BatchEstimate, batch_estimate, review_bias
-from labeltool.eval.prevalence import AnchorNeighbours
 from labeltool.eval.review import review_stats
 from labeltool.io.check_file import check_path, load_check, save_check
 from labeltool.io.embed_job import foreground
@@ -33,8 +32,8 @@ from labeltool.rounds.current import RoundEmbedding, pending_suggestions
 from labeltool.rounds.model import assemble_model, predict_files
 from labeltool.rounds.proposal import (
     AnchorCheck,
+    Carried,
     Coverage,
-    FoldHeads,
     coverage_from,
     propose_round,
     uncalibrated,
@@ -79,9 +78,7 @@ class SessionRounds:
     store: Store
     _current: RoundEmbedding | None
     _check: tuple[int, tuple[AnchorCheck, np.ndarray, np.ndarray] | None] | None = None
-    # what the last proposal computed that the next may reuse (in memory only)
-    _fold_heads: FoldHeads | None = None
-    _share_neighbours: AnchorNeighbours | None = None
+    _carried: Carried | None = None  # what the last proposal computed that the next may reuse (in memory only)
     _check_right: tuple[AnchorCheck, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None  # ids, cls, p, boot
 
     if TYPE_CHECKING:  # provided by LabelingSession
@@ -264,10 +261,9 @@ class SessionRounds:
         with foreground(self.project.cache_dir):
             prop = propose_round(pool.features, labels, pool.ids, cur.embeddings[keep], probs, emb_rows,
                                  len(self.classes), self.classes, train, config, anchors=anchors,
-                                 rejected=state.rejected, bias=self._review_bias(log), fold_heads=self._fold_heads,
-                                 share_neighbours=self._share_neighbours, features_key=self.backbone_spec.cache_key())
-        self._fold_heads = None if prop.check is None else prop.check.heads
-        self._share_neighbours = prop.neighbours
+                                 rejected=state.rejected, bias=self._review_bias(log), carried=self._carried,
+                                 features_key=self.backbone_spec.cache_key())
+        self._carried = prop.carried
         self.store.save_suggestions(cur.round, [
             StoredSuggestion(cur.round, s.image_id, s.class_id, s.confidence, s.source, s.rank, s.distance, s.evidence)
             for s in prop.suggestions

@@ -8,7 +8,7 @@ from round_helpers import CFG, pool, seeded
 
 from labeltool.config import SuggestConfig
 from labeltool.rounds.anchor_check import MIN_ANCHORS, anchor_check
-from labeltool.rounds.proposal import reviews_to_reach
+from labeltool.rounds.proposal import propose_round, reviews_to_reach
 from labeltool.rounds.step import RoundInputs, step
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one intra-op thread
@@ -72,3 +72,17 @@ def test_coverage_line_starts_as_the_status_command_prints_it() -> None:
     assert line.startswith("estimated accuracy of the remainder: ")
     assert prop.coverage.remaining == int((labels < 0).sum())
     assert 0 <= prop.coverage.reviews_needed <= prop.coverage.remaining
+
+
+def test_a_proposal_carries_its_check_heads_and_share_neighbours_to_the_next() -> None:
+    x, y = pool()
+    labels = seeded(y, 6)
+    first = run(x, y, labels, labels >= 0).proposal
+    assert first is not None and first.check is not None and first.check.heads is not None
+    res = run(x, y, labels, labels >= 0)
+    again = propose_round(x, labels, np.arange(y.size), res.embeddings, res.probs, np.arange(y.size), 4,
+                          [str(c) for c in range(4)], CFG, SuggestConfig(batch_size=40), carried=first.carried)
+    assert again.check is not None and again.check.heads is not None
+    assert all(a is b for a, b in zip(again.check.heads.results, first.check.heads.results, strict=True))
+    assert again.neighbours is first.neighbours  # no new anchor: nothing searched
+    np.testing.assert_array_equal(again.shares, first.shares)
