@@ -46,7 +46,7 @@ __all__ = [
     "embed_pool", "pool_rows", "require_two_classes", "step", "suggest",
 ]
 
-# A round's pool pass: bfloat16 products on a CPU with AMX (suggestions on CIFAR-10 features:
+# A round's pool pass: bfloat16 products on a CPU with AMX or AVX512-BF16 (suggestions on CIFAR-10 features:
 # the same 100-image batch, 99.95% of kNN predictions unchanged), float32 elsewhere.
 POOL_PRECISION = "auto"
 

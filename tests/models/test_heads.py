@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from labeltool.models import heads
 from labeltool.models.heads import FoldedHead, ProjectionHead, fold_head, resolve_precision
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -43,10 +44,26 @@ def test_folding_leaves_the_head_as_it_was() -> None:
     assert all(torch.equal(before[k], v) for k, v in head.state_dict().items())
 
 
+@pytest.mark.parametrize(("amx", "avx512_bf16", "expected"), [
+    (True, False, "bfloat16"), (False, True, "bfloat16"), (False, False, "float32")])
+def test_auto_precision_follows_native_bf16(monkeypatch: pytest.MonkeyPatch, amx: bool, avx512_bf16: bool,
+                                            expected: str) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    assert resolve_precision("auto", torch.device("cpu")) == expected
+
+
+def test_missing_cpu_probe_means_no_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    assert not heads.native_bf16_available()
+
+
 def test_resolve_precision() -> None:
     assert resolve_precision("float32", torch.device("cpu")) == "float32"
     assert resolve_precision("bfloat16", torch.device("cpu")) == "bfloat16"
     assert resolve_precision("auto", torch.device("cuda")) == "float32"  # a GPU's pass is bound by the copy
-    assert resolve_precision("auto", torch.device("cpu")) in ("float32", "bfloat16")
+    native = heads.native_bf16_available()
+    assert resolve_precision("auto", torch.device("cpu")) == ("bfloat16" if native else "float32")
     with pytest.raises(ValueError, match="valid: float32, bfloat16, auto"):
         resolve_precision("half", torch.device("cpu"))
