@@ -15,7 +15,8 @@ is set to it (:func:`thread_env`).
 A variant runs another copy of labeltool (``code``: a folder holding a ``labeltool`` package,
 e.g. ``git archive <commit> labeltool | tar -x -C DIR``), or this one with a lever changed:
 ``steps`` (the training budget, ``min_steps = max_steps = continued_steps``), ``precision`` (of the pool pass
-and the anchor check's embeddings), ``loss`` (e.g. one that trains on unlabeled rows too) or
+and the anchor check's embeddings), ``train_precision`` (``TrainConfig.precision``: the
+products while the round's head and the check's heads train), ``loss`` (e.g. one that trains on unlabeled rows too) or
 ``warm=1``: the timed round is a second round in a warm process, as in the app after its first
 (an untimed round on all labels but ``WARM_NEW`` runs first, every part of it; the timed round
 continues its head and Adam moments with those labels added; unless ``fresh_check=1``, its
@@ -53,8 +54,9 @@ def parse_variant(text: str) -> dict[str, Any]:
     for part in filter(None, rest.split(",")):
         key, _, value = part.partition("=")
         flags = ("steps", "warm", "fresh_check", "unreviewed")
-        if key not in ("code", "precision", "loss", *flags):
-            raise SystemExit(f"variant {text!r}: unknown setting {key!r} (code, precision, loss, {', '.join(flags)})")
+        if key not in ("code", "precision", "train_precision", "loss", *flags):
+            raise SystemExit(f"variant {text!r}: unknown setting {key!r} "
+                             f"(code, precision, train_precision, loss, {', '.join(flags)})")
         out[key] = int(value) if key in flags else value
     return out
 
@@ -73,6 +75,8 @@ def round_child(path: Path, n: int, labeled: int, threads: int | None, variant: 
     budget = {"min_steps": steps, "max_steps": steps} if steps else {}
     if steps and "continued_steps" in TrainConfig.__dataclass_fields__:  # an older copy has no such field
         budget["continued_steps"] = steps
+    if variant.get("train_precision"):
+        budget["precision"] = variant["train_precision"]
     cfg = TrainConfig(device="cpu", loss=variant.get("loss", "cross_entropy"), **budget)
     feats = np.load(path, mmap_mode="r")[:n]
     truth = np.load(path.with_name(path.stem + "_labels.npy"))[:n]

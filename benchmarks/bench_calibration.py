@@ -39,6 +39,7 @@ from labeltool.eval.calibration import (
     expected_calibration_error,
     review_bias,
 )
+from labeltool.models.heads import PRECISIONS
 from labeltool.rounds import anchor_check
 from labeltool.rounds.proposal import propose_round
 from labeltool.rounds.step import RoundInputs, step
@@ -96,7 +97,8 @@ def run(name: str, reviewer: str, args: argparse.Namespace) -> dict[str, Any]:
     ids = np.arange(len(y), dtype=np.int64)
     anchors = labels >= 0
     c = len(classes)
-    tcfg = TrainConfig(seed=args.seed, max_steps=args.max_steps, min_steps=min(TrainConfig().min_steps, args.max_steps))
+    tcfg = TrainConfig(seed=args.seed, max_steps=args.max_steps, min_steps=min(TrainConfig().min_steps, args.max_steps),
+                       precision=args.train_precision)
     scfg = SuggestConfig(batch_size=batch)
     state, rounds, probs_all, right_all, carried = None, [], [], [], None
     past_conf: list[float] = []
@@ -182,6 +184,8 @@ def main() -> None:
     ap.add_argument("--fresh-fold-heads", action="store_true",
                     help="train the anchor check's heads and search the shares' neighbours afresh every round "
                          "instead of carrying them over")
+    ap.add_argument("--train-precision", default=TrainConfig().precision, choices=PRECISIONS,
+                    help="the heads' products while training (TrainConfig.precision)")
     ap.add_argument("--out", default="calibration", help="result name under benchmarks/results (.json added)")
     args = ap.parse_args()
     anchor_check.FOLD_HIDDEN, anchor_check.FOLD_STEPS = args.fold_hidden, args.fold_steps

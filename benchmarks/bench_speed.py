@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache-dir", type=Path, default=default_cache_dir())
     ap.add_argument("--name", default="speed")
     ap.add_argument("--variants", nargs="+", default=["this"],
-                    help="round variants, alternated: NAME[:code=DIR,steps=N,precision=P,loss=L,warm=1,fresh_check=1,unreviewed=1] "
+                    help="round variants, alternated: NAME[:code=DIR,steps=N,precision=P,train_precision=P,loss=L,warm=1,fresh_check=1,unreviewed=1] "
                          "(_speed_rounds.py)")
     ap.add_argument("--round-repeats", type=int, default=1, help="runs of each round variant at each size")
     ap.add_argument("--round-child", type=int, default=None, help=argparse.SUPPRESS)

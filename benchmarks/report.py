@@ -239,13 +239,16 @@ def compare_table(before: Path, after: Path) -> str:
 
 def calibration_side_by_side(paths: list[Path]) -> str:
     """One table of the summary rows of several calibration results, each row led by how its
-    anchor check ran (the fold heads' width, afresh or continued), after each file's run line."""
+    anchor check ran (the fold heads' width, afresh or continued, the training precision), after
+    each file's run line."""
     rows = []
     for path in paths:
         d = json.loads(path.read_text())
         a = d["args"]
         lever = (f"fold heads {a.get('fold_hidden', 512)} wide, {a.get('fold_steps', 100)} steps, "
                  f"{d.get('fold_heads', 'afresh each round')}")
+        if "train_precision" in a:  # runs from before the setting trained in float32
+            lever += f", training {a['train_precision']}, seed {a.get('seed', 0)}"
         rows += [[lever, *r] for r in calibration_rows(d["runs"])]
     runs = [f"- {where(json.loads(p.read_text()))}" for p in paths]
     return "\n".join([*runs, "", md_table(["anchor check", *CALIBRATION_HEADERS], rows)])

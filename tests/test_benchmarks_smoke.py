@@ -256,6 +256,16 @@ def test_speed_smoke(tmp_path: Path) -> None:
     assert rnd["images"] == 400 and rnd["suggestions"] == 100 and rnd["peak_rss_mb"] > 0
 
 
+def test_speed_round_variants_parse() -> None:
+    with bench_path():
+        from _speed_rounds import parse_variant
+
+    assert parse_variant("f32:train_precision=float32,warm=1") == {
+        "name": "f32", "train_precision": "float32", "warm": 1}
+    with pytest.raises(SystemExit, match="unknown setting 'dtype'"):
+        parse_variant("x:dtype=half")
+
+
 def test_feature_extraction_matches_labeltool_preprocessing(tmp_path: Path) -> None:
     with bench_path():
         import torch
@@ -362,8 +372,8 @@ def test_calibration_smoke(tmp_path: Path) -> None:
         for w in r["rounds"]:
             assert w["batch"] == 50 and 0.0 <= w["true"] <= 1.0 and w["low"] <= w["stated"] <= w["high"]
     run("bench_calibration.py", tmp_path, "--datasets", "synthetic", "--pool", "300", "--per-class", "5",
-        "--batch-percent", "20", "--max-rounds", "2", "--max-steps", "20", "--fresh-fold-heads", "--out",
-        "calibration_smoke_fresh")
+        "--batch-percent", "20", "--max-rounds", "2", "--max-steps", "20", "--fresh-fold-heads",
+        "--train-precision", "float32", "--out", "calibration_smoke_fresh")
     with bench_path():
         from report import block_text
 
@@ -371,8 +381,8 @@ def test_calibration_smoke(tmp_path: Path) -> None:
                            tmp_path / "out")
     rows = [line for line in table.splitlines() if line.startswith("| fold heads")]
     assert [r.split("|")[1].strip() for r in rows] == [
-        "fold heads 512 wide, 100 steps, reused while the anchors are unchanged"] * 2 + [
-        "fold heads 512 wide, 100 steps, afresh each round"] * 2
+        "fold heads 512 wide, 100 steps, reused while the anchors are unchanged, training auto, seed 0"] * 2 + [
+        "fold heads 512 wide, 100 steps, afresh each round, training float32, seed 0"] * 2
 
 
 def test_scratch_and_auto_smoke(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from labeltool.config.finetune import FinetuneConfig, is_int
 from labeltool.losses import get_loss_class
 from labeltool.models.backbones import from_scratch_backbones, get_spec
+from labeltool.models.heads import PRECISIONS
 
 TRAIN_MODES = ("head", "finetune", "auto")
 # what the app and the command line train with unless told otherwise (TrainConfig() itself
@@ -43,6 +44,10 @@ class TrainConfig:
     mode: str = "head"  # "head" | "finetune" | "auto" (chosen per round by held-out accuracy)
     finetune: Mapping[str, Any] | None = None  # FinetuneConfig fields (finetune and auto modes)
     backbone: str | None = None  # the network a fine-tune round trains; None = the project's backbone
+    # the head's products while it trains: "float32", "bfloat16" (autocast; the loss, the
+    # weights and Adam stay float32) or "auto": bfloat16 on a CPU with native bfloat16 products
+    # (AMX or AVX512-BF16), float32 elsewhere (benchmarks/README.md, "training in bfloat16")
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.mode not in TRAIN_MODES:
@@ -59,6 +64,8 @@ class TrainConfig:
                     f"{self.backbone!r} is pretrained: make it the project's backbone instead")
             if self.mode == "head":
                 raise ValueError(f"{self.backbone!r} starts from random weights: train it with mode 'finetune' or 'auto'")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown training precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
         cls = get_loss_class(self.loss)  # raises for unknown names
         known = {p.name for p in cls.hyperparams}
         bad = sorted(set(self.loss_params) - known)

@@ -239,7 +239,7 @@ def _head_round(inputs: RoundInputs, labels: np.ndarray, config: TrainConfig, pr
     facts = {
         "train_seconds": round(res.seconds, 3), "embed_seconds": round(time.perf_counter() - t0, 3),
         "embed_precision": resolve_precision(POOL_PRECISION, pick_device(config.device)),
-        "round_seconds": 0.0, "steps": res.steps,
+        "train_precision": res.precision, "round_seconds": 0.0, "steps": res.steps,
         "final_loss": res.losses[-1] if res.losses else None, "device": res.device, "n_pool": len(inputs.ids),
     }
     return RoundResult(state, inputs.ids, labels, emb, probs, {}, facts, continued=init is not None)

@@ -24,7 +24,7 @@ from torch import Tensor
 from labeltool.config import TrainConfig
 from labeltool.losses import EmbeddingLoss, create_loss
 from labeltool.models.extract import pick_device
-from labeltool.models.heads import EMBED_CHUNK, ProjectionHead, pool_pass, released_reads
+from labeltool.models.heads import EMBED_CHUNK, ProjectionHead, pool_pass, released_reads, resolve_precision
 from labeltool.train.optim_state import adam_moments, named_trainables, restore_adam_moments
 from labeltool.train.sampling import BalancedSampler, CyclingSampler
 
@@ -53,6 +53,7 @@ class TrainResult:
     seconds: float
     device: str
     optimizer_state: dict[str, Tensor] = field(default_factory=dict)  # Adam moments, to continue from
+    precision: str = "float32"  # of the head's products while training (resolved TrainConfig.precision)
 
 
 def train_head(
@@ -94,9 +95,11 @@ def train_head(
     steps = step_count(len(labeled), batches.sampler.batch_size, config, continued=continued)
     t0 = time.perf_counter()
     plan = batches.plan(steps, resident_bytes)
-    history = _run_steps(head, loss, opt, batches, plan, progress, config.loss)
+    precision = resolve_precision(config.precision, device)
+    history = _run_steps(head, loss, opt, batches, plan, progress, config.loss, bf16=precision == "bfloat16")
     moments = adam_moments(opt, named)
-    return TrainResult(head.cpu(), loss.cpu(), history, steps, time.perf_counter() - t0, str(device), moments)
+    return TrainResult(head.cpu(), loss.cpu(), history, steps, time.perf_counter() - t0, str(device), moments,
+                       precision)
 
 
 def _labeled_rows(features: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -135,8 +138,10 @@ def step_count(n_labeled: int, batch_size: int, config: TrainConfig, *, continue
 
 
 def _run_steps(head: ProjectionHead, loss: EmbeddingLoss, opt: torch.optim.Optimizer, batches: HeadBatches,
-               plan: StepPlan, progress: StepProgress | None, loss_name: str) -> list[float]:
-    """Run the planned optimiser steps (train mode, back in eval mode after); the per-step losses."""
+               plan: StepPlan, progress: StepProgress | None, loss_name: str, *, bf16: bool = False) -> list[float]:
+    """Run the planned optimiser steps (train mode, back in eval mode after); the per-step losses.
+    ``bf16``: the head's forward (and so its backward) under bfloat16 autocast; its embeddings
+    ``[B, D]`` go to the loss in float32."""
     head.train()
     loss.train()
     steps = len(plan.labeled)
@@ -147,7 +152,9 @@ def _run_steps(head: ProjectionHead, loss: EmbeddingLoss, opt: torch.optim.Optim
         block = plan.on_device(start, min(every, steps - start), batches.device)
         for step, (ix, iu) in enumerate(block, start):
             x, y = batches.gather(ix, iu)
-            value = loss(head(x), y)
+            with torch.autocast(batches.device.type, dtype=torch.bfloat16, enabled=bf16):
+                emb = head(x)
+            value = loss(emb.float(), y)
             opt.zero_grad(set_to_none=True)
             value.backward()
             opt.step()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from labeltool.config import TrainConfig
+from labeltool.models import heads
 from labeltool.models.heads import ReleasedReads, release_mapped, released_reads
-from labeltool.train.head import HeadBatches, embed_features, step_count, train_head
+from labeltool.train.head import HeadBatches, TrainResult, embed_features, step_count, train_head
 from labeltool.train.sampling import BalancedSampler, CyclingSampler
 
 
@@ -70,7 +72,8 @@ def test_history_has_one_loss_per_step_and_progress_reports() -> None:
 def test_resident_and_gathered_unlabeled_rows_train_the_same() -> None:
     x, labels = _toy()
     cfg = TrainConfig(loss="association", epochs=1, min_steps=30, max_steps=30, device="cpu", hidden_dim=32,
-                      unlabeled_batch=64, dropout=0.0)  # dropout masks depend on row order
+                      unlabeled_batch=64, dropout=0.0,  # dropout masks depend on row order
+                      precision="float32")  # bfloat16 rounds a batch's sum differently in another row order
     a = train_head(x, labels, 3, cfg)  # the 570 unlabeled rows fit: copied to the device once
     b = train_head(x, labels, 3, cfg, resident_bytes=0)  # gathered from the array every step
     np.testing.assert_allclose(a.losses, b.losses, rtol=1e-4, atol=1e-5)
@@ -93,6 +96,42 @@ def test_same_seed_same_head() -> None:
     cfg = TrainConfig(loss="contrastive", epochs=2, min_steps=1, device="cpu", hidden_dim=32)
     a, b = train_head(x, labels, 3, cfg), train_head(x, labels, 3, cfg)
     assert a.losses == b.losses
+
+
+def _nearest_centroid_accuracy(res: TrainResult, x: np.ndarray, labels: np.ndarray) -> float:
+    """Share of the toy's unlabeled rows whose embedding is nearest its class's labeled centroid."""
+    emb = embed_features(res.head, x)
+    y = np.arange(len(x)) % 3
+    cent = np.stack([emb[labels == c].mean(0) for c in range(3)])
+    pred = np.argmin(((emb[:, None, :] - cent[None]) ** 2).sum(-1), axis=1)
+    return float(np.mean(pred[labels < 0] == y[labels < 0]))
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "triplet", "arcface"])
+def test_bfloat16_training_learns_as_float32_does(loss: str) -> None:
+    x, labels = _toy()
+    cfg = TrainConfig(loss=loss, epochs=1, min_steps=40, max_steps=40, device="cpu", hidden_dim=32)
+    f32 = train_head(x, labels, 3, replace(cfg, precision="float32"))
+    b16 = train_head(x, labels, 3, replace(cfg, precision="bfloat16"))
+    assert (f32.precision, b16.precision) == ("float32", "bfloat16")
+    assert f32.losses != b16.losses  # the products really ran in bfloat16
+    assert all(np.isfinite(b16.losses))
+    assert _nearest_centroid_accuracy(b16, x, labels) >= _nearest_centroid_accuracy(f32, x, labels) - 0.02
+    assert _nearest_centroid_accuracy(b16, x, labels) > 0.95
+    assert all(p.dtype == torch.float32 for p in b16.head.parameters())  # the weights stay float32
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_training_precision_follows_the_cpu(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    monkeypatch.setattr(heads, "native_bf16_available", lambda: native)
+    x, labels = _toy()
+    res = train_head(x, labels, 3, TrainConfig(epochs=1, min_steps=2, max_steps=2, device="cpu", hidden_dim=32))
+    assert res.precision == ("bfloat16" if native else "float32")
+
+
+def test_unknown_training_precision_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown training precision 'half'; valid: float32, bfloat16, auto"):
+        TrainConfig(precision="half")
 
 
 def test_step_count_is_epochs_of_batches_within_the_bounds() -> None:
