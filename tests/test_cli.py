@@ -42,9 +42,10 @@ def test_status_train_suggest_review_export(folder: Path, tmp_path: Path, capsys
     remainder = [ln for ln in status if ln.startswith("estimated accuracy of the remainder: ")]
     assert len(remainder) == 1 and "review(s) to reach 99%" in remainder[0]
     decisions = tmp_path / "d.csv"
+    other = "bag" if rows[5]["class"] != "bag" else "coat"  # a correction names another class
     decisions.write_text(
         "path,action,label,correct\n"
-        f"{rows[5]['path']},reject,{rows[5]['class']},bag\n"
+        f"{rows[5]['path']},reject,{rows[5]['class']},{other}\n"
         f"{rows[6]['path']},accept,{rows[6]['class']},\n"
     )
     assert main(["review", str(folder), "--decisions", str(decisions)]) == 0
